@@ -1,0 +1,1 @@
+//! gilkit-embed: the OpenAI-compatible embedding client and service core (in progress).

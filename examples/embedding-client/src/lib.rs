@@ -1,0 +1,1 @@
+//! gilkit_embed: Python bindings of the embedding client and service (in progress).

@@ -1,0 +1,1 @@
+//! gilkit_rag: the parallel RAG ingestion pipeline (in progress).

@@ -1,0 +1,1 @@
+//! Procedural macros for gilkit: `#[gilkit::nogil]` (issue 3, in progress).
