@@ -120,7 +120,7 @@ fn an_existing_token_can_cancel_from_elsewhere() {
 
 #[test]
 fn block_on_polls_borrowing_futures_on_the_shared_runtime() {
-    let data = vec![1, 2, 3];
+    let data: Vec<i32> = (1..=3).collect();
     let sum = Python::attach(|py| {
         gilkit::block_on(py, async {
             tokio::time::sleep(Duration::from_millis(2)).await;
