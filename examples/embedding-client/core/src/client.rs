@@ -211,24 +211,31 @@ impl EmbeddingClient {
         max_concurrency: Option<usize>,
         timeout: Option<Duration>,
     ) -> Result<BatchResults, EmbedError> {
-        let limits = self.embedder.limits();
+        let limits = &self.embedder.limits();
         let mut estimates = Vec::with_capacity(batches.len());
         for (batch, texts) in batches.iter().enumerate() {
             if texts.is_empty() {
                 return Err(InvalidInput::EmptyBatch { batch }.into());
             }
-            estimates.push(tokens::validate(texts, &limits)?);
+            estimates.push(tokens::validate(texts, limits)?);
         }
         let concurrency = max_concurrency
             .unwrap_or(self.options.max_concurrency)
             .max(1);
+        let estimates = &estimates;
         let started = Instant::now();
         let timed: Vec<(Result<Embeddings, EmbedError>, Duration)> =
-            stream::iter(batches.iter().zip(&estimates))
-                .map(|(texts, est)| async move {
+            // Indices, not `(&texts, &estimates)` pairs: a closure taking references as arguments
+            // makes the future not `Send` for every lifetime (rust-lang/rust#64552).
+            stream::iter(0..batches.len())
+                .map(|i| async move {
                     let t0 = Instant::now();
-                    let work =
-                        self.embed_validated(texts, est, &limits, self.options.max_concurrency);
+                    let work = self.embed_validated(
+                        &batches[i],
+                        &estimates[i],
+                        limits,
+                        self.options.max_concurrency,
+                    );
                     let r = match timeout {
                         Some(limit) => tokio::time::timeout(limit, work)
                             .await
