@@ -42,6 +42,7 @@ mod openai;
 mod provider;
 pub mod ratelimit;
 pub mod retry;
+pub mod service;
 pub mod testing;
 pub mod tokens;
 pub mod wire;
