@@ -2,8 +2,10 @@
 //!
 //! A call is validated whole before anything is sent ([`crate::tokens::validate`]), split into
 //! requests within the provider's limits ([`crate::tokens::plan_requests`]), and the requests run
-//! concurrently (up to `max_concurrency`) with `futures`' `buffered`, which yields results in
-//! submission order, so reassembly is a concatenation and cannot misalign vectors and texts.
+//! concurrently (up to `max_concurrency`), each result written to the slot of its request's index,
+//! so reassembly is a concatenation in index order and cannot misalign vectors and texts. (Not
+//! `futures`' `buffered`: it keeps a finished request's place in the window until every earlier
+//! one has finished, so one slow request would hold back the others.)
 //!
 //! [`EmbeddingClient::embed_batches`] is the many-batches form (`embed_batch_parallel` in Python):
 //! each batch succeeds or fails on its own, and the result keeps one slot per input batch.
@@ -11,7 +13,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt, stream};
+use std::future::Future;
+
+use futures_util::{StreamExt, stream};
 
 use crate::config::EmbeddingConfig;
 use crate::error::{EmbedError, InvalidInput, TransportError, TransportKind};
@@ -184,11 +188,10 @@ impl EmbeddingClient {
         if let [only] = plan.as_slice() {
             return self.embedder.embed(&texts[only.clone()]).await;
         }
-        let parts: Vec<Embeddings> = stream::iter(plan)
-            .map(|r| self.embedder.embed(&texts[r]))
-            .buffered(concurrency.max(1))
-            .try_collect()
-            .await?;
+        let parts = try_run_indexed(plan.len(), concurrency, |i| {
+            self.embedder.embed(&texts[plan[i].clone()])
+        })
+        .await?;
         Embeddings::concat(parts).map_err(EmbedError::Provider)
     }
 
@@ -225,28 +228,23 @@ impl EmbeddingClient {
         let estimates = &estimates;
         let started = Instant::now();
         let timed: Vec<(Result<Embeddings, EmbedError>, Duration)> =
-            // Indices, not `(&texts, &estimates)` pairs: a closure taking references as arguments
-            // makes the future not `Send` for every lifetime (rust-lang/rust#64552).
-            stream::iter(0..batches.len())
-                .map(|i| async move {
-                    let t0 = Instant::now();
-                    let work = self.embed_validated(
-                        &batches[i],
-                        &estimates[i],
-                        limits,
-                        self.options.max_concurrency,
-                    );
-                    let r = match timeout {
-                        Some(limit) => tokio::time::timeout(limit, work)
-                            .await
-                            .unwrap_or_else(|_| Err(batch_timeout(limit))),
-                        None => work.await,
-                    };
-                    (r, t0.elapsed())
-                })
-                .buffered(concurrency)
-                .collect()
-                .await;
+            run_indexed(batches.len(), concurrency, |i| async move {
+                let t0 = Instant::now();
+                let work = self.embed_validated(
+                    &batches[i],
+                    &estimates[i],
+                    limits,
+                    self.options.max_concurrency,
+                );
+                let r = match timeout {
+                    Some(limit) => tokio::time::timeout(limit, work)
+                        .await
+                        .unwrap_or_else(|_| Err(batch_timeout(limit))),
+                    None => work.await,
+                };
+                (r, t0.elapsed())
+            })
+            .await;
         let mut stats = BatchStats {
             duration: started.elapsed(),
             ..BatchStats::default()
@@ -272,6 +270,55 @@ impl EmbeddingClient {
         }
         Ok(BatchResults { results, stats })
     }
+}
+
+/// Runs `make(i)` for every `i` in `0..n`, at most `limit` at once, and returns the outputs in
+/// index order. Indices, not references, go through the closure: a closure taking references makes
+/// the future not `Send` for every lifetime (rust-lang/rust#64552).
+async fn run_indexed<T, Fut>(n: usize, limit: usize, mut make: impl FnMut(usize) -> Fut) -> Vec<T>
+where
+    Fut: Future<Output = T>,
+{
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut finished = stream::iter(0..n)
+        .map(|i| {
+            let work = make(i);
+            async move { (i, work.await) }
+        })
+        .buffer_unordered(limit.max(1));
+    while let Some((i, out)) = finished.next().await {
+        slots[i] = Some(out);
+    }
+    slots
+        .into_iter()
+        .map(|slot| slot.expect("every index ran to completion"))
+        .collect()
+}
+
+/// Like [`run_indexed`] for fallible work: the first error is returned at once and the work still
+/// running is dropped (cancelled).
+async fn try_run_indexed<T, E, Fut>(
+    n: usize,
+    limit: usize,
+    mut make: impl FnMut(usize) -> Fut,
+) -> Result<Vec<T>, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut finished = stream::iter(0..n)
+        .map(|i| {
+            let work = make(i);
+            async move { (i, work.await) }
+        })
+        .buffer_unordered(limit.max(1));
+    while let Some((i, out)) = finished.next().await {
+        slots[i] = Some(out?);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|slot| slot.expect("every index ran to completion"))
+        .collect())
 }
 
 fn batch_timeout(limit: Duration) -> EmbedError {

@@ -40,6 +40,8 @@ mod config;
 mod error;
 mod openai;
 mod provider;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod ratelimit;
 pub mod retry;
 pub mod service;

@@ -30,7 +30,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::oneshot;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{EmbedError, TransportKind};
 use crate::provider::Embedder;
@@ -93,11 +94,13 @@ struct AppState {
 }
 
 /// A handle to a running service: its address, counters, and a way to stop it.
+///
+/// Shareable between threads (`&self` methods): one thread may wait while another stops it.
 pub struct ServiceHandle {
     addr: SocketAddr,
     state: Arc<AppState>,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<oneshot::Receiver<()>>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    done: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for ServiceHandle {
@@ -180,19 +183,19 @@ pub async fn start(
     let state = new_state(embedder, options);
     let app = router_with_state(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let (finished, done) = oneshot::channel::<()>();
+    let (finished, done) = watch::channel(false);
     tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = stopped.await;
         });
         let _ = serve.await;
-        let _ = finished.send(());
+        let _ = finished.send(true);
     });
     Ok(ServiceHandle {
         addr,
         state,
-        stop: Some(stop),
-        done: Some(done),
+        stop: Mutex::new(Some(stop)),
+        done,
     })
 }
 
@@ -212,11 +215,16 @@ impl ServiceHandle {
         stats_of(&self.state.counters)
     }
 
-    /// Asks the server to stop accepting connections; in-flight requests finish.
-    pub fn request_stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
+    /// Asks the server to stop accepting connections; in-flight requests finish. Idempotent.
+    pub fn request_stop(&self) {
+        if let Some(stop) = self.stop.lock().take() {
             let _ = stop.send(());
         }
+    }
+
+    /// True once the server has stopped.
+    pub fn is_stopped(&self) -> bool {
+        *self.done.borrow()
     }
 
     /// Waits until the server has stopped (after [`ServiceHandle::request_stop`], or forever).
@@ -224,15 +232,13 @@ impl ServiceHandle {
     /// # Cancel safety
     ///
     /// Cancel safe: waiting again later still sees the stop.
-    pub async fn wait(&mut self) {
-        if let Some(done) = self.done.as_mut() {
-            let _ = done.await;
-            self.done = None;
-        }
+    pub async fn wait(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|stopped| *stopped).await;
     }
 
     /// Stops the server and waits for in-flight requests to finish.
-    pub async fn stop(mut self) {
+    pub async fn stop(&self) {
         self.request_stop();
         self.wait().await;
     }
