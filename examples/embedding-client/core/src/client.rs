@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
 use std::future::Future;
 
 use futures_util::{StreamExt, stream};
@@ -279,20 +280,14 @@ async fn run_indexed<T, Fut>(n: usize, limit: usize, mut make: impl FnMut(usize)
 where
     Fut: Future<Output = T>,
 {
-    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    let mut finished = stream::iter(0..n)
-        .map(|i| {
-            let work = make(i);
-            async move { (i, work.await) }
-        })
-        .buffer_unordered(limit.max(1));
-    while let Some((i, out)) = finished.next().await {
-        slots[i] = Some(out);
+    let all = try_run_indexed(n, limit, |i| {
+        let work = make(i);
+        async move { Ok::<T, Infallible>(work.await) }
+    });
+    match all.await {
+        Ok(outputs) => outputs,
+        Err(never) => match never {},
     }
-    slots
-        .into_iter()
-        .map(|slot| slot.expect("every index ran to completion"))
-        .collect()
 }
 
 /// Like [`run_indexed`] for fallible work: the first error is returned at once and the work still
