@@ -1,1 +1,5 @@
 //! gilkit
+
+pub mod semaphore;
+
+pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
