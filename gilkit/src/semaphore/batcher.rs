@@ -327,7 +327,7 @@ where
 
         let batch_fn = &mut self.batch_fn;
         let called = catch_unwind(AssertUnwindSafe(|| {
-            Python::try_attach(|py| {
+            crate::try_attach(|py| {
                 let entered = Instant::now();
                 let result = batch_fn(py, requests);
                 let nanos = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -48,10 +48,8 @@ mod batcher;
 mod error;
 mod stats;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -285,14 +283,22 @@ impl GilSemaphore {
     ///
     /// # Panics
     ///
-    /// If called outside a tokio runtime with the time driver enabled (it uses
-    /// [`tokio::time::timeout`]).
+    /// If called inside a tokio runtime whose time driver is off; outside any tokio runtime it uses
+    /// the timer of gilkit's shared runtime.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<GilPermit, AcquireError> {
-        match tokio::time::timeout(timeout, self.acquire_owned()).await {
+        let timed = {
+            // The timer registers with a runtime when created; outside tokio, with gilkit's own.
+            let shared = tokio::runtime::Handle::try_current()
+                .is_err()
+                .then(crate::runtime::handle);
+            let _context = shared.as_ref().map(tokio::runtime::Handle::enter);
+            tokio::time::timeout(timeout, self.acquire_owned())
+        };
+        match timed.await {
             Ok(r) => r,
             Err(_) => {
                 self.shared.timed_out.fetch_add(1, Relaxed);
@@ -307,24 +313,32 @@ impl GilSemaphore {
     /// This is the semaphore's `lock_py_attached`: blocking on a permit while holding the GIL would
     /// deadlock as soon as the permit holder needs the GIL (the akidb hang). Use it from
     /// `#[pyfunction]`s and other synchronous code; async code uses [`acquire`](Self::acquire).
+    /// The wait goes through [`gilkit::block_on`](crate::block_on), so on the main thread Ctrl-C
+    /// ends it.
+    ///
+    /// GIL: released while waiting; held on return.
     ///
     /// # Errors
     ///
-    /// As [`acquire`](Self::acquire).
-    pub fn acquire_py_attached(&self, py: Python<'_>) -> Result<GilPermit, AcquireError> {
+    /// The [`AcquireError`] (busy, closed) as a Python exception, or the exception a signal
+    /// handler raised while waiting (`KeyboardInterrupt`).
+    pub fn acquire_py_attached(&self, py: Python<'_>) -> PyResult<GilPermit> {
         match self.try_acquire() {
             Ok(p) => return Ok(p),
-            Err(TryAcquireError::Closed) => return Err(AcquireError::Closed),
+            Err(TryAcquireError::Closed) => return Err(AcquireError::Closed.into()),
             Err(TryAcquireError::NoPermits) => {}
         }
-        py.detach(|| block_on_parked(self.acquire_owned()))
+        Ok(crate::block_on(py, self.acquire_owned())??)
     }
 
     /// Takes a permit, runs `f` attached to the interpreter on tokio's blocking pool, gives the
     /// permit back and returns `f`'s result.
     ///
     /// The calling task waits asynchronously (first for the permit, then for `f`); the blocking
-    /// thread attaches for the duration of `f` only. The time `f` takes and the time spent waiting
+    /// thread attaches for the duration of `f` only. `f` runs on the blocking pool of the current
+    /// tokio runtime, or of gilkit's shared runtime when called from another executor.
+    ///
+    /// GIL: not held by the caller; acquired by the blocking thread around `f`. The time `f` takes and the time spent waiting
     /// to attach are added to [`stats`](Self::stats).
     ///
     /// # Errors
@@ -337,7 +351,8 @@ impl GilSemaphore {
     ///
     /// # Panics
     ///
-    /// If called outside a tokio runtime (it uses [`tokio::task::spawn_blocking`]).
+    /// Only if called outside a tokio runtime and gilkit's shared runtime cannot start (see
+    /// [`runtime::handle`](crate::runtime::handle)).
     ///
     /// # Cancel safety
     ///
@@ -351,7 +366,7 @@ impl GilSemaphore {
         T: Send + 'static,
     {
         let permit = self.acquire_owned().await?;
-        let call = tokio::task::spawn_blocking(move || permit.try_attach(f));
+        let call = runtime_handle().spawn_blocking(move || permit.try_attach(f));
         match call.await {
             Ok(Some(Ok(value))) => Ok(value),
             Ok(Some(Err(e))) => Err(RunError::Python(e)),
@@ -469,7 +484,7 @@ impl Shared {
     /// interpreter cannot be attached to (not initialized, or finalizing).
     fn try_attach_timed<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
         let asked = Instant::now();
-        Python::try_attach(|py| self.timed(asked, py, f))
+        crate::try_attach(|py| self.timed(asked, py, f))
     }
 
     fn timed<R>(&self, asked: Instant, py: Python<'_>, f: impl FnOnce(Python<'_>) -> R) -> R {
@@ -597,26 +612,7 @@ fn attach_timed<R>(shared: &Shared, f: impl for<'py> FnOnce(Python<'py>) -> R) -
     Python::attach(|py| shared.timed(asked, py, f))
 }
 
-/// Polls `fut` to completion on this thread, parking between wake-ups. Only for futures that need
-/// no runtime driver (the semaphore's acquire needs none: it is woken by the releasing thread).
-fn block_on_parked<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(out) => return out,
-            // A spurious unpark only costs another poll.
-            Poll::Pending => std::thread::park(),
-        }
-    }
+/// The runtime to use for blocking calls and timers: the caller's, else gilkit's shared one.
+fn runtime_handle() -> tokio::runtime::Handle {
+    tokio::runtime::Handle::try_current().unwrap_or_else(|_| crate::runtime::handle())
 }
