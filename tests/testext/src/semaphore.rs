@@ -1,0 +1,151 @@
+//! Python-facing drivers for `GilSemaphore` and `GilBatcher`: each runs many concurrent tokio tasks
+//! on gilkit's shared runtime (the calling thread waits in `gilkit::block_on`, GIL released) and
+//! hands back every answer, every exception object and the statistics `dict`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gilkit::semaphore::{BatchError, BatcherConfig, BatcherStats, RunError, SemaphoreStats};
+use gilkit::{GilBatcher, GilSemaphore};
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+
+/// `(results, errors)`: position `i` holds the value or the exception object of request `i`.
+type Answers = (Vec<Option<Py<PyAny>>>, Vec<Option<Py<PyAny>>>);
+
+fn split_answers<E: Into<PyErr>>(py: Python<'_>, answers: Vec<Result<Py<PyAny>, E>>) -> Answers {
+    answers
+        .into_iter()
+        .map(|a| match a {
+            Ok(value) => (Some(value), None),
+            Err(e) => (None, Some(e.into().into_value(py).into_any())),
+        })
+        .unzip()
+}
+
+/// Calls every callable in `callables` (no arguments) from its own tokio task through one
+/// `GilSemaphore(permits, max_queue)`, all at once. Returns `(results, errors, stats)`.
+#[pyfunction]
+#[pyo3(signature = (callables, permits = 1, max_queue = None))]
+fn semaphore_call_all(
+    py: Python<'_>,
+    callables: Vec<Py<PyAny>>,
+    permits: usize,
+    max_queue: Option<usize>,
+) -> PyResult<(
+    Vec<Option<Py<PyAny>>>,
+    Vec<Option<Py<PyAny>>>,
+    SemaphoreStats,
+)> {
+    let sem = GilSemaphore::builder()
+        .permits(permits)
+        .max_queue(max_queue)
+        .build();
+    let answers: Vec<Result<Py<PyAny>, RunError>> = gilkit::block_on(py, async {
+        let runtime = gilkit::runtime::handle();
+        let tasks: Vec<_> = callables
+            .into_iter()
+            .map(|f| {
+                let sem = sem.clone();
+                runtime.spawn(async move { sem.run(move |py| f.call0(py)).await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            answers.push(
+                t.await
+                    .unwrap_or_else(|e| Err(RunError::Panicked(e.to_string()))),
+            );
+        }
+        answers
+    })?;
+    let (results, errors) = split_answers(py, answers);
+    Ok((results, errors, sem.stats()))
+}
+
+/// Submits every item of `items` from its own tokio task to one `GilBatcher` whose batch function
+/// is `model(list_of_items) -> list_of_results`, all at once. Returns `(results, errors, stats)`.
+#[pyfunction]
+#[pyo3(signature = (model, items, max_batch = 64, max_wait_ms = 2.0, max_queue = None))]
+fn batcher_call_all(
+    py: Python<'_>,
+    model: Py<PyAny>,
+    items: Vec<Py<PyAny>>,
+    max_batch: usize,
+    max_wait_ms: f64,
+    max_queue: Option<usize>,
+) -> PyResult<(Vec<Option<Py<PyAny>>>, Vec<Option<Py<PyAny>>>, BatcherStats)> {
+    let config = BatcherConfig {
+        max_batch,
+        max_wait: Duration::from_secs_f64(max_wait_ms / 1e3),
+        max_queue,
+    };
+    let batcher = GilBatcher::new(config, move |py, batch: Vec<Py<PyAny>>| {
+        model.call1(py, (batch,))?.extract::<Vec<Py<PyAny>>>(py)
+    });
+    let answers: Vec<Result<Py<PyAny>, BatchError>> = gilkit::block_on(py, async {
+        let runtime = gilkit::runtime::handle();
+        let tasks: Vec<_> = items
+            .into_iter()
+            .map(|item| {
+                let batcher = batcher.clone();
+                runtime.spawn(async move { batcher.submit(item).await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            answers.push(
+                t.await
+                    .unwrap_or_else(|e| Err(BatchError::Panicked(e.to_string()))),
+            );
+        }
+        answers
+    })?;
+    let (results, errors) = split_answers(py, answers);
+    Ok((results, errors, batcher.stats()))
+}
+
+/// Forces the akidb lock-order inversion `rounds` times: this thread holds the GIL and wants a
+/// mutex that a helper thread holds while it waits for the GIL. With `naive=False` the mutex is
+/// taken with `lock_py_attached` (GIL released while blocked); with `naive=True` with a plain
+/// `lock()`, which hangs forever: run that only in a subprocess you can kill. Returns the rounds
+/// the helper completed.
+#[pyfunction]
+#[pyo3(signature = (rounds, naive = false))]
+fn lock_inversion_rounds(py: Python<'_>, rounds: usize, naive: bool) -> PyResult<u64> {
+    let shared = Arc::new(Mutex::new(0u64));
+    let (go_tx, go_rx) = std::sync::mpsc::sync_channel::<()>(0);
+    let (locked_tx, locked_rx) = std::sync::mpsc::sync_channel::<()>(0);
+    let helper_state = Arc::clone(&shared);
+    let helper = std::thread::spawn(move || {
+        while go_rx.recv().is_ok() {
+            let mut guard = helper_state.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            // Wants the GIL while holding the mutex, as a callback or a decref would.
+            gilkit::try_attach(|py| py.None());
+            *guard += 1;
+        }
+    });
+    for _ in 0..rounds {
+        go_tx.send(()).unwrap();
+        locked_rx.recv().unwrap();
+        let guard = if naive {
+            shared.lock()
+        } else {
+            shared.lock_py_attached(py)
+        };
+        drop(guard.unwrap());
+    }
+    drop(go_tx);
+    py.detach(|| helper.join())
+        .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the helper thread panicked"))?;
+    Ok(*shared.lock_py_attached(py).unwrap())
+}
+
+/// Registers this module's functions on the test extension.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(semaphore_call_all, m)?)?;
+    m.add_function(wrap_pyfunction!(batcher_call_all, m)?)?;
+    m.add_function(wrap_pyfunction!(lock_inversion_rounds, m)?)?;
+    Ok(())
+}
