@@ -278,7 +278,7 @@ fn main() {
         "| model | tasks | strategy | req/s | vs naive | p50 ms | p99 ms | errors | mean batch |"
     );
     println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
-    for (&model_name, _) in &models {
+    for &model_name in models.keys() {
         for &c in &CONCURRENCY {
             let throughput = |s: &str| {
                 median(

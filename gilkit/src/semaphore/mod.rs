@@ -70,8 +70,9 @@ use stats::DurationHistogram;
 /// attaches to the interpreter with [`GilPermit::attach`]. [`run`](GilSemaphore::run) does the whole
 /// dance: permit, blocking pool, attach, give back, result.
 ///
-/// On a GIL build the permits bound the crowd in front of the GIL (use 1 or 2); on a free-threaded
-/// build each permit can run Python in parallel (use the core count). See `docs/semaphore.md`.
+/// On a GIL build the permits bound the crowd in front of the GIL (use 2: one inside, one ready at
+/// the door); on a free-threaded build each permit can run Python in parallel (start from the core
+/// count). See `docs/semaphore.md`.
 ///
 /// # Examples
 ///
@@ -121,7 +122,9 @@ pub struct GilSemaphoreBuilder {
 }
 
 impl GilSemaphoreBuilder {
-    /// How many permit holders may be inside Python at once. Default 1.
+    /// How many permit holders may be inside Python (or waiting to attach) at once. Default 2: on a
+    /// GIL build, one runs Python while the next waits at the GIL, so the GIL never idles between
+    /// calls (see `docs/semaphore.md` for free-threaded builds).
     pub fn permits(mut self, permits: usize) -> Self {
         self.permits = permits;
         self
@@ -173,10 +176,10 @@ impl GilSemaphoreBuilder {
 }
 
 impl GilSemaphore {
-    /// A builder: 1 permit and no queue bound unless set.
+    /// A builder: 2 permits and no queue bound unless set.
     pub fn builder() -> GilSemaphoreBuilder {
         GilSemaphoreBuilder {
-            permits: 1,
+            permits: 2,
             max_queue: None,
         }
     }

@@ -81,11 +81,7 @@ impl DurationHistogram {
             p50: quantile(0.50),
             p99: quantile(0.99),
             max: Duration::from_nanos(max),
-            mean: if count == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_nanos(self.sum_ns.load(Relaxed) / count)
-            },
+            mean: Duration::from_nanos(self.sum_ns.load(Relaxed).checked_div(count).unwrap_or(0)),
         }
     }
 }

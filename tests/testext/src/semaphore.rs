@@ -13,6 +13,9 @@ use pyo3::sync::MutexExt;
 /// `(results, errors)`: position `i` holds the value or the exception object of request `i`.
 type Answers = (Vec<Option<Py<PyAny>>>, Vec<Option<Py<PyAny>>>);
 
+/// `(results, errors, stats)` as returned to Python.
+type Report<S> = (Vec<Option<Py<PyAny>>>, Vec<Option<Py<PyAny>>>, S);
+
 fn split_answers<E: Into<PyErr>>(py: Python<'_>, answers: Vec<Result<Py<PyAny>, E>>) -> Answers {
     answers
         .into_iter()
@@ -26,17 +29,13 @@ fn split_answers<E: Into<PyErr>>(py: Python<'_>, answers: Vec<Result<Py<PyAny>, 
 /// Calls every callable in `callables` (no arguments) from its own tokio task through one
 /// `GilSemaphore(permits, max_queue)`, all at once. Returns `(results, errors, stats)`.
 #[pyfunction]
-#[pyo3(signature = (callables, permits = 1, max_queue = None))]
+#[pyo3(signature = (callables, permits = 2, max_queue = None))]
 fn semaphore_call_all(
     py: Python<'_>,
     callables: Vec<Py<PyAny>>,
     permits: usize,
     max_queue: Option<usize>,
-) -> PyResult<(
-    Vec<Option<Py<PyAny>>>,
-    Vec<Option<Py<PyAny>>>,
-    SemaphoreStats,
-)> {
+) -> PyResult<Report<SemaphoreStats>> {
     let sem = GilSemaphore::builder()
         .permits(permits)
         .max_queue(max_queue)
@@ -74,7 +73,7 @@ fn batcher_call_all(
     max_batch: usize,
     max_wait_ms: f64,
     max_queue: Option<usize>,
-) -> PyResult<(Vec<Option<Py<PyAny>>>, Vec<Option<Py<PyAny>>>, BatcherStats)> {
+) -> PyResult<Report<BatcherStats>> {
     let config = BatcherConfig {
         max_batch,
         max_wait: Duration::from_secs_f64(max_wait_ms / 1e3),
