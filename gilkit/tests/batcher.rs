@@ -5,6 +5,9 @@
 //! function wait (detached) until the test opens the gate, so the test can queue requests in a known
 //! order behind it.
 
+mod sem_support;
+use sem_support::until;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,17 +19,6 @@ use pyo3::prelude::*;
 
 const GATE: i64 = -1;
 const POISON: i64 = -2;
-
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 fn config(max_batch: usize, max_queue: Option<usize>) -> BatcherConfig {
     BatcherConfig {

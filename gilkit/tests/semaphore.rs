@@ -1,6 +1,9 @@
 //! Behaviour of `GilSemaphore`: answers under load, FIFO order, cancellation, the queue bound,
 //! timeouts, Python exceptions and panics, statistics.
 
+mod sem_support;
+use sem_support::until;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,18 +11,6 @@ use gilkit::semaphore::{AcquireError, GilPermitRef, RunError, TryAcquireError};
 use gilkit::{GilBatcher, GilPermit, GilSemaphore};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-
-/// Polls `cond` until it holds; fails the test after 10 s instead of hanging.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 fn python_fn(src: &std::ffi::CStr) -> Py<PyAny> {
     Python::initialize();

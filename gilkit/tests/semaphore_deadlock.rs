@@ -14,7 +14,7 @@
 //! skipped there (and say so); the gilkit rounds still run.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -83,13 +83,13 @@ fn mutex_taken_with_lock_py_attached_survives_the_inversion_1000_times() {
     assert_eq!(*shared.lock().unwrap(), ROUNDS as u64);
 }
 
-/// Locks while attached without ever detaching, like `Mutex::lock` would, but gives up at the
-/// deadline instead of hanging the test suite.
-fn naive_lock<T>(m: &Mutex<T>, timeout: Duration) -> Option<MutexGuard<'_, T>> {
+/// Waits while attached without ever detaching, as a blocking `lock()` would, retrying `attempt`
+/// every millisecond, but gives up after `timeout` instead of hanging the test suite.
+fn naive_wait<T>(timeout: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(guard) = m.try_lock() {
-            return Some(guard);
+        if let Some(got) = attempt() {
+            return Some(got);
         }
         if Instant::now() >= deadline {
             return None;
@@ -112,7 +112,7 @@ fn a_naive_mutex_lock_while_attached_deadlocks() {
         let got = Python::attach(|_py| {
             go_tx.send(()).unwrap();
             locked_rx.recv().unwrap();
-            naive_lock(&shared, NAIVE_TIMEOUT).is_some()
+            naive_wait(NAIVE_TIMEOUT, || shared.try_lock().ok()).is_some()
         });
         assert!(
             !got,
@@ -188,16 +188,7 @@ fn a_naive_permit_wait_while_attached_deadlocks() {
             go_tx.send(()).unwrap();
             holding_rx.recv().unwrap();
             // What akidb's semaphore did: wait for the permit without letting go of the GIL.
-            let deadline = Instant::now() + NAIVE_TIMEOUT;
-            loop {
-                if let Ok(permit) = sem.try_acquire() {
-                    break Some(permit);
-                }
-                if Instant::now() >= deadline {
-                    break None;
-                }
-                thread::sleep(Duration::from_millis(1));
-            }
+            naive_wait(NAIVE_TIMEOUT, || sem.try_acquire().ok())
         });
         assert!(
             got.is_none(),

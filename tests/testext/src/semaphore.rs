@@ -26,6 +26,31 @@ fn split_answers<E: Into<PyErr>>(py: Python<'_>, answers: Vec<Result<Py<PyAny>, 
         .unzip()
 }
 
+/// Starts `call(input)` for every input, each in its own task on gilkit's shared runtime, all at
+/// once, and waits for them with the GIL released; the answers come back in input order (a task
+/// that panicked as `panicked(message)`).
+fn call_all_at_once<I, E, Fut>(
+    py: Python<'_>,
+    inputs: Vec<I>,
+    call: impl Fn(I) -> Fut + Send,
+    panicked: impl Fn(String) -> E + Send,
+) -> PyResult<Vec<Result<Py<PyAny>, E>>>
+where
+    I: Send,
+    E: Send + 'static,
+    Fut: Future<Output = Result<Py<PyAny>, E>> + Send + 'static,
+{
+    gilkit::block_on(py, async move {
+        let runtime = gilkit::runtime::handle();
+        let tasks: Vec<_> = inputs.into_iter().map(|i| runtime.spawn(call(i))).collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            answers.push(t.await.unwrap_or_else(|e| Err(panicked(e.to_string()))));
+        }
+        answers
+    })
+}
+
 /// Calls every callable in `callables` (no arguments) from its own tokio task through one
 /// `GilSemaphore(permits, max_queue)`, all at once. Returns `(results, errors, stats)`.
 #[pyfunction]
@@ -40,24 +65,15 @@ fn semaphore_call_all(
         .permits(permits)
         .max_queue(max_queue)
         .build();
-    let answers: Vec<Result<Py<PyAny>, RunError>> = gilkit::block_on(py, async {
-        let runtime = gilkit::runtime::handle();
-        let tasks: Vec<_> = callables
-            .into_iter()
-            .map(|f| {
-                let sem = sem.clone();
-                runtime.spawn(async move { sem.run(move |py| f.call0(py)).await })
-            })
-            .collect();
-        let mut answers = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            answers.push(
-                t.await
-                    .unwrap_or_else(|e| Err(RunError::Panicked(e.to_string()))),
-            );
-        }
-        answers
-    })?;
+    let answers = call_all_at_once(
+        py,
+        callables,
+        |f| {
+            let sem = sem.clone();
+            async move { sem.run(move |py| f.call0(py)).await }
+        },
+        RunError::Panicked,
+    )?;
     let (results, errors) = split_answers(py, answers);
     Ok((results, errors, sem.stats()))
 }
@@ -82,24 +98,15 @@ fn batcher_call_all(
     let batcher = GilBatcher::new(config, move |py, batch: Vec<Py<PyAny>>| {
         model.call1(py, (batch,))?.extract::<Vec<Py<PyAny>>>(py)
     });
-    let answers: Vec<Result<Py<PyAny>, BatchError>> = gilkit::block_on(py, async {
-        let runtime = gilkit::runtime::handle();
-        let tasks: Vec<_> = items
-            .into_iter()
-            .map(|item| {
-                let batcher = batcher.clone();
-                runtime.spawn(async move { batcher.submit(item).await })
-            })
-            .collect();
-        let mut answers = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            answers.push(
-                t.await
-                    .unwrap_or_else(|e| Err(BatchError::Panicked(e.to_string()))),
-            );
-        }
-        answers
-    })?;
+    let answers = call_all_at_once(
+        py,
+        items,
+        |item| {
+            let batcher = batcher.clone();
+            async move { batcher.submit(item).await }
+        },
+        BatchError::Panicked,
+    )?;
     let (results, errors) = split_answers(py, answers);
     Ok((results, errors, batcher.stats()))
 }
