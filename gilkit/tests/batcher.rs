@@ -282,3 +282,48 @@ fn stats_convert_to_a_python_dict_with_the_histogram() {
         assert!(d.get_item("queue_wait_p99_s").unwrap().is_some());
     });
 }
+
+#[test]
+fn in_a_forked_child_submit_fails_at_once_instead_of_waiting_forever() {
+    Python::initialize();
+    let batcher = GilBatcher::new(config(8, None), |_py, xs: Vec<i64>| Ok(xs));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(runtime.block_on(batcher.submit(1)).unwrap(), 1);
+    // SAFETY: the child only runs Rust code that allocates (glibc's allocator is fork-safe) and
+    // exits with `_exit`, never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // Never unwind into the copy of the test harness: any panic is exit code 3.
+        let code = std::panic::catch_unwind(|| {
+            let child_runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            // Bounded, so a regression fails (exit code 2) instead of hanging the parent's waitpid.
+            let outcome = child_runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), batcher.submit(2)).await
+            });
+            match outcome {
+                Ok(Err(BatchError::Forked)) => 0,
+                Ok(_) => 1,
+                Err(_) => 2,
+            }
+        })
+        .unwrap_or(3);
+        // SAFETY: `_exit` ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status}"
+    );
+    // The parent's batcher is unaffected.
+    assert_eq!(runtime.block_on(batcher.submit(3)).unwrap(), 3);
+}

@@ -122,6 +122,8 @@ struct Job<Req, Resp> {
 
 struct BatchShared {
     config: BatcherConfig,
+    /// The process that started the worker: a child made by `fork()` has no worker thread.
+    pid: u32,
     submitted: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
@@ -169,6 +171,7 @@ where
         let shared = Arc::new(BatchShared {
             batch_sizes: (0..config.max_batch).map(|_| AtomicU64::new(0)).collect(),
             config,
+            pid: std::process::id(),
             submitted: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -205,7 +208,10 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
     ///   of the batch gets the exception);
     /// - [`BatchError::Panicked`], [`BatchError::LengthMismatch`],
     ///   [`BatchError::InterpreterUnavailable`] for a batch that could not produce results;
-    /// - [`BatchError::Closed`] if the worker has stopped.
+    /// - [`BatchError::Closed`] if the worker has stopped;
+    /// - [`BatchError::Forked`] in a child process made by `fork()` after the batcher was created
+    ///   (the worker thread stayed in the parent; without this check the request would wait
+    ///   forever).
     ///
     /// # Cancel safety
     ///
@@ -213,6 +219,9 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
     /// the batch function (counted in `cancelled`). Once its batch has started, the result is
     /// dropped.
     pub async fn submit(&self, request: Req) -> Result<Resp, BatchError> {
+        if std::process::id() != self.shared.pid {
+            return Err(BatchError::Forked);
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             request,

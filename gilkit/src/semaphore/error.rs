@@ -246,6 +246,10 @@ pub enum BatchError {
     InterpreterUnavailable,
     /// The batcher's worker is gone (it stopped after the last handle was dropped).
     Closed,
+    /// This process is a child made by `fork()` after the batcher was created, so the batcher's
+    /// worker thread does not exist here. Create batchers after forking (e.g. in the worker
+    /// process's startup, not at import time).
+    Forked,
 }
 
 impl BatchError {
@@ -295,6 +299,10 @@ impl fmt::Display for BatchError {
                 "the Python interpreter is not initialized or is shutting down; the batch did not run",
             ),
             Self::Closed => f.write_str("the batcher is closed; its worker has stopped"),
+            Self::Forked => f.write_str(
+                "this batcher was created before the process forked and its worker thread did not \
+                 survive the fork; create the batcher in the child process instead",
+            ),
         }
     }
 }
