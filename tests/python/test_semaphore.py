@@ -9,6 +9,7 @@ import time
 import gilkit_testext as ext
 import pytest
 from conftest import run_python
+from gil_probe import assert_holds_gil, assert_releases_gil
 
 
 class ModelError(Exception):
@@ -142,3 +143,13 @@ def test_a_naive_lock_while_holding_the_gil_hangs():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"
+
+
+def test_waiting_for_a_permit_from_python_releases_the_gil():
+    waited = assert_releases_gil(lambda: ext.wait_for_held_permit(100))
+    assert waited >= 0.09
+
+
+def test_the_naive_wait_for_a_permit_holds_the_gil():
+    # The control that makes the test above meaningful: the same wait without detaching.
+    assert_holds_gil(lambda: ext.wait_for_held_permit(100, naive=True))

@@ -148,10 +148,42 @@ fn lock_inversion_rounds(py: Python<'_>, rounds: usize, naive: bool) -> PyResult
     Ok(*shared.lock_py_attached(py).unwrap())
 }
 
+/// Waits for the only permit of a `GilSemaphore` while another thread holds it for `hold_ms`
+/// (without the GIL). With `naive=False` through `acquire_py_attached` (GIL released while
+/// waiting); with `naive=True` by spinning on `try_acquire` while attached (the control: GIL held
+/// throughout). Returns the seconds waited.
+#[pyfunction]
+#[pyo3(signature = (hold_ms, naive = false))]
+fn wait_for_held_permit(py: Python<'_>, hold_ms: u64, naive: bool) -> PyResult<f64> {
+    let sem = GilSemaphore::new(1);
+    let held = sem.try_acquire()?;
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(hold_ms));
+        drop(held);
+    });
+    let start = std::time::Instant::now();
+    let permit = if naive {
+        loop {
+            if let Ok(p) = sem.try_acquire() {
+                break p;
+            }
+            std::hint::spin_loop();
+        }
+    } else {
+        sem.acquire_py_attached(py)?
+    };
+    let waited = start.elapsed().as_secs_f64();
+    drop(permit);
+    py.detach(|| holder.join())
+        .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the holder thread panicked"))?;
+    Ok(waited)
+}
+
 /// Registers this module's functions on the test extension.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(semaphore_call_all, m)?)?;
     m.add_function(wrap_pyfunction!(batcher_call_all, m)?)?;
     m.add_function(wrap_pyfunction!(lock_inversion_rounds, m)?)?;
+    m.add_function(wrap_pyfunction!(wait_for_held_permit, m)?)?;
     Ok(())
 }
