@@ -6,10 +6,10 @@
 //! set). [`GilBatcher::submit`] puts the request and a one-shot reply slot on the channel and waits
 //! for the reply. The worker, detached, blocks for the first request, then keeps taking requests
 //! until it has `max_batch` of them or `max_wait` has passed since the first one was submitted. It
-//! drops requests whose caller has gone away, attaches once, calls the batch function with the whole
-//! batch, detaches, and sends result `i` to request `i`. If the function raises, every request of the
-//! batch gets the exception (the same Python object), and nothing else is affected; a panic is caught
-//! the same way, and the worker carries on.
+//! drops requests whose caller has gone away, attaches once, calls the batch function with the
+//! whole batch, detaches, and sends result `i` to request `i`. If the function raises, every
+//! request of the batch gets the exception (the same Python object), and nothing else is affected;
+//! a panic is caught the same way, and the worker carries on.
 //!
 //! The worker holds no lock while attached, and the batch function is only ever called by that one
 //! thread, so it may be `FnMut` and needs no `Sync`.
@@ -84,8 +84,14 @@ impl Default for BatcherConfig {
 /// let square = Python::attach(|py| -> PyResult<Py<PyAny>> {
 ///     Ok(py.eval(c"lambda xs: [x * x for x in xs]", None, None)?.unbind())
 /// })?;
-/// let config = BatcherConfig { max_batch: 16, max_wait: Duration::from_millis(1), max_queue: Some(1024) };
-/// let batcher = GilBatcher::new(config, move |py, xs: Vec<i64>| square.call1(py, (xs,))?.extract(py));
+/// let config = BatcherConfig {
+///     max_batch: 16,
+///     max_wait: Duration::from_millis(1),
+///     max_queue: Some(1024),
+/// };
+/// let batcher = GilBatcher::new(config, move |py, xs: Vec<i64>| {
+///     square.call1(py, (xs,))?.extract(py)
+/// });
 ///
 /// let answers = futures_join(&batcher, 1..=10).await;
 /// assert_eq!(answers, (1..=10).map(|x| x * x).collect::<Vec<i64>>());
@@ -94,7 +100,12 @@ impl Default for BatcherConfig {
 /// # }).unwrap();
 ///
 /// async fn futures_join(b: &GilBatcher<i64, i64>, xs: impl Iterator<Item = i64>) -> Vec<i64> {
-///     let tasks: Vec<_> = xs.map(|x| { let b = b.clone(); tokio::spawn(async move { b.submit(x).await }) }).collect();
+///     let tasks: Vec<_> = xs
+///         .map(|x| {
+///             let b = b.clone();
+///             tokio::spawn(async move { b.submit(x).await })
+///         })
+///         .collect();
 ///     let mut out = Vec::new();
 ///     for t in tasks { out.push(t.await.unwrap().unwrap()); }
 ///     out
@@ -204,8 +215,8 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
     ///
     /// - [`BatchError::Busy`] at once if the queue bound is reached (the request is dropped, not
     ///   queued);
-    /// - [`BatchError::Python`] if the batch function raised for this request's batch (every request
-    ///   of the batch gets the exception);
+    /// - [`BatchError::Python`] if the batch function raised for this request's batch (every
+    ///   request of the batch gets the exception);
     /// - [`BatchError::Panicked`], [`BatchError::LengthMismatch`],
     ///   [`BatchError::InterpreterUnavailable`] for a batch that could not produce results;
     /// - [`BatchError::Closed`] if the worker has stopped;
@@ -215,9 +226,9 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe. A request whose future is dropped while it is queued is skipped: it never reaches
-    /// the batch function (counted in `cancelled`). Once its batch has started, the result is
-    /// dropped.
+    /// Cancel safe. A request whose future is dropped while it is queued is skipped: it never
+    /// reaches the batch function (counted in `cancelled`). Once its batch has started, the result
+    /// is dropped.
     pub async fn submit(&self, request: Req) -> Result<Resp, BatchError> {
         if std::process::id() != self.shared.pid {
             return Err(BatchError::Forked);

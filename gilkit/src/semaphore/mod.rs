@@ -4,8 +4,8 @@
 //! A tokio server that calls a Python model has to cross from its tasks into the interpreter. Done
 //! naively (`spawn_blocking(|| Python::attach(..))` per request), hundreds of blocking threads pile
 //! up behind the GIL; done with a `try_lock`, contention turns into errors. The semaphore makes
-//! tasks wait in line, asynchronously and in order, for one of a fixed number of permits, and only a
-//! task holding a permit goes to the blocking pool and attaches. The batcher goes further for
+//! tasks wait in line, asynchronously and in order, for one of a fixed number of permits, and only
+//! a task holding a permit goes to the blocking pool and attaches. The batcher goes further for
 //! models whose cost is mostly per call (batched ML models): one worker thread takes up to
 //! `max_batch` queued requests, calls the model once with all of them, and routes each result back.
 //! The guide chapter `docs/semaphore.md` explains how to choose between them and how many permits
@@ -13,8 +13,8 @@
 //!
 //! # Lock order and deadlock freedom
 //!
-//! A permit is a lock, and so is the GIL (or, on a free-threaded build, the stop-the-world pauses of
-//! the interpreter). Deadlock is impossible as long as every thread takes them in one order:
+//! A permit is a lock, and so is the GIL (or, on a free-threaded build, the stop-the-world pauses
+//! of the interpreter). Deadlock is impossible as long as every thread takes them in one order:
 //!
 //! 1. a permit, waited for **detached** (the async `acquire*` methods never touch the interpreter;
 //!    [`GilSemaphore::acquire_py_attached`] detaches before it blocks);
@@ -34,22 +34,30 @@
 //! Permits and fairness come from [`tokio::sync::Semaphore`] (a FIFO queue of waiters, cancel safe:
 //! a waiter dropped from the queue hands any permit it was just assigned to the next one). A
 //! [`GilPermit`] owns one permit taken out of it (`forget`) and puts it back on drop. The queue
-//! bound is a counter of tasks inside the wait, incremented with a compare-and-swap that refuses past
-//! the bound, and decremented by a guard when the wait ends, however it ends.
+//! bound (`queue_bound.rs`) is a counter of tasks inside the wait, incremented with a
+//! compare-and-swap that refuses past the bound, and decremented by a guard when the wait ends,
+//! however it ends; it is model-checked with loom.
 //!
 //! # Memory ordering
 //!
 //! The counters here (tasks waiting, statistics) are `Relaxed`: the bound needs only the atomicity
 //! of the read-modify-write on the one counter, and nothing else is published through them. The
 //! permits themselves synchronize through tokio's semaphore (a permit handed from one task to the
-//! next is a release/acquire pair inside it), so what one permit holder wrote is visible to the next.
+//! next is a release/acquire pair inside it), so what one permit holder wrote is visible to the
+//! next.
 
 mod batcher;
 mod error;
+mod queue_bound;
 mod stats;
 
+/// The atomics of `queue_bound`, which `gilkit/tests/loom_queue_bound.rs` swaps for loom's.
+mod atomic {
+    pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
+}
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -60,6 +68,7 @@ pub use error::{AcquireError, BatchError, RunError, TryAcquireError};
 pub use stats::{BatcherStats, LatencySummary, SemaphoreStats};
 
 use error::panic_message;
+use queue_bound::{QueueBound, QueueSlot};
 use stats::DurationHistogram;
 
 /// A fair, async semaphore that bounds how many tasks are inside Python (or waiting for the GIL)
@@ -67,8 +76,8 @@ use stats::DurationHistogram;
 ///
 /// `GilSemaphore` is a handle: cloning it is cheap and every clone shares the same permits. Tasks
 /// wait for a permit asynchronously, first come first served; the holder of a [`GilPermit`]
-/// attaches to the interpreter with [`GilPermit::attach`]. [`run`](GilSemaphore::run) does the whole
-/// dance: permit, blocking pool, attach, give back, result.
+/// attaches to the interpreter with [`GilPermit::attach`]. [`run`](GilSemaphore::run) does the
+/// whole dance: permit, blocking pool, attach, give back, result.
 ///
 /// On a GIL build the permits bound the crowd in front of the GIL (use 2: one inside, one ready at
 /// the door); on a free-threaded build each permit can run Python in parallel (start from the core
@@ -101,9 +110,8 @@ pub struct GilSemaphore {
 struct Shared {
     sem: Semaphore,
     permits: usize,
-    max_queue: Option<usize>,
     /// Tasks inside the slow path of an acquire (queued in `sem`, or about to be).
-    waiting: AtomicUsize,
+    queue: QueueBound,
     total_acquired: AtomicU64,
     rejected_busy: AtomicU64,
     timed_out: AtomicU64,
@@ -161,8 +169,7 @@ impl GilSemaphoreBuilder {
             shared: Arc::new(Shared {
                 sem: Semaphore::new(self.permits),
                 permits: self.permits,
-                max_queue: self.max_queue,
-                waiting: AtomicUsize::new(0),
+                queue: QueueBound::new(self.max_queue),
                 total_acquired: AtomicU64::new(0),
                 rejected_busy: AtomicU64::new(0),
                 timed_out: AtomicU64::new(0),
@@ -213,8 +220,8 @@ impl GilSemaphore {
         })
     }
 
-    /// Waits in line for a permit that owns a handle to the semaphore, so it can be moved to another
-    /// thread (e.g. into `spawn_blocking`) or stored.
+    /// Waits in line for a permit that owns a handle to the semaphore, so it can be moved to
+    /// another thread (e.g. into `spawn_blocking`) or stored.
     ///
     /// Does not touch the interpreter.
     ///
@@ -310,8 +317,8 @@ impl GilSemaphore {
         }
     }
 
-    /// Takes a permit from a thread that is attached to Python, **releasing the GIL while it waits**
-    /// and re-attaching before it returns.
+    /// Takes a permit from a thread that is attached to Python, **releasing the GIL while it
+    /// waits** and re-attaching before it returns.
     ///
     /// This is the semaphore's `lock_py_attached`: blocking on a permit while holding the GIL would
     /// deadlock as soon as the permit holder needs the GIL (the akidb hang). Use it from
@@ -341,8 +348,10 @@ impl GilSemaphore {
     /// thread attaches for the duration of `f` only. `f` runs on the blocking pool of the current
     /// tokio runtime, or of gilkit's shared runtime when called from another executor.
     ///
-    /// GIL: not held by the caller; acquired by the blocking thread around `f`. The time `f` takes and the time spent waiting
-    /// to attach are added to [`stats`](Self::stats).
+    /// GIL: not held by the caller; acquired by the blocking thread around `f`.
+    ///
+    /// The time `f` takes and the time spent waiting to attach are added to
+    /// [`stats`](Self::stats).
     ///
     /// # Errors
     ///
@@ -387,8 +396,8 @@ impl GilSemaphore {
         SemaphoreStats {
             permits: s.permits,
             in_use: s.permits.saturating_sub(available),
-            waiting: s.waiting.load(Relaxed),
-            max_queue: s.max_queue,
+            waiting: s.queue.len(),
+            max_queue: s.queue.max(),
             total_acquired: s.total_acquired.load(Relaxed),
             rejected_busy: s.rejected_busy.load(Relaxed),
             timed_out: s.timed_out.load(Relaxed),
@@ -448,8 +457,8 @@ impl std::fmt::Debug for GilSemaphore {
         f.debug_struct("GilSemaphore")
             .field("permits", &self.shared.permits)
             .field("available", &self.available_permits())
-            .field("waiting", &self.shared.waiting.load(Relaxed))
-            .field("max_queue", &self.shared.max_queue)
+            .field("waiting", &self.shared.queue.len())
+            .field("max_queue", &self.shared.queue.max())
             .finish()
     }
 }
@@ -462,25 +471,14 @@ impl Shared {
 
     /// Counts the caller into the wait queue, or refuses with `Busy` when the bound is reached.
     fn enter_queue(&self) -> Result<QueueSlot<'_>, AcquireError> {
-        let mut queued = self.waiting.load(Relaxed);
-        loop {
-            if let Some(max_queue) = self.max_queue
-                && queued >= max_queue
-            {
-                self.rejected_busy.fetch_add(1, Relaxed);
-                return Err(AcquireError::Busy {
-                    queue_len: queued,
-                    max_queue,
-                });
+        self.queue.enter().map_err(|queue_len| {
+            self.rejected_busy.fetch_add(1, Relaxed);
+            AcquireError::Busy {
+                queue_len,
+                // A refusal implies a bound.
+                max_queue: self.queue.max().unwrap_or(queue_len),
             }
-            match self
-                .waiting
-                .compare_exchange_weak(queued, queued + 1, Relaxed, Relaxed)
-            {
-                Ok(_) => return Ok(QueueSlot { shared: self }),
-                Err(now) => queued = now,
-            }
-        }
+        })
     }
 
     /// Attaches and runs `f`, timing the wait to attach and the time inside. `None` when the
@@ -523,17 +521,6 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One task's place in the wait queue, given up on drop (permit obtained, error, or cancellation).
-struct QueueSlot<'a> {
-    shared: &'a Shared,
-}
-
-impl Drop for QueueSlot<'_> {
-    fn drop(&mut self) {
-        self.shared.waiting.fetch_sub(1, Relaxed);
-    }
-}
-
 /// A permit of a [`GilSemaphore`] that owns a handle to it: `Send`, `'static`, movable into
 /// `spawn_blocking`. The permit goes back to the semaphore when this is dropped.
 ///
@@ -545,8 +532,8 @@ pub struct GilPermit {
 
 impl GilPermit {
     /// Attaches this thread to the interpreter (acquiring the GIL on a GIL build), runs `f`, and
-    /// detaches. Blocks while waiting for the GIL: call it from a blocking thread, not from an async
-    /// task. The time inside `f` counts in the semaphore's `python_time` statistic.
+    /// detaches. Blocks while waiting for the GIL: call it from a blocking thread, not from an
+    /// async task. The time inside `f` counts in the semaphore's `python_time` statistic.
     ///
     /// # Panics
     ///

@@ -2,16 +2,16 @@
 //!
 //! Recording is lock-free: every figure is a relaxed atomic counter, and wait times go into a
 //! [`DurationHistogram`] of atomic buckets. No lock is ever taken to record, so recording can never
-//! take part in a lock-order inversion with the GIL (see the module doc of `semaphore`), and threads
-//! attached to Python never block on it.
+//! take part in a lock-order inversion with the GIL (see the module doc of `semaphore`), and
+//! threads attached to Python never block on it.
 //!
 //! # Memory ordering
 //!
-//! All counters use `Relaxed`: each is an independent tally, nothing is published through them, and a
-//! snapshot ([`GilSemaphore::stats`](super::GilSemaphore::stats)) is a set of individually exact
-//! counts read one after another, not one atomic picture. A snapshot taken while calls are running may
-//! therefore be off by the calls in flight (e.g. `total_acquired` already counts a permit whose wait
-//! time is not yet in the histogram). Counts never go backwards.
+//! All counters use `Relaxed`: each is an independent tally, nothing is published through them, and
+//! a snapshot ([`GilSemaphore::stats`](super::GilSemaphore::stats)) is a set of individually exact
+//! counts read one after another, not one atomic picture. A snapshot taken while calls are running
+//! may therefore be off by the calls in flight (e.g. `total_acquired` already counts a permit whose
+//! wait time is not yet in the histogram). Counts never go backwards.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -148,7 +148,8 @@ pub struct SemaphoreStats {
     pub in_use: usize,
     /// Tasks waiting for a permit right now.
     pub waiting: usize,
-    /// The queue bound, if any (see [`GilSemaphoreBuilder::max_queue`](super::GilSemaphoreBuilder::max_queue)).
+    /// The queue bound, if any (see
+    /// [`GilSemaphoreBuilder::max_queue`](super::GilSemaphoreBuilder::max_queue)).
     pub max_queue: Option<usize>,
     /// Permits handed out since the semaphore was built.
     pub total_acquired: u64,
