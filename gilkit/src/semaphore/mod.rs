@@ -23,6 +23,10 @@
 //!    [`MutexExt::lock_py_attached`](pyo3::sync::MutexExt::lock_py_attached) for `std` locks (and
 //!    `parking_lot` ones with PyO3's `parking_lot` feature).
 //!
+//! The order forbids the reverse too: never wait for a permit while holding a Rust lock that a
+//! permit holder may want (with one permit, the holder waits for the lock, the lock's owner for the
+//! permit, and no GIL release can help).
+//!
 //! The lock-order inversion that hung akidb is a thread holding the GIL blocked on a Rust lock (or
 //! semaphore) whose holder waits for the GIL; rules 1 and 3 make the blocked thread let go of the
 //! GIL, so the holder finishes. `gilkit/tests/semaphore_deadlock.rs` reproduces the inversion 1,000
