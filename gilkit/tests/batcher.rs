@@ -6,7 +6,7 @@
 //! order behind it.
 
 mod sem_support;
-use sem_support::until;
+use sem_support::{block_on_without_tokio, until};
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -249,6 +249,13 @@ async fn the_worker_stops_after_the_last_handle_is_dropped() {
         Arc::strong_count(&token) == 1
     })
     .await;
+}
+
+#[test]
+fn submit_works_from_an_executor_that_is_not_tokio() {
+    Python::initialize();
+    let batcher = GilBatcher::new(config(8, None), |_py, xs: Vec<i64>| Ok(xs));
+    assert_eq!(block_on_without_tokio(batcher.submit(5)).unwrap(), 5);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! timeouts, Python exceptions and panics, statistics.
 
 mod sem_support;
-use sem_support::until;
+use sem_support::{block_on_without_tokio, until};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -266,6 +266,22 @@ async fn closing_fails_waiters_but_not_holders() {
     );
     assert_eq!(held.attach(|py| py.version_info().major), 3);
     assert_eq!(sem.try_acquire().unwrap_err(), TryAcquireError::Closed);
+}
+
+#[test]
+fn run_and_timeouts_work_from_an_executor_that_is_not_tokio() {
+    Python::initialize();
+    let sem = GilSemaphore::new(1);
+    // `run` falls back to the blocking pool of gilkit's shared runtime.
+    let answer =
+        block_on_without_tokio(sem.run(|py| py.eval(c"6 * 7", None, None)?.extract::<i64>()));
+    assert_eq!(answer.unwrap(), 42);
+    // `acquire_timeout` falls back to the shared runtime's timer.
+    let held = sem.try_acquire().unwrap();
+    let err = block_on_without_tokio(sem.acquire_timeout(Duration::from_millis(10))).unwrap_err();
+    assert!(err.is_timed_out(), "{err:?}");
+    drop(held);
+    drop(block_on_without_tokio(sem.acquire_timeout(Duration::from_secs(5))).unwrap());
 }
 
 #[test]
