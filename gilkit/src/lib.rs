@@ -1,1 +1,2 @@
 //! gilkit
+pub mod file;
