@@ -390,7 +390,7 @@ impl<Fr: Framing> RecordReader<Fr> {
             }
             let started = Instant::now();
             let detached_refill = refill && !self.source.needs_gil();
-            let pass = py.detach(|| {
+            let pass = crate::detach(py, || {
                 if detached_refill {
                     if let Err(err) = self.fill_detached() {
                         self.read_error = Some(err);

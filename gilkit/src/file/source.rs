@@ -220,8 +220,7 @@ impl Source {
 
     /// Opens `path` for reading, in Rust, with the GIL released.
     fn open_detached(py: Python<'_>, path: PathBuf) -> PyResult<Source> {
-        py.detach(|| Source::open(&path))
-            .map_err(|err| os_error(err, &path))
+        crate::detach(py, || Source::open(&path)).map_err(|err| os_error(err, &path))
     }
 
     /// Opens a file by path; reads then need no GIL at all.
@@ -454,7 +453,7 @@ pub(crate) fn wait_ready(
     attempt: u32,
 ) -> PyResult<()> {
     let timeout = Duration::from_millis(1u64 << attempt.min(6)).min(Duration::from_millis(50));
-    py.detach(|| match fileno {
+    crate::detach(py, || match fileno {
         Some(fd) => {
             let mut pfd = libc::pollfd {
                 fd,

@@ -98,8 +98,7 @@ impl PyWriter {
                 .call_method1(intern!(py, "fspath"), (obj,))?
                 .extract()?;
             Sink::File(
-                py.detach(|| File::create(&path))
-                    .map_err(|err| os_error(err, &path))?,
+                crate::detach(py, || File::create(&path)).map_err(|err| os_error(err, &path))?,
             )
         } else {
             let io = py.import(intern!(py, "io"))?;
@@ -153,7 +152,7 @@ impl PyWriter {
     ) -> PyResult<R> {
         self.check_open()?;
         let buf = &mut self.buf;
-        let result = py.detach(|| serialize(buf));
+        let result = crate::detach(py, || serialize(buf));
         self.stats.gil_releases += 1;
         if self.buf.len() >= self.capacity {
             self.write_out(py)?;
@@ -176,7 +175,7 @@ impl PyWriter {
                 self.stats.python_calls += 1;
                 obj.bind(py).call_method0(intern!(py, "flush"))?;
             }
-            Sink::File(file) => py.detach(|| file.flush())?,
+            Sink::File(file) => crate::detach(py, || file.flush())?,
         }
         Ok(())
     }
@@ -201,7 +200,7 @@ impl PyWriter {
                 self.stats.python_calls += 1;
                 obj.bind(py).call_method0(intern!(py, "close")).map(drop)
             }
-            Sink::File(file) => py.detach(|| file.sync_data()).map_err(PyErr::from),
+            Sink::File(file) => crate::detach(py, || file.sync_data()).map_err(PyErr::from),
         };
         match (flushed, closed) {
             (Err(flush), Err(close)) => {
@@ -244,7 +243,7 @@ impl PyWriter {
         match &mut self.sink {
             Sink::File(file) => {
                 let buf = &self.buf;
-                py.detach(|| file.write_all(buf))?;
+                crate::detach(py, || file.write_all(buf))?;
                 self.stats.bytes_written += self.buf.len() as u64;
                 self.buf.clear();
                 Ok(())
