@@ -182,7 +182,7 @@ flaky = Flaky()
         assert!(err.is_python());
         let py_err = PyErr::from(err);
         // The very same exception object, cause kept.
-        assert!(py_err.value(py).is(&flaky.getattr("raised").unwrap()));
+        assert!(py_err.value(py).is(flaky.getattr("raised").unwrap()));
         assert!(py_err.cause(py).unwrap().to_string().contains("inner"));
         // Nothing after the error is lost: "b" (cut at the chunk edge) and the rest follow.
         let rest: Vec<Vec<u8>> =
@@ -223,7 +223,7 @@ fn a_regular_file_object_is_read_through_its_descriptor_and_keeps_its_position()
             Delimited::new(b"\n"),
             ReaderOptions::default(),
         );
-        assert_eq!(format!("{reader:?}").contains("Path"), true);
+        assert!(format!("{reader:?}").contains("Path"));
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
@@ -330,4 +330,16 @@ sink = FailOnce()
         let data: Vec<u8> = sink.getattr("data").unwrap().extract().unwrap();
         assert_eq!(data, b"precious");
     });
+}
+
+#[test]
+fn readers_and_writers_can_live_in_a_pyclass() {
+    // `#[pyclass]` needs `Send + Sync`; each Python thread owns its reader.
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Source>();
+    assert_send_sync::<RecordReader<LengthPrefixed>>();
+    assert_send_sync::<RecordReader<Box<dyn Framing>>>();
+    assert_send_sync::<gilkit::file::Records<Box<dyn Framing>, Vec<u8>, fn(&[u8]) -> Vec<u8>>>();
+    assert_send_sync::<PyReader>();
+    assert_send_sync::<PyWriter>();
 }

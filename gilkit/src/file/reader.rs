@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyEOFError, PyValueError};
 use pyo3::prelude::*;
+use sync_wrapper::SyncWrapper;
 
 use super::framing::{Frame, Framing, FramingError};
 use super::source::{Inner, ReadStep, Source, wait_ready};
@@ -282,7 +283,9 @@ impl From<ReadError> for PyErr {
 /// ```
 pub struct RecordReader<Fr> {
     source: Source,
-    framing: Fr,
+    /// Used only through `&mut self`: the reader is `Sync` (as `#[pyclass]` needs) even when the
+    /// framing is not.
+    framing: SyncWrapper<Fr>,
     buf: Buffer,
     opts: ReaderOptions,
     /// No more input will come.
@@ -320,7 +323,7 @@ impl<Fr: Framing> RecordReader<Fr> {
         };
         RecordReader {
             source,
-            framing,
+            framing: SyncWrapper::new(framing),
             buf,
             opts,
             eof,
@@ -434,8 +437,8 @@ impl<Fr: Framing> RecordReader<Fr> {
     {
         Records {
             reader: self,
-            parse,
-            ready: Vec::new().into_iter(),
+            parse: SyncWrapper::new(parse),
+            ready: SyncWrapper::new(Vec::new().into_iter()),
         }
     }
 
@@ -454,8 +457,8 @@ impl<Fr: Framing> RecordReader<Fr> {
     }
 
     /// The framing, e.g. to read state a custom framing collected.
-    pub fn framing(&self) -> &Fr {
-        &self.framing
+    pub fn framing_mut(&mut self) -> &mut Fr {
+        self.framing.get_mut()
     }
 
     /// Offset just after the last byte read from the source.
@@ -574,7 +577,7 @@ impl<Fr: Framing> RecordReader<Fr> {
             if rest.is_empty() {
                 break Stop::Incomplete(None);
             }
-            match self.framing.next_record(rest, self.eof) {
+            match self.framing.get_mut().next_record(rest, self.eof) {
                 Ok(Frame::Record { consumed, record }) => {
                     assert!(
                         consumed > 0
@@ -681,8 +684,9 @@ impl<Fr> fmt::Debug for RecordReader<Fr> {
 /// ```
 pub struct Records<Fr, T, P> {
     reader: RecordReader<Fr>,
-    parse: P,
-    ready: std::vec::IntoIter<T>,
+    /// `SyncWrapper`s: only used through `&mut self`, so `Records` is `Sync` for `#[pyclass]`.
+    parse: SyncWrapper<P>,
+    ready: SyncWrapper<std::vec::IntoIter<T>>,
 }
 
 impl<Fr: Framing, T: Send, P: FnMut(&[u8]) -> T + Send> Records<Fr, T, P> {
@@ -695,11 +699,11 @@ impl<Fr: Framing, T: Send, P: FnMut(&[u8]) -> T + Send> Records<Fr, T, P> {
     /// As [`RecordReader::next_batch`]: an error comes after every record before it.
     pub fn next(&mut self, py: Python<'_>) -> Result<Option<T>, ReadError> {
         loop {
-            if let Some(record) = self.ready.next() {
+            if let Some(record) = self.ready.get_mut().next() {
                 return Ok(Some(record));
             }
-            match self.reader.next_batch(py, &mut self.parse)? {
-                Some(batch) => self.ready = batch.into_iter(),
+            match self.reader.next_batch(py, self.parse.get_mut())? {
+                Some(batch) => *self.ready.get_mut() = batch.into_iter(),
                 None => return Ok(None),
             }
         }

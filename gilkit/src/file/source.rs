@@ -29,6 +29,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
 
+use sync_wrapper::SyncWrapper;
+
 use super::lend;
 
 /// What kind of input a [`Source`] reads; see the [module documentation](self) for which Python
@@ -76,7 +78,8 @@ pub(crate) enum Inner {
     Path(File),
     Fd(FdSource),
     FileObject(FileObject),
-    Reader(Box<dyn Read + Send>),
+    /// Only ever used through `&mut`, so it need not be `Sync` for the source to be.
+    Reader(SyncWrapper<Box<dyn Read + Send>>),
 }
 
 /// An immutable Python `bytes` object, readable without the GIL.
@@ -244,7 +247,7 @@ impl Source {
     /// Any Rust reader (a decompressor, a socket); read without the GIL.
     pub fn from_reader(reader: impl Read + Send + 'static) -> Source {
         Source {
-            inner: Inner::Reader(Box::new(reader)),
+            inner: Inner::Reader(SyncWrapper::new(Box::new(reader))),
         }
     }
 
@@ -268,7 +271,7 @@ impl Source {
     pub(crate) fn read_detached(&mut self, buf: &mut [u8]) -> io::Result<ReadStep> {
         let n = match &mut self.inner {
             Inner::Path(file) => retry_interrupted(|| file.read(buf))?,
-            Inner::Reader(reader) => retry_interrupted(|| reader.read(buf))?,
+            Inner::Reader(reader) => retry_interrupted(|| reader.get_mut().read(buf))?,
             Inner::Fd(fd) => {
                 let n = retry_interrupted(|| fd.file.read_at(buf, fd.pos))?;
                 fd.pos += n as u64;
@@ -502,11 +505,16 @@ fn fspath(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
 /// `OSError(errno, strerror, filename)`: Python picks the subclass (`FileNotFoundError`, ...).
 pub(crate) fn os_error(err: io::Error, path: &Path) -> PyErr {
     match err.raw_os_error() {
-        Some(errno) => pyo3::exceptions::PyOSError::new_err((
-            errno,
-            io::Error::from_raw_os_error(errno).to_string(),
-            path.to_path_buf(),
-        )),
+        Some(errno) => {
+            // Rust's message ends in " (os error N)"; Python's strerror does not.
+            let message = io::Error::from_raw_os_error(errno).to_string();
+            let strerror = message
+                .split(" (os error")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            pyo3::exceptions::PyOSError::new_err((errno, strerror, path.as_os_str().to_owned()))
+        }
         None => pyo3::exceptions::PyOSError::new_err(format!("{}: {err}", path.display())),
     }
 }

@@ -37,7 +37,9 @@ pub struct WriterStats {
 /// GIL: [`serialize`](Self::serialize) releases it once for the serializer, then holds it to
 /// write; the `std::io::Write` impl needs no GIL to buffer and re-acquires it to write a full
 /// buffer to a Python file object. Dropping the writer writes what is buffered (re-acquiring the
-/// GIL; a failure then goes to `sys.unraisablehook`) but does not close the file object.
+/// GIL; a failure then goes to `sys.unraisablehook`) but does not close the file object; call
+/// [`close`](Self::close) or [`flush_py`](Self::flush_py) to see errors. After a write error the
+/// unwritten bytes stay buffered, and a later flush tries them again.
 ///
 /// # Examples
 ///
@@ -67,6 +69,8 @@ pub struct PyWriter {
     buf: Vec<u8>,
     capacity: usize,
     closed: bool,
+    /// The last write out failed and the caller got that error.
+    failed: bool,
     stats: WriterStats,
 }
 
@@ -125,6 +129,7 @@ impl PyWriter {
             buf: Vec::new(),
             capacity: ReaderOptions::DEFAULT_BUFFER_SIZE,
             closed: false,
+            failed: false,
             stats: WriterStats::default(),
         })
     }
@@ -235,8 +240,15 @@ impl PyWriter {
         }
     }
 
-    /// Hands the whole buffer to the sink, retrying short writes; GIL held.
+    /// Hands the whole buffer to the sink, retrying short writes; GIL held. On failure the
+    /// unwritten bytes stay buffered.
     fn write_out(&mut self, py: Python<'_>) -> PyResult<()> {
+        let result = self.write_out_inner(py);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn write_out_inner(&mut self, py: Python<'_>) -> PyResult<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -335,7 +347,9 @@ impl Write for PyWriter {
 
 impl Drop for PyWriter {
     fn drop(&mut self) {
-        if self.closed || self.buf.is_empty() {
+        // After a failed write the caller already has the error; retrying here would only
+        // report it a second time.
+        if self.closed || self.failed || self.buf.is_empty() {
             return;
         }
         if let Sink::File(file) = &mut self.sink {
