@@ -33,7 +33,7 @@ use super::source::{FileObject, Inner, ReadMethod, ReadStep, Source, wait_ready}
 ///     let file = py.import("io")?.getattr("BytesIO")?.call1((&b"one\ntwo\n"[..],))?;
 ///     let reader = PyReader::new(Source::from_py(&file)?);
 ///     // Parse with the GIL released; each refill re-acquires it briefly.
-///     let lines = crate::detach(py, || reader.lines().collect::<std::io::Result<Vec<String>>>())?;
+///     let lines = gilkit::detach(py, || reader.lines().collect::<std::io::Result<Vec<String>>>())?;
 ///     assert_eq!(lines, ["one", "two"]);
 ///     Ok(())
 /// })
