@@ -70,4 +70,6 @@ mod guide {
     struct Release;
     #[doc = include_str!("../../docs/runtime.md")]
     struct Runtime;
+    #[doc = include_str!("../../docs/file-adapter.md")]
+    struct FileAdapter;
 }
