@@ -119,22 +119,33 @@ def per_record_costs(path: Path, rounds: int) -> list[str]:
     return rows
 
 
+def two_files(path: Path) -> list[Path]:
+    """`path` and a copy of it, so that each thread reads its own file."""
+    copy = path.with_name(path.stem + "_copy2.mrc")
+    if not copy.exists() or copy.stat().st_size != path.stat().st_size:
+        copy.write_bytes(path.read_bytes())
+    return [path, copy]
+
+
+def one_vs_two(path: Path, rounds: int, mode: str, how: str, **kw) -> tuple[float, float]:
+    """Records/s with 1 thread and with 2 threads (each on its own file), medians of `rounds`."""
+    files = two_files(path)
+    records = run_one(path, "three_phase", "path")["records"]
+    ones, twos = [], []
+    for _ in range(rounds):
+        ones.append(run_threads(files[:1], mode, how, **kw))
+        twos.append(run_threads(files, mode, how, **kw))
+    return records / statistics.median(ones), 2 * records / statistics.median(twos)
+
+
 def scaling(path: Path, rounds: int) -> list[str]:
     rows = [
         "| way of reading | 1 thread, records/s | 2 threads, records/s | 2 threads / 1 thread |",
         "|---|---|---|---|",
     ]
-    copies = [path, path.with_name(path.stem + "_copy2.mrc")]
-    if not copies[1].exists() or copies[1].stat().st_size != path.stat().st_size:
-        copies[1].write_bytes(path.read_bytes())
-    records = run_one(path, "three_phase", "path")["records"]
     for name, (mode, how, kw) in MODES.items():
-        ones, twos = [], []
-        for _ in range(rounds):
-            ones.append(run_threads(copies[:1], mode, how, **kw))
-            twos.append(run_threads(copies, mode, how, **kw))
-        one, two = statistics.median(ones), statistics.median(twos)
-        rows.append(f"| {name} | {records / one:,.0f} | {2 * records / two:,.0f} | {2 * one / two:.2f}x |")
+        one, two = one_vs_two(path, rounds, mode, how, **kw)
+        rows.append(f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x |")
     return rows
 
 
@@ -143,19 +154,13 @@ def buffer_sweep(path: Path, rounds: int) -> list[str]:
         "| buffer | 1 thread, records/s | 2 threads, records/s | 2 threads / 1 thread | GIL acquisitions / 1k records |",
         "|---|---|---|---|---|",
     ]
-    copies = [path, path.with_name(path.stem + "_copy2.mrc")]
-    records = run_one(path, "three_phase", "path")["records"]
     for size in [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]:
         kw = {"no_fd": True, "buffer_size": size}
-        ones, twos = [], []
-        for _ in range(rounds):
-            ones.append(run_threads(copies[:1], "three_phase", "file", **kw))
-            twos.append(run_threads(copies, "three_phase", "file", **kw))
-        one, two = statistics.median(ones), statistics.median(twos)
+        one, two = one_vs_two(path, rounds, "three_phase", "file", **kw)
         r = run_one(path, "three_phase", "file", **kw)
         label = f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
         rows.append(
-            f"| {label} | {records / one:,.0f} | {2 * records / two:,.0f} | {2 * one / two:.2f}x "
+            f"| {label} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x "
             f"| {1000 * r['gil_acquisitions'] / r['records']:.2f} |"
         )
     return rows

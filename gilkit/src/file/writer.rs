@@ -327,9 +327,9 @@ impl Write for PyWriter {
     /// Buffers `data`; a full buffer is written out (re-acquiring the GIL for a file object).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.closed {
-            return Err(io::Error::other(Python::attach(|_| {
-                PyValueError::new_err("I/O operation on closed file.")
-            })));
+            return Err(io::Error::other(PyValueError::new_err(
+                "I/O operation on closed file.",
+            )));
         }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= self.capacity {
