@@ -343,3 +343,72 @@ fn readers_and_writers_can_live_in_a_pyclass() {
     assert_send_sync::<PyReader>();
     assert_send_sync::<PyWriter>();
 }
+
+#[test]
+fn an_io_error_from_a_rust_reader_comes_after_the_records_before_it() {
+    /// Gives `a\nb\nc` then fails once, then gives `\nd\n`.
+    struct FailsOnce(Vec<std::io::Result<&'static [u8]>>);
+    impl Read for FailsOnce {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.pop() {
+                None => Ok(0),
+                Some(Err(err)) => Err(err),
+                Some(Ok(chunk)) => {
+                    out[..chunk.len()].copy_from_slice(chunk);
+                    Ok(chunk.len())
+                }
+            }
+        }
+    }
+    Python::attach(|py| {
+        let chunks = vec![
+            Ok(&b"\nd\n"[..]),
+            Err(std::io::Error::from_raw_os_error(libc_eio())),
+            Ok(&b"a\nb\nc"[..]),
+        ];
+        let source = Source::from_reader(FailsOnce(chunks));
+        let mut reader = RecordReader::new(source, Lines::new(), ReaderOptions::default());
+        let got = collect(py, &mut reader);
+        assert_eq!(got[0], Ok(vec![b"a".to_vec(), b"b".to_vec()]));
+        let err = got[1].as_ref().unwrap_err();
+        assert!(err.contains("after byte offset 5"), "{err}");
+        assert_eq!(got[2], Ok(vec![b"c".to_vec(), b"d".to_vec()]));
+        assert_eq!(got.len(), 3);
+    });
+}
+
+/// EIO, without depending on libc in the tests.
+fn libc_eio() -> i32 {
+    5
+}
+
+#[test]
+fn skip_frames_drop_bytes_between_records() {
+    /// Records are runs of letters; anything else is skipped.
+    struct Words;
+    impl Framing for Words {
+        fn next_record(&mut self, buf: &[u8], at_eof: bool) -> Result<Frame, FramingError> {
+            if !buf[0].is_ascii_alphabetic() {
+                let n = buf.iter().take_while(|b| !b.is_ascii_alphabetic()).count();
+                return Ok(Frame::Skip(n));
+            }
+            match buf.iter().position(|b| !b.is_ascii_alphabetic()) {
+                Some(end) => Ok(Frame::record(end)),
+                None if at_eof => Ok(Frame::record(buf.len())),
+                None => Ok(Frame::incomplete()),
+            }
+        }
+    }
+    Python::attach(|py| {
+        let source = Source::from_reader(std::io::Cursor::new(b"  hello, world!! 42 end".to_vec()));
+        let mut reader = RecordReader::new(source, Words, ReaderOptions::default().buffer_size(3));
+        let words: Vec<Vec<u8>> =
+            std::iter::from_fn(|| reader.next_batch(py, |r| r.to_vec()).unwrap())
+                .flatten()
+                .collect();
+        assert_eq!(
+            words,
+            [b"hello".to_vec(), b"world".to_vec(), b"end".to_vec()]
+        );
+    });
+}
