@@ -14,7 +14,7 @@
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
-//! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`] |
+//! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!

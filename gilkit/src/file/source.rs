@@ -1,21 +1,7 @@
 //! Where the bytes come from: a path, memory, a Python file object, or a Rust reader.
 //!
-//! [`Source::from_py`] turns whatever a Python user passed into one of these kinds:
-//!
-//! | Python object | kind | how it is read |
-//! |---|---|---|
-//! | `str`, `os.PathLike` | [`SourceKind::Path`] | opened and read by Rust, GIL released |
-//! | `bytes` | [`SourceKind::Memory`] | in place, no copy (bytes are immutable) |
-//! | `bytearray`, `memoryview`, any buffer | [`SourceKind::Memory`] | one copy, GIL held |
-//! | `open(p, 'rb')` (exactly `io.BufferedReader` over `io.FileIO`, or `io.FileIO`) on a regular file | [`SourceKind::FileDescriptor`] | `pread` on a duplicate of its descriptor, GIL released; the object's position is kept right |
-//! | any other object with `readinto` or `read` | [`SourceKind::FileObject`] | `readinto` into Rust memory (or `read`), GIL held |
-//!
-//! Text-mode files (`io.TextIOBase`, or a `read` that returns `str`) are refused with a
-//! `TypeError` that says to open the file in binary mode.
-//!
-//! A file object whose `read`/`readinto` returns `None` (non-blocking, no data yet) is waited on
-//! without spinning: `poll()` on its descriptor when it has one, else sleeps growing from 1 ms to
-//! 50 ms; the GIL is released while waiting and signal handlers run between waits.
+//! See [`Source`] for which Python object becomes which kind of source and how each is read.
+//! Text-mode files are refused; `None` from a non-blocking file object is waited on without spinning.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -33,8 +19,8 @@ use sync_wrapper::SyncWrapper;
 
 use super::lend;
 
-/// What kind of input a [`Source`] reads; see the [module documentation](self) for which Python
-/// objects become which kind.
+/// What kind of input a [`Source`] reads; see [`Source`] for which Python objects become which
+/// kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SourceKind {
@@ -52,6 +38,25 @@ pub enum SourceKind {
 }
 
 /// Input for a [`RecordReader`](super::RecordReader) or [`PyReader`](super::PyReader).
+///
+/// [`Source::from_py`] turns whatever a Python user passed into one of these kinds:
+///
+/// | Python object | kind | how it is read |
+/// |---|---|---|
+/// | `str`, `os.PathLike` | [`SourceKind::Path`] | opened and read by Rust, GIL released |
+/// | `bytes` | [`SourceKind::Memory`] | in place, no copy (bytes are immutable) |
+/// | `bytearray`, `memoryview`, any buffer | [`SourceKind::Memory`] | one copy, GIL held |
+/// | `open(p, 'rb')` (exactly `io.BufferedReader` over `io.FileIO`, or `io.FileIO`) on a regular file | [`SourceKind::FileDescriptor`] | `pread` on a duplicate of its descriptor, GIL released; the object's position is kept right |
+/// | any other object with `readinto` or `read` | [`SourceKind::FileObject`] | `readinto` into Rust memory (or `read`), GIL held |
+///
+/// Text-mode files (`io.TextIOBase`, or a `read` that returns `str`) are refused with a
+/// `TypeError` that says to open the file in binary mode.
+///
+/// A file object whose `read`/`readinto` returns `None` (non-blocking, no data yet) is waited on
+/// without spinning: `poll()` on its descriptor when it has one, else sleeps growing from 1 ms to
+/// 50 ms; the GIL is released while waiting and signal handlers run between waits.
+///
+/// Rust input: [`Source::open`], [`Source::from_vec`], [`Source::from_reader`].
 ///
 /// # Examples
 ///
@@ -136,7 +141,7 @@ pub(crate) enum ReadStep {
 }
 
 impl Source {
-    /// Builds a source from any Python object (see the [module documentation](self)).
+    /// Builds a source from any Python object (see the table in the [`Source`] docs).
     ///
     /// GIL: held. A path is opened with the GIL released.
     ///
