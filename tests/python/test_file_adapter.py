@@ -423,6 +423,37 @@ def test_short_writes_are_retried_not_lost():
     assert out.calls >= len(DATA) // 1000
 
 
+class NonBlockingBuffered(io.BufferedIOBase):
+    """A buffered non-blocking stream: every other write takes 100 bytes, then would block."""
+
+    def __init__(self):
+        self.data, self.calls = bytearray(), 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.calls += 1
+        n = min(len(b), 100)
+        self.data += bytes(b[:n])
+        if self.calls % 2 and n < len(b):
+            raise BlockingIOError(11, "would block", n)
+        return n
+
+
+def test_blocking_io_error_with_partial_progress_is_resumed():
+    out = NonBlockingBuffered()
+    ext.file_write(out, LINES, capacity=10_000)
+    assert bytes(out.data) == DATA
+
+
+def test_serializing_releases_the_gil():
+    out = io.BytesIO()
+    # 2000 records x 100 us of serialization work: 200 ms with the GIL released.
+    assert_releases_gil(lambda: ext.file_write(out, LINES, spin_ns=100_000))
+    assert out.getvalue() == DATA
+
+
 def test_writer_exceptions_come_back_unchanged():
     class Full:
         def write(self, b):

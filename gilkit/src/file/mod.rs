@@ -29,9 +29,9 @@
 //!
 //! # Threads
 //!
-//! Readers and writers are `Send`: each Python thread can use its own, and their phase 2 work runs
-//! in parallel. One reader must not be shared by threads at the same time, and while a reader
-//! reads a file object nothing else should read from or seek that object.
+//! Readers and writers are `Send + Sync`, so they can be stored in a `#[pyclass]`; each Python
+//! thread uses its own, and their phase 2 work runs in parallel. While a reader reads a file object,
+//! nothing else should read from or seek that object. The module uses no locks and no atomics.
 
 mod framing;
 mod io;

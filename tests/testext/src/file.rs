@@ -270,10 +270,11 @@ fn file_read_meeting(
 }
 
 /// Writes `records`, each followed by `terminator`, to `target` through a `PyWriter` of
-/// `capacity` bytes (serialized in batches of `batch` records with the GIL released); flushes, and
-/// closes if `close`. Returns `(python_calls, bytes_written)`.
+/// `capacity` bytes (serialized in batches of `batch` records with the GIL released, with `spin_ns`
+/// of CPU work per record); flushes, and closes if `close`. Returns `(python_calls, bytes_written)`.
 #[pyfunction]
-#[pyo3(signature = (target, records, terminator = b"\n".as_slice(), capacity = 65536, batch = 100, close = false))]
+#[pyo3(signature = (target, records, terminator = b"\n".as_slice(), capacity = 65536, batch = 100, close = false, spin_ns = 0))]
+#[allow(clippy::too_many_arguments)]
 fn file_write(
     py: Python<'_>,
     target: &Bound<'_, PyAny>,
@@ -282,11 +283,13 @@ fn file_write(
     capacity: usize,
     batch: usize,
     close: bool,
+    spin_ns: u64,
 ) -> PyResult<(u64, u64)> {
     let mut writer = PyWriter::from_py(target)?.with_capacity(capacity);
     for chunk in records.chunks(batch.max(1)) {
         writer.serialize(py, |buf| {
             for record in chunk {
+                spin(spin_ns);
                 buf.extend_from_slice(record);
                 buf.extend_from_slice(terminator);
             }
