@@ -80,37 +80,44 @@ impl Lent {
     }
 }
 
-/// Moves `data` into a fresh [`Lent`] exporting `window`, and returns it with a `memoryview` of it.
-pub(crate) fn lend<'py>(
+/// Lends `data[window]` to Python as a `memoryview` for the duration of `call`, then takes `data`
+/// back (or, if Python kept a view, a copy of it). `data` is restored whatever `call` returns, so
+/// bytes already in the buffer are never lost.
+pub(crate) fn with_lent<'py, R>(
     py: Python<'py>,
-    data: Vec<u8>,
+    data: &mut Vec<u8>,
     window: Range<usize>,
     writable: bool,
-) -> PyResult<(Bound<'py, Lent>, Bound<'py, PyMemoryView>)> {
+    call: impl FnOnce(&Bound<'py, PyMemoryView>) -> PyResult<R>,
+) -> PyResult<R> {
     debug_assert!(window.end <= data.len());
+    // Created empty and filled after, so that a failed allocation cannot take the bytes with it.
     let lent = Bound::new(
         py,
         Lent {
-            data: Mutex::new(data),
+            data: Mutex::new(Vec::new()),
             window,
             writable,
         },
     )?;
-    let view = PyMemoryView::from(lent.as_any())?;
-    Ok((lent, view))
+    *lent.get().data.lock() = std::mem::take(data);
+    let result = PyMemoryView::from(lent.as_any()).and_then(|view| call(&view));
+    *data = reclaim(lent);
+    result
 }
 
-/// Takes the vector back from `lent` (after every `memoryview` Rust made of it was dropped).
+/// Takes the vector back from `lent`, once every `memoryview` Rust made of it was dropped.
 ///
 /// Returns the vector itself when Python kept no reference, else a copy (the original then stays
-/// alive with the views Python kept). The `bool` is true when a copy had to be made.
-pub(crate) fn reclaim(lent: Bound<'_, Lent>) -> (Vec<u8>, bool) {
+/// alive with the views Python kept, and is freed with the last of them).
+fn reclaim(lent: Bound<'_, Lent>) -> Vec<u8> {
     // SAFETY: `lent` is a valid object pointer while the GIL is held.
     if unsafe { ffi::Py_REFCNT(lent.as_ptr()) } == 1 {
         // Sole owner: no view exists and none can be made any more.
-        (std::mem::take(&mut *lent.get().data.lock()), false)
+        std::mem::take(&mut *lent.get().data.lock())
     } else {
-        // A view outlived the call. We hold the GIL, so no Python code writes to it while we copy.
-        (lent.get().data.lock().clone(), true)
+        // A view outlived the call. We hold the GIL, so no Python code writes to it while we copy
+        // (C code that released the GIL while holding a stolen view could; that is its bug).
+        lent.get().data.lock().clone()
     }
 }

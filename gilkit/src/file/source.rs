@@ -373,11 +373,9 @@ impl FileObject {
         let start = window.start;
         let n = match self.method {
             ReadMethod::ReadInto => {
-                let (lent, view) = lend::lend(py, std::mem::take(data), window, true)?;
-                let result = obj.call_method1(intern!(py, "readinto"), (&view,));
-                drop(view);
-                *data = lend::reclaim(lent).0;
-                let result = result?;
+                let result = lend::with_lent(py, data, window, true, |view| {
+                    obj.call_method1(intern!(py, "readinto"), (view,))
+                })?;
                 if result.is_none() {
                     return Ok(ReadStep::WouldBlock);
                 }

@@ -265,12 +265,10 @@ impl PyWriter {
                 let mut waits = 0;
                 while !self.buf.is_empty() {
                     let len = self.buf.len();
-                    let (lent, view) =
-                        lend::lend(py, std::mem::take(&mut self.buf), 0..len, false)?;
                     self.stats.python_calls += 1;
-                    let result = obj.call_method1(intern!(py, "write"), (&view,));
-                    drop(view);
-                    self.buf = lend::reclaim(lent).0;
+                    let result = lend::with_lent(py, &mut self.buf, 0..len, false, |view| {
+                        obj.call_method1(intern!(py, "write"), (view,))
+                    });
                     let written = match result {
                         Ok(n) if n.is_none() && *raw => None,
                         Ok(n) if n.is_none() => Some(len),
