@@ -14,7 +14,9 @@ in phase 3.
    - `f.read()` everything first, then one release to parse.
    Columns: records/s, Python calls and GIL acquisitions per 1,000 records, share of wall time with
    the GIL held (1 - time released / wall time), throughput relative to the pyo3-file-style adapter.
-2. 1 vs 2 threads, each reading its own file object (target: >= 1.8x on 2 cores).
+2. 1 vs 2 threads, each reading its own file object (target: >= 1.8x on 2 cores), with the CPU
+   cores the process got meanwhile (process CPU time / wall time): on a machine busy with other
+   work this shows how much of a second core there was to scale onto.
 3. Buffer size sweep for the three-phase reader (1 and 2 threads): the default is chosen from it.
 
 Run: .venv/bin/python benches/file/run.py [--quick]
@@ -71,8 +73,8 @@ def run_one(path: Path, mode: str, how: str, **kw) -> dict:
         return ext.file_bench_marc(f, mode, **kw)
 
 
-def run_threads(paths: list[Path], mode: str, how: str, **kw) -> float:
-    """Wall time for len(paths) threads, each parsing its own file."""
+def run_threads(paths: list[Path], mode: str, how: str, **kw) -> tuple[float, float]:
+    """(wall time, process CPU time) for len(paths) threads, each parsing its own file."""
     barrier = threading.Barrier(len(paths) + 1)
     results: list[dict] = []
 
@@ -84,12 +86,12 @@ def run_threads(paths: list[Path], mode: str, how: str, **kw) -> float:
     for t in threads:
         t.start()
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert len(results) == len(paths) and len({r["records"] for r in results}) == 1, results
-    return elapsed
+    return elapsed, cpu
 
 
 def per_record_costs(path: Path, rounds: int) -> list[str]:
@@ -130,25 +132,33 @@ def two_files(path: Path) -> list[Path]:
     return [path, copy]
 
 
-def one_vs_two(path: Path, rounds: int, mode: str, how: str, **kw) -> tuple[float, float]:
-    """Records/s with 1 thread and with 2 threads (each on its own file), medians of `rounds`."""
+def one_vs_two(path: Path, rounds: int, mode: str, how: str, **kw) -> tuple[float, float, float, float]:
+    """Records/s with 1 thread and with 2 threads (each on its own file), and the CPU cores the
+    process used meanwhile (CPU time / wall time), medians of `rounds`."""
     files = two_files(path)
     records = run_one(path, "three_phase", "path")["records"]
     ones, twos = [], []
     for _ in range(rounds):
         ones.append(run_threads(files[:1], mode, how, **kw))
         twos.append(run_threads(files, mode, how, **kw))
-    return records / statistics.median(ones), 2 * records / statistics.median(twos)
+    one = statistics.median(w for w, _ in ones)
+    two = statistics.median(w for w, _ in twos)
+    cores_one = statistics.median(c / w for w, c in ones)
+    cores_two = statistics.median(c / w for w, c in twos)
+    return records / one, 2 * records / two, cores_one, cores_two
 
 
 def scaling(path: Path, rounds: int) -> list[str]:
     rows = [
-        "| way of reading | 1 thread, records/s | 2 threads, records/s | 2 threads / 1 thread |",
-        "|---|---|---|---|",
+        "| way of reading | 1 thread, records/s | 2 threads, records/s | 2 threads / 1 thread "
+        "| CPU cores used, 1 → 2 threads |",
+        "|---|---|---|---|---|",
     ]
     for name, (mode, how, kw) in MODES.items():
-        one, two = one_vs_two(path, rounds, mode, how, **kw)
-        rows.append(f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x |")
+        one, two, cores_one, cores_two = one_vs_two(path, rounds, mode, how, **kw)
+        rows.append(
+            f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x | {cores_one:.2f} → {cores_two:.2f} |"
+        )
     return rows
 
 
@@ -159,7 +169,7 @@ def buffer_sweep(path: Path, rounds: int) -> list[str]:
     ]
     for size in [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]:
         kw = {"no_fd": True, "buffer_size": size}
-        one, two = one_vs_two(path, rounds, "three_phase", "file", **kw)
+        one, two, _, _ = one_vs_two(path, rounds, "three_phase", "file", **kw)
         r = run_one(path, "three_phase", "file", **kw)
         label = f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
         rows.append(
