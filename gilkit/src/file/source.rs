@@ -39,6 +39,8 @@ pub enum SourceKind {
 
 /// Input for a [`RecordReader`](super::RecordReader) or [`PyReader`](super::PyReader).
 ///
+/// `bytes` are always data, never a path: pass `str` or `pathlib.Path` for paths.
+///
 /// [`Source::from_py`] turns whatever a Python user passed into one of these kinds:
 ///
 /// | Python object | kind | how it is read |
@@ -149,7 +151,7 @@ impl Source {
     ///
     /// `TypeError` for a text-mode file or an object that is neither a path, a buffer nor a file
     /// object; `OSError` (with `filename`) when a path cannot be opened; the object's own exception
-    /// when asking it for its mode, descriptor or position fails unexpectedly.
+    /// when asking a plain binary file for its descriptor or position fails.
     pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
         Self::from_py_impl(obj, true)
     }
