@@ -18,6 +18,8 @@ in phase 3.
    cores the process got meanwhile (process CPU time / wall time): on a machine busy with other
    work this shows how much of a second core there was to scale onto.
 3. Buffer size sweep for the three-phase reader (1 and 2 threads): the default is chosen from it.
+4. Writing: `PyWriter` against a pyo3-file-style writer (attach per 8 KiB `write`), 1 and 2 threads
+   each writing its own file.
 
 Run: .venv/bin/python benches/file/run.py [--quick]
 """
@@ -179,6 +181,57 @@ def buffer_sweep(path: Path, rounds: int) -> list[str]:
     return rows
 
 
+WRITE_MODES = {
+    "`PyWriter`: serialize released, 256 KiB writes": "pywriter",
+    "pyo3-file style: 8 KiB `BufWriter`, attach per `write`, released": "per_write",
+    "pyo3-file style: GIL held throughout": "held",
+}
+
+
+def writing(path: Path, rounds: int, repeat: int) -> list[str]:
+    """Writing `path`'s records `repeat` times to a file object (`open(..., 'wb')`)."""
+    rows = [
+        "| way of writing | Python calls / 1k records | 1 thread, records/s | 2 threads, records/s "
+        "| 2 threads / 1 thread | CPU cores used, 1 → 2 threads |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def run(n_threads: int, mode: str) -> tuple[float, float, dict]:
+        barrier = threading.Barrier(n_threads + 1)
+        results: list[dict] = []
+
+        def worker(i: int) -> None:
+            with open(OUT / f"write_{i}.mrc", "wb") as f:
+                barrier.wait()
+                results.append(ext.file_bench_write(str(path), f, mode, repeat))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        start, cpu = time.perf_counter(), time.process_time()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - start, time.process_time() - cpu, results[0]
+
+    for name, mode in WRITE_MODES.items():
+        ones, twos = [], []
+        for _ in range(rounds):
+            ones.append(run(1, mode))
+            twos.append(run(2, mode))
+        r = ones[0][2]
+        one = statistics.median(w for w, _, _ in ones)
+        two = statistics.median(w for w, _, _ in twos)
+        cores = (statistics.median(c / w for w, c, _ in ones), statistics.median(c / w for w, c, _ in twos))
+        n = r["records"]
+        assert (OUT / "write_0.mrc").stat().st_size == path.stat().st_size * repeat
+        rows.append(
+            f"| {name} | {1000 * r['python_calls'] / n:.2f} | {n / one:,.0f} | {2 * n / two:,.0f} "
+            f"| {one * 2 / two:.2f}x | {cores[0]:.2f} → {cores[1]:.2f} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller file")
@@ -207,6 +260,9 @@ def main() -> None:
         f"\n## 3. Buffer size, three-phase reader on a file object (`readinto`), `marc_x{repeat}.mrc`\n"
     )
     parts.append("\n".join(buffer_sweep(big, rounds)) + "\n")
+    print("writing ...", flush=True)
+    parts.append(f"\n## 4. Writing `{SOURCE.name}`'s records {repeat} times to `open(path, 'wb')`\n")
+    parts.append("\n".join(writing(SOURCE, rounds, repeat)) + "\n")
     parts.insert(
         1,
         f"- load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
