@@ -15,6 +15,7 @@
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
 //! | call Python from async Rust without a pile-up, errors or deadlocks | [`GilSemaphore`], [`GilBatcher`] |
+//! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!
@@ -52,6 +53,7 @@ mod block_on;
 mod cancel;
 mod release;
 
+pub mod file;
 pub mod python;
 pub mod runtime;
 pub mod semaphore;
@@ -73,4 +75,6 @@ mod guide {
     struct Runtime;
     #[doc = include_str!("../../docs/semaphore.md")]
     struct Semaphore;
+    #[doc = include_str!("../../docs/file-adapter.md")]
+    struct FileAdapter;
 }

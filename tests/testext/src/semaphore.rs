@@ -174,7 +174,10 @@ fn wait_for_held_permit(py: Python<'_>, hold_ms: u64, naive: bool) -> PyResult<f
     };
     let waited = start.elapsed().as_secs_f64();
     drop(permit);
-    py.detach(|| holder.join())
+    // Joined attached on purpose (the holder never needs the GIL and is already done): detaching
+    // here would let the probe's ticker run and spoil the naive control.
+    holder
+        .join()
         .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the holder thread panicked"))?;
     Ok(waited)
 }
