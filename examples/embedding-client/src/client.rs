@@ -9,21 +9,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gilkit_embed::breaker::BreakerConfig;
+use gilkit_embed::python::PyCallableEmbedder;
 use gilkit_embed::ratelimit::RateLimitConfig;
 use gilkit_embed::retry::RetryPolicy;
 use gilkit_embed::tokens::Limits;
 use gilkit_embed::wire::EncodingFormat;
-use gilkit_embed::{BatchResults, EmbedError, EmbeddingClient, EmbeddingConfig, Embeddings};
+use gilkit_embed::{
+    BatchResults, ClientOptions, EmbedError, EmbeddingClient, EmbeddingConfig, Embeddings,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::{aio, convert, errors};
+use crate::{aio, convert, errors, local};
 
 /// Which provider a config describes.
 #[derive(Clone)]
 pub(crate) enum Provider {
     Http(EmbeddingConfig),
+    Local(local::LocalConfig),
 }
 
 /// How to reach an embedding model: an OpenAI-compatible HTTP endpoint
@@ -129,11 +133,45 @@ impl PyEmbeddingConfig {
         })
     }
 
+    /// A Python callable (or `"module:callable"`) that takes a list of strings and returns one
+    /// vector per string (a 2-D array or a list of lists), run in-process: concurrent calls are
+    /// micro-batched into one call of the model per GIL acquisition (`max_batch` texts at most,
+    /// waiting at most `max_wait_ms` for a batch to fill; 0 takes what is queued). `max_queue`
+    /// bounds waiting texts.
+    #[staticmethod]
+    #[pyo3(signature = (
+        model, *, name=None, max_batch=64, max_wait_ms=0.0, max_queue=Some(1024), batching=true,
+        max_batch_size=256, max_concurrency=16,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn local(
+        py: Python<'_>,
+        model: &Bound<'_, PyAny>,
+        name: Option<String>,
+        max_batch: usize,
+        max_wait_ms: f64,
+        max_queue: Option<usize>,
+        batching: bool,
+        max_batch_size: usize,
+        max_concurrency: usize,
+    ) -> PyResult<Self> {
+        let model_config = local::model_config(max_batch, max_wait_ms, max_queue, batching)?;
+        let options = ClientOptions {
+            max_batch_size,
+            max_concurrency,
+        };
+        let config = local::LocalConfig::new(py, model, name, model_config, options)?;
+        Ok(PyEmbeddingConfig {
+            provider: Provider::Local(config),
+        })
+    }
+
     /// `"openai"` or `"local"`.
     #[getter]
     fn provider(&self) -> &'static str {
         match self.provider {
             Provider::Http(_) => "openai",
+            Provider::Local(_) => "local",
         }
     }
 
@@ -142,6 +180,7 @@ impl PyEmbeddingConfig {
     fn model(&self) -> String {
         match &self.provider {
             Provider::Http(c) => c.model.clone(),
+            Provider::Local(l) => l.name.clone(),
         }
     }
 
@@ -150,6 +189,7 @@ impl PyEmbeddingConfig {
     fn base_url(&self) -> Option<String> {
         match &self.provider {
             Provider::Http(c) => Some(c.base_url.clone()),
+            Provider::Local(_) => None,
         }
     }
 
@@ -182,6 +222,7 @@ impl PyEmbeddingConfig {
                 d.set_item("max_tokens_per_request", c.limits.max_tokens_per_request)?;
                 d.set_item("max_inputs_per_request", c.limits.max_inputs_per_request)?;
             }
+            Provider::Local(l) => l.describe(&d)?,
         }
         Ok(d)
     }
@@ -196,6 +237,7 @@ impl PyEmbeddingConfig {
                 c.timeout.as_secs_f64(),
                 c.retry.max_retries
             ),
+            Provider::Local(l) => format!("EmbeddingConfig.local(name={:?})", l.name),
         }
     }
 }
@@ -205,6 +247,8 @@ impl PyEmbeddingConfig {
 pub struct PyEmbeddingClient {
     inner: Arc<EmbeddingClient>,
     config: Py<PyEmbeddingConfig>,
+    /// The in-process model's embedder, for its batcher statistics.
+    local: Option<Arc<PyCallableEmbedder>>,
 }
 
 type Vectors = Result<Embeddings, EmbedError>;
@@ -292,14 +336,20 @@ impl PyEmbeddingClient {
                 "EmbeddingClient(config) needs an EmbeddingConfig, e.g. EmbeddingConfig.openai(...)",
             )
         })?;
-        let inner = match &config.get().provider {
-            Provider::Http(c) => {
-                EmbeddingClient::new(c.clone()).map_err(|e| errors::to_py(py, &e))?
+        let (inner, local) = match &config.get().provider {
+            Provider::Http(c) => (
+                EmbeddingClient::new(c.clone()).map_err(|e| errors::to_py(py, &e))?,
+                None,
+            ),
+            Provider::Local(l) => {
+                let embedder = l.embedder(py);
+                (l.client(embedder.clone()), Some(embedder))
             }
         };
         Ok(PyEmbeddingClient {
             inner: Arc::new(inner),
             config: config.clone().unbind(),
+            local,
         })
     }
 
@@ -337,7 +387,7 @@ impl PyEmbeddingClient {
 
     /// Embeds many batches concurrently; returns `{"embeddings", "errors", "stats", "duration_ms"}`
     /// with one entry per input batch (`None` in `embeddings` where that batch failed, and the
-    /// exception in `errors`). GIL released while waiting.
+    /// exception in `errors`). GIL released while waiting; Ctrl-C cancels the batches still running.
     #[pyo3(signature = (texts_batch, max_concurrency=None, timeout_ms=None, *, numpy=false))]
     fn embed_batch_parallel<'py>(
         &self,
@@ -420,6 +470,8 @@ impl PyEmbeddingClient {
             d.set_item("prompt_tokens", s.prompt_tokens)?;
             d.set_item("rate_limited_ms", s.rate_limited_ms)?;
             d.set_item("circuit_open", http.circuit_open())?;
+        } else if let Some(embedder) = &self.local {
+            local::batcher_stats(embedder, &d)?;
         }
         Ok(d)
     }

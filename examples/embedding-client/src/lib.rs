@@ -6,6 +6,8 @@
 //! | exceptions (declared in `gilkit_embed/errors.py`) | `errors` |
 //! | texts in, lists / numpy out | `convert` |
 //! | asyncio awaitables | `aio` |
+//! | `EmbeddingConfig.local(...)` (in-process Python model) | `local` |
+//! | `EmbeddingService` (`python -m gilkit_embed serve`) | `service` |
 //! | `gilkit_embed.testing.FaultServer` | `testing` |
 //! | `system_info()`, `configure_runtime()`, `runtime_info()` | below and `gilkit::python` |
 
@@ -16,6 +18,8 @@ mod aio;
 mod client;
 mod convert;
 mod errors;
+mod local;
+mod service;
 mod testing;
 
 /// Facts about this build and gilkit's runtime, as a dict.
@@ -48,6 +52,7 @@ fn system_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyEmbeddingConfig>()?;
     m.add_class::<client::PyEmbeddingClient>()?;
+    m.add_class::<service::PyEmbeddingService>()?;
     m.add_class::<testing::PyFaultServer>()?;
     m.add_function(wrap_pyfunction!(testing::py_expected_embedding, m)?)?;
     m.add_function(wrap_pyfunction!(system_info, m)?)?;

@@ -57,7 +57,7 @@ impl Default for PyModelConfig {
     fn default() -> Self {
         PyModelConfig {
             max_batch: 64,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             max_queue: Some(1024),
             batching: true,
             retry_after: Duration::from_secs(1),

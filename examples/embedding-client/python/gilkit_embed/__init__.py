@@ -21,6 +21,7 @@ from . import errors
 from ._native import (
     EmbeddingClient,
     EmbeddingConfig,
+    EmbeddingService,
     configure_runtime,
     runtime_info,
     system_info,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EmbeddingClient",
     "EmbeddingConfig",
+    "EmbeddingService",
     "system_info",
     "configure_runtime",
     "runtime_info",

@@ -1,16 +1,27 @@
 """Type stubs of the native module (Rust, PyO3)."""
 
-from typing import Any, Awaitable, Callable, Literal, Optional, Sequence, TypedDict, Union, overload
+__all__ = [
+    "EmbeddingClient",
+    "EmbeddingConfig",
+    "EmbeddingService",
+    "FaultServer",
+    "configure_runtime",
+    "expected_embedding",
+    "runtime_info",
+    "system_info",
+]
+
+from typing import Any, Awaitable, Callable, Literal, Optional, Sequence, TypedDict, Union, final, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import EmbeddingError
 
-Vector = list[float]
-Matrix = list[list[float]]
+_Vector = list[float]
+_Matrix = list[list[float]]
 
-class BatchStats(TypedDict):
+class _BatchStats(TypedDict):
     total_batches: int
     successful_batches: int
     failed_batches: int
@@ -18,12 +29,13 @@ class BatchStats(TypedDict):
     prompt_tokens: int
     avg_batch_latency_ms: float
 
-class BatchResult(TypedDict):
-    embeddings: list[Optional[Union[Matrix, npt.NDArray[np.float32]]]]
+class _BatchResult(TypedDict):
+    embeddings: list[Optional[Union[_Matrix, npt.NDArray[np.float32]]]]
     errors: list[Optional[EmbeddingError]]
-    stats: BatchStats
+    stats: _BatchStats
     duration_ms: float
 
+@final
 class EmbeddingConfig:
     """How to reach an embedding model: an OpenAI-compatible endpoint or an in-process callable."""
 
@@ -43,7 +55,7 @@ class EmbeddingConfig:
         requests_per_minute: Optional[int] = None,
         tokens_per_minute: Optional[int] = None,
         rate_limits_from_headers: bool = False,
-        circuit_breaker_threshold: Optional[int] = 10,
+        circuit_breaker_threshold: Optional[int] = ...,  # 10
         circuit_breaker_cooldown: float = 10.0,
         initial_retry_delay: float = 0.5,
         max_tokens_per_input: int = 8192,
@@ -55,8 +67,9 @@ class EmbeddingConfig:
         *,
         name: Optional[str] = None,
         max_batch: int = 64,
-        max_wait_ms: float = 2.0,
-        max_queue: Optional[int] = 1024,
+        max_wait_ms: float = 0.0,
+        max_queue: Optional[int] = ...,  # 1024
+        batching: bool = True,
         max_batch_size: int = 256,
         max_concurrency: int = 16,
     ) -> EmbeddingConfig: ...
@@ -68,18 +81,19 @@ class EmbeddingConfig:
     def base_url(self) -> Optional[str]: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
 class EmbeddingClient:
     """An embedding client; share one between threads (it is thread-safe and pools connections)."""
 
-    def __init__(self, config: EmbeddingConfig) -> None: ...
+    def __new__(cls, config: EmbeddingConfig) -> EmbeddingClient: ...
     @property
     def config(self) -> EmbeddingConfig: ...
     @overload
-    def embed(self, text: str, *, numpy: Literal[False] = False) -> Vector: ...
+    def embed(self, text: str, *, numpy: Literal[False] = False) -> _Vector: ...
     @overload
     def embed(self, text: str, *, numpy: Literal[True]) -> npt.NDArray[np.float32]: ...
     @overload
-    def embed_many(self, texts: Sequence[str], *, numpy: Literal[False] = False) -> Matrix: ...
+    def embed_many(self, texts: Sequence[str], *, numpy: Literal[False] = False) -> _Matrix: ...
     @overload
     def embed_many(self, texts: Sequence[str], *, numpy: Literal[True]) -> npt.NDArray[np.float32]: ...
     def embed_batch_parallel(
@@ -89,13 +103,13 @@ class EmbeddingClient:
         timeout_ms: Optional[float] = None,
         *,
         numpy: bool = False,
-    ) -> BatchResult: ...
+    ) -> _BatchResult: ...
     @overload
-    def aembed(self, text: str, *, numpy: Literal[False] = False) -> Awaitable[Vector]: ...
+    def aembed(self, text: str, *, numpy: Literal[False] = False) -> Awaitable[_Vector]: ...
     @overload
     def aembed(self, text: str, *, numpy: Literal[True]) -> Awaitable[npt.NDArray[np.float32]]: ...
     @overload
-    def aembed_many(self, texts: Sequence[str], *, numpy: Literal[False] = False) -> Awaitable[Matrix]: ...
+    def aembed_many(self, texts: Sequence[str], *, numpy: Literal[False] = False) -> Awaitable[_Matrix]: ...
     @overload
     def aembed_many(
         self, texts: Sequence[str], *, numpy: Literal[True]
@@ -107,21 +121,55 @@ class EmbeddingClient:
         timeout_ms: Optional[float] = None,
         *,
         numpy: bool = False,
-    ) -> Awaitable[BatchResult]: ...
+    ) -> Awaitable[_BatchResult]: ...
     def stats(self) -> dict[str, Any]: ...
 
+@final
+class EmbeddingService:
+    """An OpenAI-compatible embeddings server (Rust, axum) for a Python embedding callable."""
+
+    def __new__(
+        cls,
+        model: Union[str, Callable[[list[str]], Any]],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        name: Optional[str] = None,
+        max_batch: int = 64,
+        max_wait_ms: float = 0.0,
+        max_queue: Optional[int] = ...,  # 1024
+        batching: bool = True,
+        max_inputs_per_request: int = 2048,
+    ) -> EmbeddingService: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    def serve_forever(self) -> None: ...
+    def stop(self) -> None: ...
+    def __enter__(self) -> EmbeddingService: ...
+    def __exit__(self, exc: object, value: object, tb: object) -> None: ...
+
+@final
 class FaultServer:
     """A fault-injecting OpenAI-compatible embeddings server on 127.0.0.1 (see gilkit_embed.testing)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         dim: int = 8,
         latency: float = 0.0,
         retry_after: str = "0.01",
         timeout_sleep: float = 5.0,
         worker_threads: int = 1,
-    ) -> None: ...
+    ) -> FaultServer: ...
     @property
     def base_url(self) -> str: ...
     @property

