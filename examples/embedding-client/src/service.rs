@@ -46,7 +46,7 @@ impl PyEmbeddingService {
         batching: bool,
         max_inputs_per_request: usize,
     ) -> PyResult<Self> {
-        let (callable, resolved) = local::resolve_model(py, model)?;
+        let (callable, resolved) = gilkit_embed::python::resolve_model(py, model)?;
         let model_name = name.unwrap_or(resolved);
         let config = local::model_config(max_batch, max_wait_ms, max_queue, batching)?;
         if max_inputs_per_request == 0 {
