@@ -1,0 +1,31 @@
+//! What `#[gilkit::nogil]` expansions call. Not a public API: names and signatures here change
+//! with the macro, never to be used by hand.
+
+use std::future::Future;
+
+pub use crate::callsite::CallSite;
+pub use pyo3::PyResult;
+use pyo3::{PyErr, Python};
+
+/// The `Python` token for a function without a `py` parameter. Called from Python, the thread is
+/// attached already and this is one thread-local read; called from Rust without the GIL, it
+/// attaches first.
+#[inline(always)]
+pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    Python::attach(f)
+}
+
+/// Merges the exception of an interrupted call into the function's own `Result`.
+#[inline(always)]
+pub fn flatten<T, E: From<PyErr>>(result: PyResult<Result<T, E>>) -> Result<T, E> {
+    match result {
+        Ok(inner) => inner,
+        Err(e) => Err(E::from(e)),
+    }
+}
+
+/// Fixes an `async` block's output type, so that `?` in the body knows what to convert into.
+#[inline(always)]
+pub fn future_of<T, F: Future<Output = T>>(fut: F) -> F {
+    fut
+}
