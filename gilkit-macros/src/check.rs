@@ -28,25 +28,33 @@ pub(crate) fn check(sig: &Signature, body: &TokenStream, attr_name: &str, errors
     let mut params = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) if r.reference.is_some() && r.mutability.is_some() && r.colon_token.is_none() => {
+            FnArg::Receiver(r)
+                if r.reference.is_some() && r.mutability.is_some() && r.colon_token.is_none() =>
+            {
                 errors.push(syn::Error::new_spanned(
                     r,
                     format!(
-                        "`#[{attr_name}]` cannot run a `&mut self` method with the GIL released\n\
-                         \n  while the GIL is released, any other Python thread that touches this object \
-                         gets `RuntimeError: Already borrowed` (PyO3 holds the mutable borrow for the \
-                         whole call)\n  \
-                         help: take `&self`, make the class `#[pyclass(frozen)]`, and keep the state that \
-                         changes in a `Mutex`, `RwLock` or atomics"
+                        "`#[{attr_name}]` cannot release the GIL around a `&mut self` method\n\
+                         note: while the GIL is released, any other Python thread that touches this \
+                         object gets `RuntimeError: Already borrowed`, because PyO3 holds the mutable \
+                         borrow for the whole call\n\
+                         help: take `&self`, make the class `#[pyclass(frozen)]`, and keep the state \
+                         that changes in a `Mutex`, `RwLock` or atomics"
                     ),
                 ));
             }
             FnArg::Receiver(r) if r.colon_token.is_some() && mentions_gil_type(&r.ty) => {
-                params.push(GilBoundParam { name: "self".into(), ty: type_text(&r.ty) });
+                params.push(GilBoundParam {
+                    name: "self".into(),
+                    ty: type_text(&r.ty),
+                });
             }
             FnArg::Typed(pt) if mentions_gil_type(&pt.ty) => {
                 if let Pat::Ident(p) = &*pt.pat {
-                    params.push(GilBoundParam { name: p.ident.to_string(), ty: type_text(&pt.ty) });
+                    params.push(GilBoundParam {
+                        name: p.ident.to_string(),
+                        ty: type_text(&pt.ty),
+                    });
                 }
             }
             _ => {}
@@ -61,27 +69,30 @@ pub(crate) fn check(sig: &Signature, body: &TokenStream, attr_name: &str, errors
         if seen.contains(&text) {
             return; // one error per name is enough
         }
-        let message = if let Some(p) = params.iter().find(|p| p.name == text) {
+        let param = params.iter().find(|p| p.name == text);
+        let message = if text == "py" || param.is_some_and(|p| p.ty.starts_with("Python")) {
+            format!(
+                "`{text}` is not available in a `#[{attr_name}]` body: the body runs with the GIL \
+                 released\n\
+                 help: use Python before or after the released part: take Rust values as arguments \
+                 (PyO3 converts them), or write `py.detach(|| ...)` by hand around the part that \
+                 needs no Python"
+            )
+        } else if let Some(p) = param {
             format!(
                 "`{text}` is a `{}`, which needs the GIL, but a `#[{attr_name}]` body runs with the \
-                 GIL released\n  help: take an owned Rust type instead (`Vec<u8>`, `String`, \
-                 `PyBackedBytes`, `Py<T>`, ...), or do the Python work before or after the released \
-                 part with `py.detach(|| ...)` written by hand",
+                 GIL released\n\
+                 help: take an owned Rust type instead (`Vec<u8>`, `String`, `PyBackedBytes`, \
+                 `Py<T>`, ...), or write `py.detach(|| ...)` by hand around the part that needs no \
+                 Python",
                 p.ty
-            )
-        } else if text == "py" {
-            format!(
-                "`py` is not available in a `#[{attr_name}]` body: it runs with the GIL released\n  \
-                 help: do the Python work before or after the released part (convert arguments to \
-                 Rust types first), or write `py.detach(|| ...)` by hand around the part that needs \
-                 no Python"
             )
         } else if GIL_BOUND_TYPES.contains(&text.as_str()) {
             format!(
-                "`{text}` needs the GIL, but a `#[{attr_name}]` body runs with the GIL released\n  \
+                "`{text}` needs the GIL, but a `#[{attr_name}]` body runs with the GIL released\n\
                  help: keep Python objects out of the body (pass owned Rust values or `Py<T>` in, \
-                 convert the result after), or write `py.detach(|| ...)` by hand around the part that \
-                 needs no Python"
+                 convert the result after), or write `py.detach(|| ...)` by hand around the part \
+                 that needs no Python"
             )
         } else {
             return;
@@ -94,7 +105,9 @@ pub(crate) fn check(sig: &Signature, body: &TokenStream, attr_name: &str, errors
 /// Whether `name` appears in `body` as a plain name (for the cancel token of `interruptible`).
 pub(crate) fn mentions(body: &TokenStream, name: &Ident) -> bool {
     let mut found = false;
-    visit(body.clone(), &mut |ident, through_path| found |= !through_path && ident == name);
+    visit(body.clone(), &mut |ident, through_path| {
+        found |= !through_path && ident == name
+    });
     found
 }
 
@@ -116,7 +129,9 @@ pub(crate) fn param_names(sig: &Signature) -> Vec<(Ident, Span)> {
 pub(crate) fn python_param(sig: &Signature) -> Option<Ident> {
     sig.inputs.iter().find_map(|input| match input {
         FnArg::Typed(pt) => match (&*pt.pat, &*pt.ty) {
-            (Pat::Ident(p), Type::Path(tp)) if tp.path.segments.last().is_some_and(|s| s.ident == "Python") => {
+            (Pat::Ident(p), Type::Path(tp))
+                if tp.path.segments.last().is_some_and(|s| s.ident == "Python") =>
+            {
                 Some(p.ident.clone())
             }
             _ => None,
@@ -132,7 +147,8 @@ fn visit(tokens: TokenStream, f: &mut dyn FnMut(&Ident, bool)) {
     for tree in tokens {
         match &tree {
             TokenTree::Ident(ident) => {
-                let through = matches!(prev, [_, Some('.')]) || matches!(prev, [Some(':'), Some(':')]);
+                let through =
+                    matches!(prev, [_, Some('.')]) || matches!(prev, [Some(':'), Some(':')]);
                 f(ident, through);
                 prev = [prev[1], None];
             }
@@ -148,7 +164,9 @@ fn visit(tokens: TokenStream, f: &mut dyn FnMut(&Ident, bool)) {
 
 fn mentions_gil_type(ty: &Type) -> bool {
     let mut found = false;
-    visit(ty.to_token_stream(), &mut |ident, _| found |= GIL_BOUND_TYPES.iter().any(|t| ident == t));
+    visit(ty.to_token_stream(), &mut |ident, _| {
+        found |= GIL_BOUND_TYPES.iter().any(|t| ident == t)
+    });
     found
 }
 

@@ -100,7 +100,7 @@ fn expand_impl(args: TokenStream, mut block: ItemImpl) -> TokenStream {
     if marked == 0 {
         errors.push(syn::Error::new(
             block.impl_token.span,
-            "no method of this impl block is marked `#[nogil]`\n  help: mark the methods whose body \
+            "no method of this impl block is marked `#[nogil]`\nhelp: mark the methods whose body \
              should run with the GIL released, e.g. `#[nogil] fn work(&self) -> u64 { ... }`",
         ));
     }
@@ -116,12 +116,20 @@ fn expand_impl(args: TokenStream, mut block: ItemImpl) -> TokenStream {
 
 /// `#[nogil]`, `#[gilkit::nogil]`, `#[nogil(...)]`: the marks the impl-block form consumes.
 fn is_nogil_attr(attr: &Attribute) -> bool {
-    attr.path().segments.last().is_some_and(|s| s.ident == "nogil")
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "nogil")
 }
 
 /// Rewrites one function; `name` is its call site's name unless `name = "..."` overrides it.
 fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<TokenStream> {
-    let ItemFn { attrs, vis, mut sig, block } = func;
+    let ItemFn {
+        attrs,
+        vis,
+        mut sig,
+        block,
+    } = func;
     let body = quote!(#block);
     let mut errors = Errors::default();
     check::check(&sig, &body, "nogil", &mut errors);
@@ -132,31 +140,36 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
             errors.push(syn::Error::new(
                 a.span,
                 "`adaptive` does not apply to an `async fn`: its body always runs through \
-                 `gilkit::block_on` with the GIL released\n  help: remove `adaptive`",
+                 `gilkit::block_on` with the GIL released\nhelp: remove `adaptive`",
             ));
         }
         if let Some(i) = &opts.interruptible {
             errors.push(syn::Error::new(
                 i.span,
                 "an `async fn` is interruptible already: Ctrl-C drops its future at the next \
-                 `.await`\n  help: remove `interruptible`",
+                 `.await`\nhelp: remove `interruptible`",
             ));
         }
     }
     if let Some(i) = &opts.interruptible {
-        if let Some((_, span)) = check::param_names(&sig).into_iter().find(|(n, _)| *n == i.token) {
+        if let Some((_, span)) = check::param_names(&sig)
+            .into_iter()
+            .find(|(n, _)| *n == i.token)
+        {
             errors.push(syn::Error::new(
                 span,
                 format!(
-                    "this parameter has the name `interruptible` gives the cancel token\n  help: \
-                     name the token differently: `interruptible(token = cancel)`"
+                    "`{token}` is the name `interruptible` gives the cancel token, and this \
+                     parameter has it too\nhelp: name the token differently: \
+                     `interruptible(token = cancel)`",
+                    token = i.token
                 ),
             ));
         } else if !is_async && !check::mentions(&body, &i.token) {
             errors.push(syn::Error::new(
                 i.span,
                 format!(
-                    "the body never looks at `{token}`, so Ctrl-C could not stop it early\n  help: \
+                    "the body never looks at `{token}`, so Ctrl-C could not stop it early\nhelp: \
                      check `{token}.is_cancelled()` in the body's loops and return early when it is \
                      set, or remove `interruptible`",
                     token = i.token
@@ -164,9 +177,9 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
             ));
         }
         if let Some(hint) = opts.adaptive.as_ref().and_then(|a| a.hint.as_ref()) {
-            errors.push(syn::Error::new(
-                hint.span(),
-                "`hint` cannot be combined with `interruptible`\n  help: use `adaptive` without a \
+            errors.push(syn::Error::new_spanned(
+                hint,
+                "`hint` cannot be combined with `interruptible`\nhelp: use `adaptive` without a \
                  hint (the moving average of past durations decides)",
             ));
         }
@@ -176,9 +189,13 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
     // The call site: a static in the function's body, named after the function.
     let name = opts.name.as_ref().map_or(default_name, syn::LitStr::value);
     let site = format_ident!("__GILKIT_CALL_SITE", span = Span::mixed_site());
-    let threshold = opts.adaptive.as_ref().and_then(|a| a.threshold_us.as_ref()).map(|n| {
-        quote_spanned!(n.span()=> .with_threshold(::core::time::Duration::from_micros(#n)))
-    });
+    let threshold = opts
+        .adaptive
+        .as_ref()
+        .and_then(|a| a.threshold_us.as_ref())
+        .map(
+            |n| quote_spanned!(n.span()=> .with_threshold(::core::time::Duration::from_micros(#n))),
+        );
     // `line!()` spanned at the function's name reports the function's line, not the attribute's
     // (which, in the impl-block form, is the same for every method).
     let line = quote_spanned!(sig.ident.span()=> ::core::line!());
@@ -254,14 +271,22 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
 /// `Result<..>`, `PyResult<..>`, `io::Result<..>`: return types that can carry a `PyErr`.
 fn returns_result(ty: &Type) -> bool {
     match ty {
-        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result" || s.ident == "PyResult"),
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "Result" || s.ident == "PyResult"),
         _ => false,
     }
 }
 
 fn has_elided_lifetime_or_impl(ty: &Type) -> bool {
     let text = quote!(#ty).to_string();
-    text.contains("impl ") || text.contains("'_") || text.contains("& ") || text.starts_with('&') || text.contains("dyn ")
+    text.contains("impl ")
+        || text.contains("'_")
+        || text.contains("& ")
+        || text.starts_with('&')
+        || text.contains("dyn ")
 }
 
 /// The keyword that says what an item is (`struct`, `enum`, ...), for "not a function" errors.

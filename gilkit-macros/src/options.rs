@@ -47,7 +47,10 @@ impl Options {
 
     fn add(&mut self, meta: Meta, errors: &mut Errors) {
         let Some(key) = meta.path().get_ident().map(Ident::to_string) else {
-            errors.push(syn::Error::new(meta.path().span(), format!("unknown option; {VALID_OPTIONS}")));
+            errors.push(syn::Error::new(
+                meta.path().span(),
+                format!("unknown option; {VALID_OPTIONS}"),
+            ));
             return;
         };
         let span = meta.path().span();
@@ -61,7 +64,9 @@ impl Options {
                 match &meta {
                     Meta::Path(_) => {}
                     Meta::List(list) => {
-                        let parsed = match list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
+                        let parsed = match list
+                            .parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+                        {
                             Ok(parsed) => parsed,
                             Err(e) => {
                                 errors.push(e);
@@ -99,11 +104,16 @@ impl Options {
                     errors.push(syn::Error::new(span, "`adaptive` is given twice"));
                     return;
                 }
-                let mut adaptive = Adaptive { span, threshold_us: None, hint: None };
+                let mut adaptive = Adaptive {
+                    span,
+                    threshold_us: None,
+                    hint: None,
+                };
                 match &meta {
                     Meta::Path(_) => {}
                     Meta::List(list) => {
-                        let parsed = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated);
+                        let parsed =
+                            list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated);
                         match parsed {
                             Ok(inner) => {
                                 for m in inner {
@@ -122,13 +132,22 @@ impl Options {
             }
             "name" => match meta {
                 Meta::NameValue(syn::MetaNameValue {
-                    value: Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }),
+                    value:
+                        Expr::Lit(syn::ExprLit {
+                            lit: syn::Lit::Str(s),
+                            ..
+                        }),
                     ..
                 }) if self.name.is_none() => self.name = Some(s),
-                _ if self.name.is_some() => errors.push(syn::Error::new(span, "`name` is given twice")),
+                _ if self.name.is_some() => {
+                    errors.push(syn::Error::new(span, "`name` is given twice"))
+                }
                 _ => errors.push(syn::Error::new(span, "write `name = \"<name>\"`")),
             },
-            _ => errors.push(syn::Error::new(span, format!("unknown option `{key}`; {VALID_OPTIONS}"))),
+            _ => errors.push(syn::Error::new(
+                span,
+                format!("unknown option `{key}`; {VALID_OPTIONS}"),
+            )),
         }
     }
 }
@@ -136,7 +155,11 @@ impl Options {
 impl Adaptive {
     fn add(&mut self, meta: Meta, errors: &mut Errors) {
         let span = meta.path().span();
-        let key = meta.path().get_ident().map(Ident::to_string).unwrap_or_default();
+        let key = meta
+            .path()
+            .get_ident()
+            .map(Ident::to_string)
+            .unwrap_or_default();
         let value = match meta {
             Meta::NameValue(nv) => nv.value,
             _ => {
@@ -151,14 +174,19 @@ impl Adaptive {
         };
         match key.as_str() {
             "threshold_us" if self.threshold_us.is_none() => match value {
-                Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(n), .. }) => self.threshold_us = Some(n),
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(n),
+                    ..
+                }) => self.threshold_us = Some(n),
                 other => errors.push(syn::Error::new(
                     other.span(),
                     "`threshold_us` takes an integer literal (microseconds)",
                 )),
             },
             "hint" if self.hint.is_none() => self.hint = Some(value),
-            "threshold_us" | "hint" => errors.push(syn::Error::new(span, format!("`{key}` is given twice"))),
+            "threshold_us" | "hint" => {
+                errors.push(syn::Error::new(span, format!("`{key}` is given twice")))
+            }
             _ => errors.push(syn::Error::new(
                 span,
                 "unknown `adaptive` option; the options are `threshold_us = <integer>` (release \

@@ -123,7 +123,12 @@ impl CallSite {
     ///
     /// Usually written through [`callsite!`](crate::callsite!), which fills in the location.
     #[must_use]
-    pub const fn new(name: &'static str, module: &'static str, file: &'static str, line: u32) -> Self {
+    pub const fn new(
+        name: &'static str,
+        module: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
         CallSite {
             name,
             module,
@@ -148,7 +153,11 @@ impl CallSite {
     #[must_use]
     pub const fn with_threshold(mut self, threshold: Duration) -> Self {
         let nanos = threshold.as_nanos();
-        self.threshold_ns = if nanos > u64::MAX as u128 { u64::MAX } else { nanos as u64 };
+        self.threshold_ns = if nanos > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            nanos as u64
+        };
         self
     }
 
@@ -319,7 +328,8 @@ impl CallSite {
         let back = Instant::now();
         let work = done.duration_since(start);
         self.released_ns.fetch_add(nanos(work), Relaxed);
-        self.reacquire_ns.fetch_add(nanos(back.duration_since(done)), Relaxed);
+        self.reacquire_ns
+            .fetch_add(nanos(back.duration_since(done)), Relaxed);
         (value, work)
     }
 
@@ -479,7 +489,10 @@ pub fn callsite_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         entry.set_item("held_s", stats.held_time.as_secs_f64())?;
         entry.set_item("adaptive_calls", stats.adaptive_calls)?;
         entry.set_item("adaptive_released", stats.adaptive_released)?;
-        entry.set_item("average_work_s", stats.average_work.map(|d| d.as_secs_f64()))?;
+        entry.set_item(
+            "average_work_s",
+            stats.average_work.map(|d| d.as_secs_f64()),
+        )?;
         entry.set_item("threshold_s", stats.threshold.as_secs_f64())?;
         let mut key = stats.qualified_name();
         if all.contains(&key)? {
@@ -565,7 +578,11 @@ fn load_f64(cell: &AtomicU64) -> f64 {
 #[inline]
 fn update_average(cell: &AtomicU64, sample: f64) {
     let old = load_f64(cell);
-    let new = if old == 0.0 { sample } else { old + (sample - old) * AVERAGE_WEIGHT };
+    let new = if old == 0.0 {
+        sample
+    } else {
+        old + (sample - old) * AVERAGE_WEIGHT
+    };
     // A sample of exactly 0 would read back as "no sample yet"; keep the smallest positive.
     cell.store(new.max(f64::MIN_POSITIVE).to_bits(), Relaxed);
 }
@@ -594,7 +611,11 @@ mod tests {
         assert_eq!((s.calls, s.released, s.adaptive_calls), (3, 3, 0));
         assert!(s.released_time >= Duration::from_millis(3), "{s:?}");
         assert_eq!(s.held_time, Duration::ZERO);
-        assert!(call_sites().iter().any(|c| c.name == "released" && c.calls == 3));
+        assert!(
+            call_sites()
+                .iter()
+                .any(|c| c.name == "released" && c.calls == 3)
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ fn nogil_interruptible_adaptive(micros: u64) -> PyResult<u64> {
     let start = Instant::now();
     let deadline = start + Duration::from_micros(micros);
     while Instant::now() < deadline {
-        cancel.check().map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("cancelled"))?;
+        cancel
+            .check()
+            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("cancelled"))?;
         spin_for(Duration::from_micros(500));
     }
     Ok(start.elapsed().as_micros() as u64)
@@ -110,7 +112,9 @@ struct Worker {
 impl Worker {
     #[new]
     fn new() -> Self {
-        Worker { done: AtomicU64::new(0) }
+        Worker {
+            done: AtomicU64::new(0),
+        }
     }
 
     /// Spin `micros` µs with the GIL released (attribute on a method inside `#[pymethods]`).
@@ -138,7 +142,9 @@ struct BlockWorker {
 impl BlockWorker {
     #[new]
     fn new() -> Self {
-        BlockWorker { done: AtomicU64::new(0) }
+        BlockWorker {
+            done: AtomicU64::new(0),
+        }
     }
 
     /// Spin `micros` µs with the GIL released.
