@@ -82,24 +82,29 @@ def test_adaptive_holds_work_shorter_than_its_threshold() -> None:
 
 
 def test_adaptive_stops_releasing_once_the_work_is_short() -> None:
-    ext.nogil_adaptive(WORK_US)
-    # Each sample weighs 1/8: 100 short calls bring a 100 ms average far below 250 µs.
+    # Threshold 10 ms: far from both the long (100 ms) and the short (5 µs) work, so that the
+    # thread being descheduled during a measurement cannot flip a decision.
+    ext.nogil_adaptive_10ms(WORK_US)
+    before = stats("nogil_adaptive_10ms")
+    assert_releases_gil(lambda: ext.nogil_adaptive_10ms(WORK_US))
+    # Each sample weighs 1/8: 100 short calls bring a 100 ms average far below 10 ms.
     for _ in range(100):
-        ext.nogil_adaptive(5)
-    before = stats("nogil_adaptive")
+        ext.nogil_adaptive_10ms(5)
+    middle = stats("nogil_adaptive_10ms")
     for _ in range(20):
-        ext.nogil_adaptive(5)
-    after = stats("nogil_adaptive")
-    assert after["adaptive_calls"] - before["adaptive_calls"] == 20
-    assert after["adaptive_released"] == before["adaptive_released"]
+        ext.nogil_adaptive_10ms(5)
+    after = stats("nogil_adaptive_10ms")
+    assert middle["adaptive_released"] - before["adaptive_released"] >= 1
+    assert after["adaptive_calls"] - middle["adaptive_calls"] == 20
+    assert after["adaptive_released"] == middle["adaptive_released"]
 
 
 def test_size_hint_decides_per_call() -> None:
     # Teach ~100 µs per unit; the threshold is 1 ms.
-    for _ in range(3):
+    for _ in range(20):
         ext.nogil_adaptive_sized(5, 100)
     before = stats("nogil_adaptive_sized")
-    assert_holds_gil(lambda: ext.nogil_adaptive_sized(2, 100))  # predicts ~200 µs
+    assert_holds_gil(lambda: ext.nogil_adaptive_sized(1, 100))  # predicts ~100 µs
     middle = stats("nogil_adaptive_sized")
     assert middle["adaptive_released"] == before["adaptive_released"]
     assert_releases_gil(lambda: ext.nogil_adaptive_sized(1000, 100))  # predicts ~100 ms

@@ -1,0 +1,189 @@
+"""Benchmarks for `#[gilkit::nogil]`, the adaptive policy and call-site statistics.
+
+Run from the repository root with the test extension built in release mode:
+
+    source .venv/bin/activate && (cd tests/testext && maturin develop --release)
+    python benches/nogil/bench_nogil.py [--rounds 5] [--quick]
+
+Three sections, each printed as a Markdown table (medians over rounds, ratios side by side):
+
+1. wrapper: `nogil_plain` (the attribute) against `hand_detach` (`py.detach` by hand), the same
+   spin from Python, interleaved call by call block.
+2. cost: the cost per call of a release through each form, measured in Rust (`release_cost_ns`),
+   so Python's call overhead is left out: what call-site statistics add.
+3. adaptive: never / always / adaptive release for work from 0 to 5 ms, alone and beside a busy
+   pure-Python thread; the caller's median latency and calls per second, the busy thread's progress
+   (fraction of its solo rate), and their sum in cores ("useful work").
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from typing import Callable
+
+import gilkit_testext as ext
+
+
+def per_call_ns(fn: Callable[[int], int], arg: int, calls: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        fn(arg)
+    return (time.perf_counter_ns() - start) / calls
+
+
+def wrapper(rounds: int) -> None:
+    print("## 1. `#[nogil]` wrapper vs hand-written `py.detach` (from Python)\n")
+    print("| work per call | hand `py.detach` ns/call | `#[nogil]` ns/call | ratio (target <= 1.05) |")
+    print("|---|---|---|---|")
+    for work_us, calls in [(0, 200_000), (10, 20_000), (100, 3_000), (1000, 300)]:
+        hand, attr = [], []
+        for _ in range(rounds):
+            # Interleave so both see the same machine state.
+            hand.append(per_call_ns(ext.hand_detach, work_us, calls))
+            attr.append(per_call_ns(ext.nogil_plain, work_us, calls))
+        h, a = statistics.median(hand), statistics.median(attr)
+        print(f"| {work_us} µs | {h:,.0f} | {a:,.0f} | {a / h:.3f}x |")
+    print()
+
+
+def cost(rounds: int) -> None:
+    print("## 2. Cost per call of each release form (Rust loop, empty work)\n")
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, ns in ext.release_cost_ns(200_000, 3):
+            samples.setdefault(name, []).append(ns)
+    base = statistics.median(samples["py_detach"])
+    print("| form | ns/call | vs `Python::detach` |")
+    print("|---|---|---|")
+    for name, values in samples.items():
+        m = statistics.median(values)
+        print(f"| `{name}` | {m:.1f} | {m / base:.2f}x |")
+    print()
+
+
+class Busy:
+    """A pure-Python thread that counts as fast as it can while the GIL lets it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop:
+            n += 1
+            if n & 0xFF == 0:
+                self.count = n
+        self.count = n
+
+    def __enter__(self) -> "Busy":
+        self._thread.start()
+        time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join()
+
+
+def solo_rate(window: float) -> float:
+    """Counts per second of the busy thread when nobody else wants the GIL."""
+    with Busy() as busy:
+        c0, t0 = busy.count, time.perf_counter()
+        time.sleep(window)
+        return (busy.count - c0) / (time.perf_counter() - t0)
+
+
+POLICIES: dict[str, Callable[[int], int]] = {
+    "never": ext.spin_held,
+    "always": ext.nogil_plain,
+    "adaptive": ext.nogil_adaptive,
+}
+
+
+def run_policy(fn: Callable[[int], int], work_us: int, window: float, busy: Busy | None) -> tuple[float, float, float]:
+    """Calls fn(work_us) for `window` seconds: (median latency µs, calls/s, busy counts/s)."""
+    latencies = []
+    c0 = busy.count if busy else 0
+    start = time.perf_counter()
+    end = start + window
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= end:
+            break
+        fn(work_us)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    busy_rate = ((busy.count - c0) / elapsed) if busy else 0.0
+    return statistics.median(latencies) * 1e6, len(latencies) / elapsed, busy_rate
+
+
+def adaptive(rounds: int, window: float, works: list[int]) -> None:
+    print("## 3. Adaptive vs always vs never release\n")
+    print(f"switch interval {sys.getswitchinterval() * 1e3:.1f} ms; window {window * 1e3:.0f} ms per point; "
+          f"adaptive threshold {ext.callsite_stats().get('gilkit_testext::nogil::nogil_adaptive', {}).get('threshold_s', 250e-6) * 1e6:.0f} µs\n")
+    rate = statistics.median(solo_rate(0.2) for _ in range(3))
+    for with_busy in (False, True):
+        title = "beside a busy Python thread" if with_busy else "alone"
+        print(f"### {title}\n")
+        if with_busy:
+            print("| work | policy | caller latency µs (median) | calls/s | busy progress | useful work (cores) | adaptive / best fixed |")
+            print("|---|---|---|---|---|---|---|")
+        else:
+            print("| work | policy | caller latency µs (median) | calls/s | adaptive / best fixed (calls/s) |")
+            print("|---|---|---|---|---|")
+        for work_us in works:
+            results: dict[str, list[tuple[float, float, float]]] = {p: [] for p in POLICIES}
+            for _ in range(rounds):
+                for name, fn in POLICIES.items():
+                    if name == "adaptive":
+                        for _ in range(60):  # let the moving average settle on this work size
+                            fn(work_us)
+                    if with_busy:
+                        with Busy() as busy:
+                            results[name].append(run_policy(fn, work_us, window, busy))
+                    else:
+                        results[name].append(run_policy(fn, work_us, window, None))
+            med = {
+                name: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for name, rs in results.items()
+            }
+            if with_busy:
+                # Useful work, in cores: the caller's share of a core spent in the work, plus the busy
+                # thread's progress as a fraction of its solo rate.
+                useful = {
+                    name: (calls * work_us * 1e-6) + busy_rate / rate for name, (_, calls, busy_rate) in med.items()
+                }
+                best = max(useful[n] for n in ("never", "always"))
+                for name, (lat, calls, busy_rate) in med.items():
+                    ratio = f"{useful['adaptive'] / best:.2f}" if name == "adaptive" else ""
+                    print(f"| {work_us} µs | {name} | {lat:,.1f} | {calls:,.0f} | {busy_rate / rate:.2f} | {useful[name]:.2f} | {ratio} |")
+            else:
+                best = max(med[n][1] for n in ("never", "always"))
+                for name, (lat, calls, _) in med.items():
+                    ratio = f"{med['adaptive'][1] / best:.2f}" if name == "adaptive" else ""
+                    print(f"| {work_us} µs | {name} | {lat:,.1f} | {calls:,.0f} | {ratio} |")
+        print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--window", type=float, default=0.25, help="seconds per adaptive point")
+    parser.add_argument("--only", choices=["wrapper", "cost", "adaptive"])
+    args = parser.parse_args()
+    works = [0, 10, 50, 100, 250, 500, 1000, 2000, 5000]
+    if args.only in (None, "wrapper"):
+        wrapper(args.rounds)
+    if args.only in (None, "cost"):
+        cost(args.rounds)
+    if args.only in (None, "adaptive"):
+        adaptive(max(1, args.rounds // 2), args.window, works)
+
+
+if __name__ == "__main__":
+    main()
