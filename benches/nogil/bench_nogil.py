@@ -12,8 +12,8 @@ Three sections, each printed as a Markdown table (medians over rounds, ratios si
 2. cost: the cost per call of a release through each form, measured in Rust (`release_cost_ns`),
    so Python's call overhead is left out: what call-site statistics add.
 3. adaptive: never / always / adaptive release for work from 0 to 5 ms, alone and beside a busy
-   pure-Python thread; the caller's median latency and calls per second, the busy thread's progress
-   (fraction of its solo rate), and their sum in cores ("useful work").
+   pure-Python thread: the caller's mean and p99 latency, its progress and the busy thread's (each
+   as a fraction of its rate alone), and their sum.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ POLICIES: dict[str, Callable[[int], int]] = {
 
 
 def run_policy(fn: Callable[[int], int], work_us: int, window: float, busy: Busy | None) -> tuple[float, float, float]:
-    """Calls fn(work_us) for `window` seconds: (median latency µs, calls/s, busy counts/s)."""
+    """Calls fn(work_us) for `window` seconds: (calls/s, p99 latency µs, busy thread counts/s)."""
     latencies = []
     c0 = busy.count if busy else 0
     start = time.perf_counter()
@@ -120,60 +120,48 @@ def run_policy(fn: Callable[[int], int], work_us: int, window: float, busy: Busy
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     busy_rate = ((busy.count - c0) / elapsed) if busy else 0.0
-    return statistics.median(latencies) * 1e6, len(latencies) / elapsed, busy_rate
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e6
+    return len(latencies) / elapsed, p99, busy_rate
 
 
 def adaptive(rounds: int, window: float, works: list[int]) -> None:
     print("## 3. Adaptive vs always vs never release\n")
-    print(f"switch interval {sys.getswitchinterval() * 1e3:.1f} ms; window {window * 1e3:.0f} ms per point; "
-          f"adaptive threshold {ext.callsite_stats().get('gilkit_testext::nogil::nogil_adaptive', {}).get('threshold_s', 250e-6) * 1e6:.0f} µs\n")
-    rate = statistics.median(solo_rate(0.2) for _ in range(3))
-    for with_busy in (False, True):
-        title = "beside a busy Python thread" if with_busy else "alone"
-        print(f"### {title}\n")
-        if with_busy:
-            print("| work | policy | caller latency µs (median) | calls/s | busy progress | useful work (cores) | adaptive / best fixed |")
-            print("|---|---|---|---|---|---|---|")
-        else:
-            print("| work | policy | caller latency µs (median) | calls/s | adaptive / best fixed (calls/s) |")
-            print("|---|---|---|---|---|")
-        for work_us in works:
-            results: dict[str, list[tuple[float, float, float]]] = {p: [] for p in POLICIES}
-            for _ in range(rounds):
-                for name, fn in POLICIES.items():
-                    if name == "adaptive":
-                        for _ in range(60):  # let the moving average settle on this work size
-                            fn(work_us)
-                    if with_busy:
-                        with Busy() as busy:
-                            results[name].append(run_policy(fn, work_us, window, busy))
-                    else:
-                        results[name].append(run_policy(fn, work_us, window, None))
-            med = {
-                name: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for name, rs in results.items()
-            }
-            if with_busy:
-                # Useful work, in cores: the caller's share of a core spent in the work, plus the busy
-                # thread's progress as a fraction of its solo rate.
-                useful = {
-                    name: (calls * work_us * 1e-6) + busy_rate / rate for name, (_, calls, busy_rate) in med.items()
-                }
-                best = max(useful[n] for n in ("never", "always"))
-                for name, (lat, calls, busy_rate) in med.items():
-                    ratio = f"{useful['adaptive'] / best:.2f}" if name == "adaptive" else ""
-                    print(f"| {work_us} µs | {name} | {lat:,.1f} | {calls:,.0f} | {busy_rate / rate:.2f} | {useful[name]:.2f} | {ratio} |")
-            else:
-                best = max(med[n][1] for n in ("never", "always"))
-                for name, (lat, calls, _) in med.items():
-                    ratio = f"{med['adaptive'][1] / best:.2f}" if name == "adaptive" else ""
-                    print(f"| {work_us} µs | {name} | {lat:,.1f} | {calls:,.0f} | {ratio} |")
-        print()
+    print(
+        f"Switch interval {sys.getswitchinterval() * 1e3:.1f} ms; {window * 1e3:.0f} ms per measurement; "
+        "adaptive threshold 250 µs (the default). For each work size and policy the caller calls in a "
+        "loop, alone and then beside a busy pure-Python thread. Caller progress = its calls/s beside the "
+        "busy thread / its calls/s alone (same policy); busy progress = the busy thread's rate / its rate "
+        "alone; total = their sum (1.0 = one core's worth, as if the GIL were simply shared; 2.0 = both "
+        f"at full speed). Medians of {rounds} rounds.\n"
+    )
+    print("| work | policy | mean latency alone µs | mean latency beside busy µs | p99 beside busy µs | caller progress | busy progress | total | adaptive / best fixed (total) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for work_us in works:
+        rows: dict[str, list[tuple[float, ...]]] = {p: [] for p in POLICIES}
+        for _ in range(rounds):
+            solo = solo_rate(0.1)
+            for name, fn in POLICIES.items():
+                if name == "adaptive":
+                    for _ in range(60):  # let the moving average settle on this work size
+                        fn(work_us)
+                alone_calls, _, _ = run_policy(fn, work_us, window, None)
+                with Busy() as busy:
+                    calls, p99, busy_rate = run_policy(fn, work_us, window, busy)
+                caller = calls / alone_calls
+                rows[name].append((1e6 / alone_calls, 1e6 / calls, p99, caller, busy_rate / solo, caller + busy_rate / solo))
+        med = {name: [statistics.median(r[i] for r in rs) for i in range(6)] for name, rs in rows.items()}
+        best = max(med["never"][5], med["always"][5])
+        for name, (lat_alone, lat_busy, p99, caller, busy_p, total) in med.items():
+            ratio = f"**{med['adaptive'][5] / best:.2f}**" if name == "adaptive" else ""
+            print(f"| {work_us} µs | {name} | {lat_alone:,.1f} | {lat_busy:,.1f} | {p99:,.0f} | {caller:.2f} | {busy_p:.2f} | {total:.2f} | {ratio} |")
+    print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--window", type=float, default=0.25, help="seconds per adaptive point")
+    parser.add_argument("--window", type=float, default=0.2, help="seconds per adaptive point")
     parser.add_argument("--only", choices=["wrapper", "cost", "adaptive"])
     args = parser.parse_args()
     works = [0, 10, 50, 100, 250, 500, 1000, 2000, 5000]

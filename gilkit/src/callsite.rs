@@ -198,10 +198,13 @@ impl CallSite {
     /// # Examples
     ///
     /// ```
+    /// use std::time::Duration;
     /// use pyo3::prelude::*;
     ///
     /// fn tiny(py: Python<'_>, x: u64) -> u64 {
-    ///     gilkit::callsite!("tiny").detach_adaptive(py, || x + 1)
+    ///     // A generous threshold, so that this example holds even on a loaded machine.
+    ///     let site = gilkit::callsite!("tiny", threshold = Duration::from_millis(50));
+    ///     site.detach_adaptive(py, || x + 1)
     /// }
     ///
     /// Python::attach(|py| {
