@@ -191,3 +191,74 @@ fn type_text(ty: &Type) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn flagged(sig: Signature, body: TokenStream) -> Vec<String> {
+        let mut errors = Errors::default();
+        check(&sig, &body, "nogil", &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e
+                .into_iter()
+                .map(|e| e.to_string().lines().next().unwrap().to_owned())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn names_reached_through_a_path_or_field_are_not_flagged() {
+        let sig: Signature = syn::parse_quote!(fn f(data: Vec<u8>) -> u64);
+        let body = quote!({
+            let py = config.py;
+            m::Bound::new();
+            data.len() as u64
+        });
+        // `py` as a plain name is flagged once; `config.py` and `m::Bound` are not.
+        assert_eq!(flagged(sig, body).len(), 1);
+    }
+
+    #[test]
+    fn tokens_inside_macro_calls_are_read() {
+        let sig: Signature = syn::parse_quote!(fn f(obj: Bound<'_, PyAny>) -> u64);
+        let body = quote!({
+            println!("{}", obj);
+            1
+        });
+        let errors = flagged(sig, body);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("`obj` is a `Bound<'_, PyAny>`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn each_name_is_reported_once_and_all_names_are_reported() {
+        let sig: Signature =
+            syn::parse_quote!(fn f(&mut self, a: PyRef<'_, X>, b: &Bound<'_, PyList>));
+        let body = quote!({
+            a.x();
+            a.y();
+            b.len();
+            Python::attach(|_| ());
+        });
+        let errors = flagged(sig, body);
+        assert_eq!(errors.len(), 4, "{errors:?}"); // `&mut self`, `a`, `b`, `Python`
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("`b` is a `&Bound<'_, PyList>`")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn plain_bodies_pass() {
+        let sig: Signature = syn::parse_quote!(fn f(&self, py: Python<'_>, n: u64) -> u64);
+        assert!(flagged(sig, quote!({ self.base * n })).is_empty());
+    }
+}

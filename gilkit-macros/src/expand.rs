@@ -134,6 +134,13 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
     let mut errors = Errors::default();
     check::check(&sig, &body, "nogil", &mut errors);
 
+    if let Some(constness) = &sig.constness {
+        errors.push(syn::Error::new(
+            constness.span,
+            "a `const fn` cannot release the GIL: releasing happens at run time\nhelp: remove `const`, \
+             or remove `#[nogil]`",
+        ));
+    }
     let is_async = sig.asyncness.is_some();
     if is_async {
         if let Some(a) = &opts.adaptive {
