@@ -58,19 +58,19 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use quanta::Instant;
-
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use quanta::Instant;
 
 /// The work duration from which [`CallSite::detach_adaptive`] releases the GIL, unless the call
 /// site sets its own with [`CallSite::with_threshold`].
 ///
-/// 250 µs is 1/20 of Python's default switch interval (5 ms): the longest another thread may make
-/// a released call wait to get the GIL back. Below it, holding the GIL delays other Python threads
-/// by less than they would delay the caller; see the guide's "choosing a policy" section and
-/// `benches/results/nogil.md` for the measurements behind it.
+/// 250 µs is 1/20 of Python's default switch interval (5 ms), the longest a busy Python thread
+/// may make a released call wait to get the GIL back. Holding the GIL through shorter work costs
+/// the other threads at most 1/20 of a switch interval, while releasing it could cost the caller a
+/// whole one; above it, what the other threads gain grows with the work while the caller's cost
+/// stays bounded. See the guide's "choosing a policy" section and `benches/results/nogil.md`.
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_micros(250);
 
 /// The weight of a new sample in the moving average of work durations (1/8, as TCP's RTT estimate).
