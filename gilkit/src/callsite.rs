@@ -226,17 +226,7 @@ impl CallSite {
         F: FnOnce() -> T + Send,
         T: Send,
     {
-        self.enter();
-        self.adaptive_calls.fetch_add(1, Relaxed);
-        let predicted = load_f64(&self.average_ns);
-        let (value, elapsed) = if self.should_release(predicted) {
-            self.adaptive_released.fetch_add(1, Relaxed);
-            self.run_released_timed(py, f)
-        } else {
-            self.run_held(f)
-        };
-        update_average(&self.average_ns, elapsed.as_nanos() as f64);
-        value
+        self.run_adaptive(py, &self.average_ns, 1.0, f)
     }
 
     /// Like [`detach_adaptive`](Self::detach_adaptive), with a size hint from the caller (bytes,
@@ -254,19 +244,7 @@ impl CallSite {
         F: FnOnce() -> T + Send,
         T: Send,
     {
-        self.enter();
-        self.adaptive_calls.fetch_add(1, Relaxed);
-        let units = size.max(1) as f64;
-        let per_unit = load_f64(&self.average_ns_per_unit);
-        let predicted = per_unit * units;
-        let (value, elapsed) = if self.should_release(predicted) {
-            self.adaptive_released.fetch_add(1, Relaxed);
-            self.run_released_timed(py, f)
-        } else {
-            self.run_held(f)
-        };
-        update_average(&self.average_ns_per_unit, elapsed.as_nanos() as f64 / units);
-        value
+        self.run_adaptive(py, &self.average_ns_per_unit, size.max(1) as f64, f)
     }
 
     /// A snapshot of this call site's statistics.
@@ -310,6 +288,36 @@ impl CallSite {
     fn should_release(&self, predicted_ns: f64) -> bool {
         // 0.0 is "no sample yet": release (see the module doc).
         predicted_ns == 0.0 || predicted_ns >= self.threshold_ns as f64
+    }
+
+    /// The adaptive policy: predicts the work's duration as `average × units`, releases or holds,
+    /// and feeds the measured duration per unit back into `average`.
+    #[inline]
+    fn run_adaptive<T, F>(&'static self, py: Python<'_>, average: &AtomicU64, units: f64, f: F) -> T
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        self.enter();
+        self.adaptive_calls.fetch_add(1, Relaxed);
+        let (value, elapsed) = if self.should_release(load_f64(average) * units) {
+            self.adaptive_released.fetch_add(1, Relaxed);
+            self.run_released_timed(py, f)
+        } else {
+            self.run_held(f)
+        };
+        update_average(average, elapsed.as_nanos() as f64 / units);
+        value
+    }
+
+    /// Runs a form that releases and re-acquires by itself (interruptible, async): its whole
+    /// duration counts as released.
+    fn run_released_whole<R>(&self, run: impl FnOnce() -> R) -> R {
+        self.released.fetch_add(1, Relaxed);
+        let start = Instant::now();
+        let result = run();
+        self.released_ns.fetch_add(nanos(start.elapsed()), Relaxed);
+        result
     }
 
     #[inline]
@@ -368,11 +376,7 @@ impl CallSite {
         F::Output: Send,
     {
         self.enter();
-        self.released.fetch_add(1, Relaxed);
-        let start = Instant::now();
-        let result = crate::block_on(py, fut);
-        self.released_ns.fetch_add(nanos(start.elapsed()), Relaxed);
-        result
+        self.run_released_whole(|| crate::block_on(py, fut))
     }
 
     /// Runs `f` with the GIL released through [`crate::detach_interruptible`], and records the
@@ -388,11 +392,7 @@ impl CallSite {
         T: Send,
     {
         self.enter();
-        self.released.fetch_add(1, Relaxed);
-        let start = Instant::now();
-        let result = crate::detach_interruptible(py, f);
-        self.released_ns.fetch_add(nanos(start.elapsed()), Relaxed);
-        result
+        self.run_released_whole(|| crate::detach_interruptible(py, f))
     }
 
     /// [`detach_interruptible`](Self::detach_interruptible) under the adaptive policy: work
@@ -411,14 +411,9 @@ impl CallSite {
         let start = Instant::now();
         let result = if self.should_release(load_f64(&self.average_ns)) {
             self.adaptive_released.fetch_add(1, Relaxed);
-            self.released.fetch_add(1, Relaxed);
-            let result = crate::detach_interruptible(py, f);
-            self.released_ns.fetch_add(nanos(start.elapsed()), Relaxed);
-            result
+            self.run_released_whole(|| crate::detach_interruptible(py, f))
         } else {
-            let value = f(&crate::CancelToken::new());
-            self.held_ns.fetch_add(nanos(start.elapsed()), Relaxed);
-            Ok(value)
+            Ok(self.run_held(|| f(&crate::CancelToken::new())).0)
         };
         update_average(&self.average_ns, start.elapsed().as_nanos() as f64);
         result
