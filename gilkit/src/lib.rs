@@ -9,6 +9,9 @@
 //! | need | gilkit |
 //! |---|---|
 //! | release the GIL around Rust work | [`detach`] |
+//! | ... with one attribute on a `#[pyfunction]` or method, checked at compile time | [`nogil`] |
+//! | ... only when the work is long enough to be worth it | [`callsite::CallSite::detach_adaptive`], `#[nogil(adaptive)]` |
+//! | see, per call site, how often and how long the GIL was released | [`callsite`] (`callsite_stats()` in Python) |
 //! | ... and let Ctrl-C stop it | [`detach_interruptible`], [`detach_interruptible_owned`], [`Interruptible`] |
 //! | await a future from Python code | [`block_on`] (works inside another runtime) |
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
