@@ -11,7 +11,7 @@
 //! | release the GIL around Rust work | [`detach`] |
 //! | ... with one attribute on a `#[pyfunction]` or method, checked at compile time | [`nogil`] |
 //! | ... only when the work is long enough to be worth it | [`callsite::CallSite::detach_adaptive`], `#[nogil(adaptive)]` |
-//! | see, per call site, how often and how long the GIL was released | [`callsite`] (`callsite_stats()` in Python) |
+//! | see, per call site, how often and how long the GIL was released | [`mod@callsite`] (`callsite_stats()` in Python) |
 //! | ... and let Ctrl-C stop it | [`detach_interruptible`], [`detach_interruptible_owned`], [`Interruptible`] |
 //! | await a future from Python code | [`block_on`] (works inside another runtime) |
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
@@ -79,7 +79,7 @@ pub use release::{
 /// | option | effect |
 /// |---|---|
 /// | (none) | the body runs with the GIL released ([`callsite::CallSite::detach`]) |
-/// | `adaptive` | released only when the work is expected to take at least 250 µs ([the adaptive policy](callsite#the-adaptive-policy)) |
+/// | `adaptive` | released only when the work is expected to take at least 250 µs ([the adaptive policy](mod@callsite#the-adaptive-policy)) |
 /// | `adaptive(threshold_us = N)` | ... at least `N` µs |
 /// | `adaptive(hint = expr)` | predicts the duration from a size (`usize`) the work follows |
 /// | `interruptible` | Ctrl-C stops the call: the body sees a `token: &CancelToken` to check ([`detach_interruptible`]) |
