@@ -14,6 +14,8 @@ Three sections, each printed as a Markdown table (medians over rounds, ratios si
 3. adaptive: never / always / adaptive release for work from 0 to 5 ms, alone and beside a busy
    pure-Python thread: the caller's mean and p99 latency, its progress and the busy thread's (each
    as a fraction of its rate alone), and their sum.
+4. reacquire: what a release costs the caller, read from the call site's statistics: the mean
+   wait to get the GIL back per released call, alone and beside a busy thread.
 """
 
 from __future__ import annotations
@@ -158,11 +160,44 @@ def adaptive(rounds: int, window: float, works: list[int]) -> None:
     print()
 
 
+def reacquire(rounds: int, window: float) -> None:
+    print("## 4. What a release costs the caller: the wait to get the GIL back (from `callsite_stats()`)\n")
+    print("Mean re-acquire wait per released call of `nogil_plain`, read from the call site's own statistics.\n")
+    print("| work | alone: wait per call µs | beside a busy thread: wait per call µs | beside busy: calls that waited > 1 ms |")
+    print("|---|---|---|---|")
+    key = "gilkit_testext::nogil::nogil_plain"
+    for work_us in (10, 100, 1000):
+        alone, busy_wait = [], []
+        for _ in range(rounds):
+            for target, with_busy in ((alone, False), (busy_wait, True)):
+                before = ext.callsite_stats()[key] if key in ext.callsite_stats() else {"released": 0, "reacquire_s": 0.0}
+                if with_busy:
+                    with Busy() as busy:
+                        run_policy(ext.nogil_plain, work_us, window, busy)
+                else:
+                    run_policy(ext.nogil_plain, work_us, window, None)
+                after = ext.callsite_stats()[key]
+                calls = after["released"] - before["released"]
+                target.append((after["reacquire_s"] - before["reacquire_s"]) / calls * 1e6)
+        # The share of slow re-acquisitions, from per-call latencies beside a busy thread.
+        with Busy() as busy:
+            slow = 0
+            n = 0
+            end = time.perf_counter() + window
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                ext.nogil_plain(work_us)
+                slow += (time.perf_counter() - t0) > work_us * 1e-6 + 1e-3
+                n += 1
+        print(f"| {work_us} µs | {statistics.median(alone):,.1f} | {statistics.median(busy_wait):,.1f} | {slow / n:.0%} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--window", type=float, default=0.2, help="seconds per adaptive point")
-    parser.add_argument("--only", choices=["wrapper", "cost", "adaptive"])
+    parser.add_argument("--only", choices=["wrapper", "cost", "adaptive", "reacquire"])
     args = parser.parse_args()
     works = [0, 10, 50, 100, 250, 500, 1000, 2000, 5000]
     if args.only in (None, "wrapper"):
@@ -171,6 +206,8 @@ def main() -> None:
         cost(args.rounds)
     if args.only in (None, "adaptive"):
         adaptive(max(1, args.rounds // 2), args.window, works)
+    if args.only in (None, "reacquire"):
+        reacquire(max(1, args.rounds // 2), args.window)
 
 
 if __name__ == "__main__":
