@@ -665,6 +665,36 @@ mod tests {
     }
 
     #[test]
+    fn interruptible_and_async_forms_are_counted() {
+        static HELD: CallSite =
+            CallSite::new("interruptible-held", module_path!(), file!(), line!())
+                .with_threshold(Duration::from_secs(1));
+        static ASYNC: CallSite = CallSite::new("async", module_path!(), file!(), line!());
+        Python::attach(|py| {
+            for _ in 0..5 {
+                let not_cancelled =
+                    HELD.detach_interruptible_adaptive(py, |token| !token.is_cancelled());
+                assert!(not_cancelled.unwrap());
+            }
+            assert_eq!(ASYNC.block_on(py, async { 7 }).unwrap(), 7);
+        });
+        let held = HELD.stats();
+        // The first call releases (nothing known); the others are short and held.
+        assert_eq!(
+            (
+                held.calls,
+                held.adaptive_calls,
+                held.adaptive_released,
+                held.released
+            ),
+            (5, 5, 1, 1)
+        );
+        let asynchronous = ASYNC.stats();
+        assert_eq!((asynchronous.calls, asynchronous.released), (1, 1));
+        assert_eq!(asynchronous.reacquire_time, Duration::ZERO);
+    }
+
+    #[test]
     fn registers_once_from_many_threads() {
         static SITE: CallSite = CallSite::new("many", module_path!(), file!(), line!());
         thread::scope(|s| {
