@@ -30,6 +30,8 @@ pub(crate) struct Adaptive {
     pub(crate) span: Span,
     pub(crate) threshold_us: Option<LitInt>,
     pub(crate) hint: Option<Expr>,
+    /// The keys given so far, valid or not, to report repeats.
+    seen: Vec<String>,
 }
 
 impl Options {
@@ -47,8 +49,8 @@ impl Options {
 
     fn add(&mut self, meta: Meta, errors: &mut Errors) {
         let Some(key) = meta.path().get_ident().map(Ident::to_string) else {
-            errors.push(syn::Error::new(
-                meta.path().span(),
+            errors.push(syn::Error::new_spanned(
+                meta.path(),
                 format!("unknown option; {VALID_OPTIONS}"),
             ));
             return;
@@ -79,13 +81,13 @@ impl Options {
                                     Expr::Path(p) if p.path.get_ident().is_some() => {
                                         token = p.path.get_ident().cloned().expect("checked");
                                     }
-                                    other => errors.push(syn::Error::new(
-                                        other.span(),
+                                    other => errors.push(syn::Error::new_spanned(
+                                        other,
                                         "expected a plain name for the token, as in `interruptible(token = cancel)`",
                                     )),
                                 },
-                                other => errors.push(syn::Error::new(
-                                    other.path().span(),
+                                other => errors.push(syn::Error::new_spanned(
+                                    other.path(),
                                     "unknown `interruptible` option; the only one is `token = <name>` \
                                      (the name the body uses for its `&gilkit::CancelToken`)",
                                 )),
@@ -108,6 +110,7 @@ impl Options {
                     span,
                     threshold_us: None,
                     hint: None,
+                    seen: Vec::new(),
                 };
                 match &meta {
                     Meta::Path(_) => {}
@@ -172,21 +175,23 @@ impl Adaptive {
                 return;
             }
         };
+        if self.seen.contains(&key) {
+            errors.push(syn::Error::new(span, format!("`{key}` is given twice")));
+            return;
+        }
+        self.seen.push(key.clone());
         match key.as_str() {
-            "threshold_us" if self.threshold_us.is_none() => match value {
+            "threshold_us" => match value {
                 Expr::Lit(syn::ExprLit {
                     lit: syn::Lit::Int(n),
                     ..
                 }) => self.threshold_us = Some(n),
-                other => errors.push(syn::Error::new(
-                    other.span(),
+                other => errors.push(syn::Error::new_spanned(
+                    other,
                     "`threshold_us` takes an integer literal (microseconds)",
                 )),
             },
-            "hint" if self.hint.is_none() => self.hint = Some(value),
-            "threshold_us" | "hint" => {
-                errors.push(syn::Error::new(span, format!("`{key}` is given twice")))
-            }
+            "hint" => self.hint = Some(value),
             _ => errors.push(syn::Error::new(
                 span,
                 "unknown `adaptive` option; the options are `threshold_us = <integer>` (release \
