@@ -1,5 +1,7 @@
 //! Every placement of `#[gilkit::nogil]` compiles, keeps its Python signature, and runs through
 //! its call site.
+#![deny(warnings)] // the expansion must not make user code warn
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::prelude::*;

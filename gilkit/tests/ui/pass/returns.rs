@@ -1,5 +1,7 @@
 //! Bodies keep their control flow: `?`, early `return`, `Result` types, and the return types
 //! that `interruptible` and `async fn` turn into `PyResult`.
+#![deny(warnings)] // the expansion must not make user code warn
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
