@@ -2,6 +2,7 @@
 //! with the macro, never to be used by hand.
 
 use std::future::Future;
+use std::time::Duration;
 
 pub use crate::callsite::CallSite;
 pub use pyo3::PyResult;
@@ -28,4 +29,11 @@ pub fn flatten<T, E: From<PyErr>>(result: PyResult<Result<T, E>>) -> Result<T, E
 #[inline(always)]
 pub fn future_of<T, F: Future<Output = T>>(fut: F) -> F {
     fut
+}
+
+/// `adaptive(threshold_us = N)`: a call through a function keeps lints about `Duration`
+/// constructors (`clippy::duration_suboptimal_units`) off the user's literal.
+#[inline(always)]
+pub const fn micros(n: u64) -> Duration {
+    Duration::from_micros(n)
 }

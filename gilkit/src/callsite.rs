@@ -168,7 +168,7 @@ impl CallSite {
     }
 
     /// The call site's name.
-    pub fn name(&self) -> &'static str {
+    pub const fn name(&self) -> &'static str {
         self.name
     }
 
