@@ -52,6 +52,10 @@
 //! same moment may lose one sample, which only nudges an estimate. Registration is guarded by the
 //! registry's mutex, which orders the push; the `registered` flag read on the fast path only
 //! avoids taking the lock and is re-checked under it.
+//!
+//! Every update happens while the calling thread holds the GIL (before it releases it or after it
+//! has it back), so on a GIL build the updates of one call site are serialised anyway and never
+//! contend; the atomics keep them sound on free-threaded builds.
 
 use std::fmt;
 use std::future::Future;
