@@ -1,16 +1,24 @@
-//! Every placement of `#[gilkit::nogil]` compiles, keeps its Python signature, and runs through
-//! its call site.
+//! Every placement of `#[gilkit::nogil]` compiles, keeps its Python signature, runs its body
+//! without the GIL (checked inside each body), and runs through its call site.
 #![deny(warnings)] // the expansion must not make user code warn
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::prelude::*;
 
+/// Whether this thread holds the GIL right now.
+fn gil_held() -> bool {
+    // SAFETY: `PyGILState_Check` only reads the thread's state; the interpreter is initialised
+    // (every caller runs under `Python::attach` or inside a function it made).
+    unsafe { pyo3::ffi::PyGILState_Check() == 1 }
+}
+
 /// Above `#[pyfunction]`.
 #[gilkit::nogil]
 #[pyfunction]
 #[pyo3(signature = (n, /, step = 1))]
 fn above(n: u64, step: u64) -> u64 {
+    assert!(!gil_held());
     (0..n).step_by(step as usize).sum()
 }
 
@@ -18,6 +26,7 @@ fn above(n: u64, step: u64) -> u64 {
 #[pyfunction]
 #[gilkit::nogil]
 fn below(n: u64) -> u64 {
+    assert!(!gil_held());
     (0..n).sum()
 }
 
@@ -25,12 +34,14 @@ fn below(n: u64) -> u64 {
 #[gilkit::nogil(adaptive)]
 #[pyfunction]
 fn own_py(py: Python<'_>, n: u64) -> u64 {
+    assert!(!gil_held()); // the first adaptive call releases
     (0..n).sum()
 }
 
 /// A plain Rust function (no PyO3 attribute at all).
 #[gilkit::nogil(name = "plain")]
 fn plain(data: &[u8]) -> usize {
+    assert!(!gil_held());
     data.iter().filter(|&&b| b == b'\n').count()
 }
 
@@ -49,6 +60,7 @@ impl Counter {
     /// On a method inside `#[pymethods]`.
     #[gilkit::nogil]
     fn add(&self, n: u64) -> u64 {
+        assert!(!gil_held());
         self.total.fetch_add(n, Ordering::Relaxed) + n
     }
 }
@@ -69,21 +81,25 @@ impl Block {
 
     #[nogil(adaptive(threshold_us = 50, hint = n as usize))]
     fn scaled(&self, n: u64) -> u64 {
+        assert!(!gil_held()); // the first adaptive call releases
         self.base * n
     }
 
     #[gilkit::nogil(interruptible(token = stop))]
     fn until_stopped(&self, n: u64) -> u64 {
+        assert!(!gil_held());
         (0..n).take_while(|_| !stop.is_cancelled()).count() as u64
     }
 
     #[nogil]
     async fn later(&self, n: u64) -> u64 {
+        assert!(!gil_held());
         tokio::task::yield_now().await;
         self.base + n
     }
 
     fn held(&self) -> u64 {
+        assert!(gil_held());
         self.base
     }
 }
