@@ -167,7 +167,8 @@ def reacquire(rounds: int, window: float) -> None:
     print("|---|---|---|---|")
     key = "gilkit_testext::nogil::nogil_plain"
     for work_us in (10, 100, 1000):
-        alone, busy_wait = [], []
+        alone: list[float] = []
+        busy_wait: list[float] = []
         for _ in range(rounds):
             for target, with_busy in ((alone, False), (busy_wait, True)):
                 before = ext.callsite_stats()[key] if key in ext.callsite_stats() else {"released": 0, "reacquire_s": 0.0}
