@@ -699,6 +699,23 @@ mod tests {
     }
 
     #[test]
+    fn python_dict_has_one_entry_per_call_site() {
+        static FIRST: CallSite = CallSite::new("dup", "m", "a.rs", 1);
+        static SECOND: CallSite = CallSite::new("dup", "m", "a.rs", 2);
+        Python::attach(|py| {
+            FIRST.detach(py, || ());
+            SECOND.detach(py, || ());
+            SECOND.detach(py, || ());
+            let all = callsite_stats(py).unwrap();
+            let calls = |key: &str| -> u64 {
+                let entry = all.get_item(key).unwrap().unwrap();
+                entry.get_item("calls").unwrap().extract().unwrap()
+            };
+            assert_eq!((calls("m::dup"), calls("m::dup@2")), (1, 2));
+        });
+    }
+
+    #[test]
     fn registers_once_from_many_threads() {
         static SITE: CallSite = CallSite::new("many", module_path!(), file!(), line!());
         thread::scope(|s| {
