@@ -200,9 +200,7 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
         .adaptive
         .as_ref()
         .and_then(|a| a.threshold_us.as_ref())
-        .map(
-            |n| quote_spanned!(n.span()=> .with_threshold(::gilkit::__private::micros(#n))),
-        );
+        .map(|n| quote_spanned!(n.span()=> .with_threshold(::gilkit::__private::micros(#n))));
     // `line!()` spanned at the function's name reports the function's line, not the attribute's
     // (which, in the impl-block form, is the same for every method).
     let line = quote_spanned!(sig.ident.span()=> ::core::line!());

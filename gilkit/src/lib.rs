@@ -9,14 +9,15 @@
 //! | need | gilkit |
 //! |---|---|
 //! | release the GIL around Rust work | [`detach`] |
+//! | ... and let Ctrl-C stop it | [`detach_interruptible`], [`detach_interruptible_owned`], [`Interruptible`] |
 //! | ... with one attribute on a `#[pyfunction]` or method, checked at compile time | [`nogil`] |
 //! | ... only when the work is long enough to be worth it | [`callsite::CallSite::detach_adaptive`], `#[nogil(adaptive)]` |
 //! | see, per call site, how often and how long the GIL was released | [`mod@callsite`] (`callsite_stats()` in Python) |
-//! | ... and let Ctrl-C stop it | [`detach_interruptible`], [`detach_interruptible_owned`], [`Interruptible`] |
 //! | await a future from Python code | [`block_on`] (works inside another runtime) |
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
+//! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!
@@ -55,6 +56,7 @@ mod cancel;
 mod release;
 
 pub mod callsite;
+pub mod file;
 pub mod python;
 pub mod runtime;
 
@@ -143,4 +145,6 @@ mod guide {
     struct Runtime;
     #[doc = include_str!("../../docs/nogil.md")]
     struct Nogil;
+    #[doc = include_str!("../../docs/file-adapter.md")]
+    struct FileAdapter;
 }

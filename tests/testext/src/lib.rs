@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+mod file;
 mod nogil;
 
 /// Busy CPU work for `micros` microseconds (a spin on the clock: no sleeping, no syscalls to
@@ -181,5 +182,6 @@ fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(block_on_spin, m)?)?;
     m.add_function(wrap_pyfunction!(block_on_inside_other_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_attaching_tasks, m)?)?;
+    file::register(m)?;
     Ok(())
 }
