@@ -293,7 +293,7 @@ class RawField(Field):
 
             logging.getLogger(_logger_name).warning("Attempt to force a RawField into encoding %s", encoding)
         if self.control_field:
-            return self.data + END_OF_FIELD.encode("ascii")  # type: ignore[operator]
+            return self.data + END_OF_FIELD.encode("ascii")  # type: ignore[operator,return-value]
         out = self.indicator1.encode("ascii") + self.indicator2.encode("ascii")
         for subfield in self.subfields:
             out += SUBFIELD_INDICATOR.encode("ascii") + subfield.code.encode("ascii") + subfield.value  # type: ignore[operator]

@@ -95,7 +95,7 @@ def parse_xml(xml_file: Any, handler: ContentHandler) -> None:
 def map_xml(function: Callable[[Record], Any], *files: Any) -> None:
     """Calls ``function`` on each record of each MARCXML file."""
     handler = XmlHandler()
-    handler.process_record = function  # type: ignore[method-assign]
+    handler.process_record = function  # type: ignore[method-assign,assignment]
     for xml_file in files:
         parse_xml(xml_file, handler)
 

@@ -81,7 +81,7 @@ class Record:
             self.fields = fields
         elif len(data) > 0:
             self.decode_marc(
-                data,
+                data,  # type: ignore[arg-type]
                 to_unicode=to_unicode,
                 force_utf8=force_utf8,
                 hide_utf8_warnings=hide_utf8_warnings,
@@ -309,7 +309,7 @@ class Record:
         ``to_unicode``); lengths and base address are recomputed."""
         if self.to_unicode:
             if isinstance(self.leader, Leader):
-                self.leader.coding_scheme = "a"
+                self.leader.coding_scheme = "a"  # type: ignore[attr-defined]
             else:
                 self.leader = self.leader[0:9] + "a" + self.leader[10:]  # type: ignore[unreachable]
         encoding = "utf-8" if self.leader[9] == "a" or self.force_utf8 else "iso8859-1"

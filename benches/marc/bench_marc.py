@@ -1,0 +1,149 @@
+"""Reading and writing MARC: gilkit_marc vs pymarc 5 vs mrrc, side by side in one run.
+
+Reading: records/s for reading a file and fully iterating fields (tag, data or every subfield's
+code and value). Writing: records/s for MARCWriter.write of already-read records to a BytesIO.
+Threads: 2 threads, each reading its own copy of the file, vs one thread reading both copies.
+Medians over --rounds rounds. Usage:
+
+    python benches/marc/bench_marc.py [--rounds 5] [--big]
+
+--big also runs a ~100 MB file made by repeating the two inputs (written to benches/out/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mrrc
+import pymarc
+
+import gilkit_marc
+
+DATA = Path(__file__).resolve().parents[2] / "examples" / "marc-reader" / "tests" / "data" / "mrrc"
+
+
+def iterate_fields(reader: object) -> int:
+    n = 0
+    for record in reader:  # type: ignore[attr-defined]
+        for field in record.fields:
+            if field.control_field:
+                field.data
+            else:
+                for sub in field.subfields:
+                    sub.code, sub.value
+        n += 1
+    return n
+
+
+def iterate_mrrc(reader: object) -> int:
+    n = 0
+    for record in reader:  # type: ignore[attr-defined]
+        for field in record.fields():
+            if field.is_control_field():
+                field.data
+            else:
+                for sub in field.subfields():
+                    sub.code, sub.value
+        n += 1
+    return n
+
+
+READERS = {
+    "pymarc": lambda p: iterate_fields(pymarc.MARCReader(open(p, "rb"))),
+    "mrrc": lambda p: iterate_mrrc(mrrc.MARCReader(open(p, "rb"))),
+    "gilkit_marc": lambda p: iterate_fields(gilkit_marc.MARCReader(open(p, "rb"))),
+}
+
+
+def timed(fn: object, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def in_threads(fn: object, paths: list[Path]) -> None:
+    threads = [threading.Thread(target=fn, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--big", action="store_true")
+    args = parser.parse_args()
+    files = [DATA / "10k_records.mrc", DATA / "realistic.mrc"]
+    if args.big:
+        out = Path(__file__).resolve().parents[1] / "out"
+        out.mkdir(exist_ok=True)
+        big = out / "big.mrc"
+        if not big.exists():
+            chunk = b"".join(p.read_bytes() for p in files)
+            big.write_bytes(chunk * (100_000_000 // len(chunk) + 1))
+        files.append(big)
+    print(f"python {sys.version.split()[0]}, nproc {os.cpu_count()}, rounds {args.rounds} (medians)\n")
+
+    print("## Reading (records/s, fully iterating fields)\n")
+    print("| file | records | pymarc | mrrc | gilkit_marc | vs pymarc | vs mrrc |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for path in files:
+        n = READERS["gilkit_marc"](path)
+        rounds = 1 if path.stat().st_size > 10_000_000 else args.rounds
+        t = {name: timed(lambda f=fn: f(path), rounds) for name, fn in READERS.items()}
+        rate = {k: n / v for k, v in t.items()}
+        print(
+            f"| {path.name} | {n} | {rate['pymarc']:,.0f} | {rate['mrrc']:,.0f} | {rate['gilkit_marc']:,.0f} "
+            f"| {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x |"
+        )
+
+    print("\n## Two threads, each reading its own file (speed-up over one thread reading both)\n")
+    print("| file | pymarc | mrrc | gilkit_marc |")
+    print("|---|---:|---:|---:|")
+    for path in files[:2]:
+        copies = [path, path]
+        row = []
+        for fn in READERS.values():
+            serial = timed(lambda f=fn: [f(p) for p in copies], args.rounds)
+            parallel = timed(lambda f=fn: in_threads(f, copies), args.rounds)
+            row.append(f"{serial / parallel:.2f}x")
+        print(f"| {path.name} | " + " | ".join(row) + " |")
+
+    print("\n## Writing (records/s, MARCWriter to BytesIO)\n")
+    print("| file | pymarc | mrrc | gilkit_marc | vs pymarc | vs mrrc |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for path in files[:2]:
+        records = {
+            "pymarc": list(pymarc.MARCReader(open(path, "rb"))),
+            "mrrc": list(mrrc.MARCReader(open(path, "rb"))),
+            "gilkit_marc": list(gilkit_marc.MARCReader(open(path, "rb"))),
+        }
+        writers = {"pymarc": pymarc.MARCWriter, "mrrc": mrrc.MARCWriter, "gilkit_marc": gilkit_marc.MARCWriter}
+
+        def write(name: str) -> None:
+            w = writers[name](io.BytesIO())
+            for r in records[name]:
+                w.write(r)
+            w.close(close_fh=False) if name != "mrrc" else w.close()
+
+        t = {name: timed(lambda nm=name: write(nm), args.rounds) for name in writers}
+        n = len(records["gilkit_marc"])
+        print(
+            f"| {path.name} | {n / t['pymarc']:,.0f} | {n / t['mrrc']:,.0f} | {n / t['gilkit_marc']:,.0f} "
+            f"| {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

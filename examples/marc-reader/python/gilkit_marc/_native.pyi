@@ -1,0 +1,60 @@
+"""Type stub for the Rust extension ``gilkit_marc._native`` (see ``src/python/``)."""
+
+from os import PathLike
+from typing import Any, BinaryIO
+
+from .record import Record
+
+_Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+class MARCReader:
+    """pymarc's MARCReader: yields Records, or None for unreadable ones (see current_exception)."""
+
+    permissive: bool
+    to_unicode: bool
+    force_utf8: bool
+    hide_utf8_warnings: bool
+    utf8_handling: str
+    file_encoding: str
+    @property
+    def file_handle(self) -> Any: ...
+    @property
+    def current_chunk(self) -> bytes | None: ...
+    @property
+    def current_exception(self) -> BaseException | None: ...
+    def __init__(
+        self,
+        marc_target: _Target,
+        to_unicode: bool = True,
+        force_utf8: bool = False,
+        hide_utf8_warnings: bool = False,
+        utf8_handling: str = "strict",
+        file_encoding: str = "iso8859-1",
+        permissive: bool = False,
+    ) -> None: ...
+    def __iter__(self) -> MARCReader: ...
+    def __next__(self) -> Record | None: ...
+    def close(self) -> None: ...
+
+def read_all(
+    target: _Target,
+    threads: int = 1,
+    *,
+    permissive: bool = False,
+    to_unicode: bool = True,
+    force_utf8: bool = False,
+    hide_utf8_warnings: bool = False,
+    utf8_handling: str = "strict",
+    file_encoding: str = "iso8859-1",
+) -> list[Record | None]: ...
+def marc8_decode(data: bytes, quiet: bool) -> tuple[str, list[str], bool]: ...
+def decode_into(
+    record: Record,
+    data: bytes,
+    to_unicode: bool,
+    force_utf8: bool,
+    hide_utf8_warnings: bool,
+    utf8_handling: str,
+    file_encoding: str,
+) -> bool: ...
+def as_marc(record: Record, encoding: str) -> bytes | None: ...
