@@ -221,7 +221,7 @@ fn py_slice(len: usize, start: i64, stop: i64) -> Range<usize> {
 /// ```
 /// use gilkit_marc::parse::{parse, Options, FieldKind};
 ///
-/// let raw = b"00059     2200037   4500001000800000\x1eocm0001\x1e\x1d";
+/// let raw = b"00046     2200037   4500001000800000\x1eocm0001\x1e\x1d";
 /// let record = parse(raw, &Options::default()).unwrap();
 /// assert_eq!(&record.fields[0].tag, b"001");
 /// let FieldKind::Control(span) = &record.fields[0].kind else { panic!() };
@@ -432,7 +432,7 @@ mod tests {
             Err(ParseError::InvalidNumber)
         );
         assert_eq!(
-            parse(b"00027     2200025   4500\x1e\x1d", &opts),
+            parse(b"00026     2200025   4500\x1e\x1d", &opts),
             Err(ParseError::NoFieldsFound)
         );
     }

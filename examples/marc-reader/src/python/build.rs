@@ -87,6 +87,7 @@ impl Slot {
                 // SAFETY: all three pointers are live; `value` is released after the call, which
                 // took its own reference if it kept the value.
                 let rc = unsafe { ffi::PyObject_SetAttr(obj, name.as_ptr(), value) };
+                // SAFETY: `value` is an owned reference we no longer use.
                 unsafe { ffi::Py_DECREF(value) };
                 if rc == 0 {
                     Ok(())

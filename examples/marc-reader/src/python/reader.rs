@@ -294,6 +294,7 @@ pub(crate) struct MarcReader {
 #[pymethods]
 impl MarcReader {
     #[new]
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (marc_target, to_unicode=true, force_utf8=false, hide_utf8_warnings=false,
                         utf8_handling="strict".to_string(), file_encoding="iso8859-1".to_string(),
                         permissive=false))]
