@@ -307,15 +307,15 @@ class Record:
     def as_marc(self) -> bytes:
         """The record in transmission format (UTF-8, leader position 9 set to ``a``, when
         ``to_unicode``); lengths and base address are recomputed."""
+        fast = _native.as_marc(self)
+        if fast is not None:
+            return fast  # type: ignore[no-any-return]
         if self.to_unicode:
             if isinstance(self.leader, Leader):
                 self.leader.coding_scheme = "a"  # type: ignore[attr-defined]
             else:
                 self.leader = self.leader[0:9] + "a" + self.leader[10:]  # type: ignore[unreachable]
         encoding = "utf-8" if self.leader[9] == "a" or self.force_utf8 else "iso8859-1"
-        fast = _native.as_marc(self, encoding)
-        if fast is not None:
-            return fast  # type: ignore[no-any-return]
 
         field_parts = []
         directory = []

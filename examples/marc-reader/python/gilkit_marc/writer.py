@@ -11,6 +11,7 @@ import json
 import xml.etree.ElementTree as ET
 from typing import IO, Any
 
+from . import _native
 from .exceptions import WriteNeedsRecord
 from .marcxml import record_to_xml_node
 from .record import Record
@@ -46,9 +47,12 @@ class MARCWriter(Writer):
 
     def write(self, record: Record) -> None:
         """Serialises ``record``; the bytes reach the file by the next ``flush``/``close``."""
-        Writer.write(self, record)
+        if not isinstance(record, Record):
+            raise WriteNeedsRecord
         if self.file_handle:
-            data = record.as_marc()
+            data = _native.as_marc(record)
+            if data is None:
+                data = record.as_marc()
             self._pending.append(data)
             self._pending_size += len(data)
             if self._pending_size >= _FLUSH_AT:

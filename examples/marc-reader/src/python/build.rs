@@ -102,12 +102,73 @@ impl Slot {
 /// The classes a serialiser checks objects against (exact types only).
 #[derive(Clone, Copy)]
 pub(crate) struct Classes<'a> {
-    pub(crate) record: &'a Py<PyType>,
-    pub(crate) field: &'a Py<PyType>,
     pub(crate) raw_field: &'a Py<PyType>,
-    pub(crate) leader: &'a Py<PyType>,
     pub(crate) subfield: &'a Py<PyType>,
     pub(crate) indicators: &'a Py<PyType>,
+}
+
+impl Slot {
+    /// The value in the slot of `obj`, `None` if the slot is unset.
+    ///
+    /// # Safety
+    ///
+    /// `obj` must be an instance of exactly the class this slot was resolved on.
+    unsafe fn read<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self {
+            Slot::Offset(offset) => {
+                // SAFETY: per the contract the slot lies inside `obj`; it holds NULL or a
+                // reference owned by `obj`, which we borrow (and then own a new reference to).
+                let ptr = unsafe { *obj.as_ptr().cast::<u8>().offset(*offset).cast::<*mut ffi::PyObject>() };
+                // SAFETY: `ptr` is NULL or a live object kept alive by `obj`.
+                Ok((!ptr.is_null()).then(|| unsafe { Bound::from_borrowed_ptr(obj.py(), ptr) }))
+            }
+            Slot::Name(name) => match obj.getattr(name.bind(obj.py())) {
+                Ok(value) => Ok(Some(value)),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Replaces the value in the slot of `obj` with `value`.
+    ///
+    /// # Safety
+    ///
+    /// `obj` must be an instance of exactly the class this slot was resolved on.
+    unsafe fn replace(&self, obj: &Bound<'_, PyAny>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        match self {
+            Slot::Offset(offset) => {
+                // SAFETY: per the contract the slot lies inside `obj`; we swap in an owned
+                // reference and release the one the slot held (NULL-safe), as `member_set` does.
+                unsafe {
+                    let slot = obj.as_ptr().cast::<u8>().offset(*offset).cast::<*mut ffi::PyObject>();
+                    let old = std::mem::replace(&mut *slot, value.into_ptr());
+                    ffi::Py_XDECREF(old);
+                }
+                Ok(())
+            }
+            Slot::Name(name) => obj.setattr(name.bind(obj.py()), value),
+        }
+    }
+}
+
+/// Index of a `Record` slot in [`RECORD_SLOTS`].
+#[derive(Clone, Copy)]
+pub(crate) enum RecordSlot {
+    Leader = 0,
+    Fields = 1,
+    ForceUtf8 = 3,
+    ToUnicode = 4,
+}
+
+/// Index of a `Field` slot in [`FIELD_SLOTS`].
+#[derive(Clone, Copy)]
+pub(crate) enum FieldSlot {
+    Tag = 0,
+    Data = 1,
+    Indicators = 2,
+    Subfields = 3,
+    ControlField = 4,
 }
 
 /// The classes of `gilkit_marc` and their slot layout, resolved once per interpreter.
@@ -354,13 +415,50 @@ impl Builder {
         }
     }
 
+    /// A slot of `record`, if it is exactly a `Record` and the slot is set.
+    pub(crate) fn record_slot<'py>(&self, record: &Bound<'py, PyAny>, slot: RecordSlot) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !is_exactly(record, &self.record) {
+            return Ok(None);
+        }
+        // SAFETY: `record` is exactly a `Record`, the class the slot was resolved on.
+        unsafe { self.record_slots[slot as usize].read(record) }
+    }
+
+    /// A slot of `field`, if it is exactly a `Field` or a `RawField` and the slot is set.
+    pub(crate) fn field_slot<'py>(&self, field: &Bound<'py, PyAny>, slot: FieldSlot) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let slots = if is_exactly(field, &self.field) {
+            &self.field_slots
+        } else if is_exactly(field, &self.raw_field) {
+            &self.raw_field_slots
+        } else {
+            return Ok(None);
+        };
+        // SAFETY: `field` is exactly the class `slots` were resolved on.
+        unsafe { slots[slot as usize].read(field) }
+    }
+
+    /// `leader.leader`, if `leader` is exactly a `Leader` and the slot is set.
+    pub(crate) fn leader_text<'py>(&self, leader: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !is_exactly(leader, &self.leader) {
+            return Ok(None);
+        }
+        // SAFETY: `leader` is exactly a `Leader`.
+        unsafe { self.leader_slot.read(leader) }
+    }
+
+    /// Sets `leader.leader` (`leader` must be exactly a `Leader`; otherwise nothing happens).
+    pub(crate) fn set_leader_text(&self, leader: &Bound<'_, PyAny>, text: Bound<'_, PyAny>) -> PyResult<()> {
+        if !is_exactly(leader, &self.leader) {
+            return Ok(());
+        }
+        // SAFETY: `leader` is exactly a `Leader`.
+        unsafe { self.leader_slot.replace(leader, text) }
+    }
+
     /// The classes, for exact type checks.
     pub(crate) fn classes(&self) -> Classes<'_> {
         Classes {
-            record: &self.record,
-            field: &self.field,
             raw_field: &self.raw_field,
-            leader: &self.leader,
             subfield: &self.subfield,
             indicators: &self.indicators,
         }
@@ -442,4 +540,9 @@ fn into_array<const N: usize>(slots: Vec<Slot>) -> PyResult<[Slot; N]> {
 
 fn class<'py>(module: &Bound<'py, PyModule>, name: &str) -> PyResult<Bound<'py, PyType>> {
     Ok(module.getattr(name)?.cast_into::<PyType>()?)
+}
+
+/// Whether `obj`'s type is exactly `cls` (no subclass).
+pub(crate) fn is_exactly(obj: &Bound<'_, PyAny>, cls: &Py<PyType>) -> bool {
+    obj.get_type().as_ptr() == cls.as_ptr()
 }

@@ -61,14 +61,11 @@ fn decode_into(
     Ok(true)
 }
 
-/// `record.as_marc()` for plain records, or `None` (see [`write`]). Holds the GIL.
+/// `record.as_marc()` for plain records (leader position 9 updated as pymarc does), or `None`
+/// when the Python serialiser must run (see [`write`]). Holds the GIL.
 #[pyfunction]
-fn as_marc<'py>(
-    py: Python<'py>,
-    record: &Bound<'py, PyAny>,
-    encoding: &str,
-) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    write::as_marc(py, record, encoding)
+fn as_marc<'py>(py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    write::as_marc(py, record)
 }
 
 #[pymodule]
