@@ -102,7 +102,6 @@ impl Slot {
 /// The classes a serialiser checks objects against (exact types only).
 #[derive(Clone, Copy)]
 pub(crate) struct Classes<'a> {
-    pub(crate) raw_field: &'a Py<PyType>,
     pub(crate) subfield: &'a Py<PyType>,
     pub(crate) indicators: &'a Py<PyType>,
 }
@@ -118,13 +117,20 @@ impl Slot {
             Slot::Offset(offset) => {
                 // SAFETY: per the contract the slot lies inside `obj`; it holds NULL or a
                 // reference owned by `obj`, which we borrow (and then own a new reference to).
-                let ptr = unsafe { *obj.as_ptr().cast::<u8>().offset(*offset).cast::<*mut ffi::PyObject>() };
+                let ptr = unsafe {
+                    *obj.as_ptr()
+                        .cast::<u8>()
+                        .offset(*offset)
+                        .cast::<*mut ffi::PyObject>()
+                };
                 // SAFETY: `ptr` is NULL or a live object kept alive by `obj`.
                 Ok((!ptr.is_null()).then(|| unsafe { Bound::from_borrowed_ptr(obj.py(), ptr) }))
             }
             Slot::Name(name) => match obj.getattr(name.bind(obj.py())) {
                 Ok(value) => Ok(Some(value)),
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => Ok(None),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => {
+                    Ok(None)
+                }
                 Err(e) => Err(e),
             },
         }
@@ -141,7 +147,11 @@ impl Slot {
                 // SAFETY: per the contract the slot lies inside `obj`; we swap in an owned
                 // reference and release the one the slot held (NULL-safe), as `member_set` does.
                 unsafe {
-                    let slot = obj.as_ptr().cast::<u8>().offset(*offset).cast::<*mut ffi::PyObject>();
+                    let slot = obj
+                        .as_ptr()
+                        .cast::<u8>()
+                        .offset(*offset)
+                        .cast::<*mut ffi::PyObject>();
                     let old = std::mem::replace(&mut *slot, value.into_ptr());
                     ffi::Py_XDECREF(old);
                 }
@@ -159,16 +169,6 @@ pub(crate) enum RecordSlot {
     Fields = 1,
     ForceUtf8 = 3,
     ToUnicode = 4,
-}
-
-/// Index of a `Field` slot in [`FIELD_SLOTS`].
-#[derive(Clone, Copy)]
-pub(crate) enum FieldSlot {
-    Tag = 0,
-    Data = 1,
-    Indicators = 2,
-    Subfields = 3,
-    ControlField = 4,
 }
 
 /// The classes of `gilkit_marc` and their slot layout, resolved once per interpreter.
@@ -307,8 +307,8 @@ impl Builder {
         } else {
             (&self.raw_field, &self.raw_field_slots)
         };
-        let mut items = Vec::with_capacity(rec.fields.len());
-        for field in &rec.fields {
+        let list = new_list(py, rec.fields.len())?;
+        for (i, field) in rec.fields.iter().enumerate() {
             let obj = alloc(py, class, 0)?;
             let tag = self.tag(py, &field.tag);
             let (data, indicators, subfields, control) = match &field.kind {
@@ -342,9 +342,10 @@ impl Builder {
                 // SAFETY: fresh instance of `class`, whose slots are `slots`; owned values.
                 unsafe { slot.write(py, obj.as_ptr(), value)? };
             }
-            items.push(obj);
+            // SAFETY: `list` is fresh with `rec.fields.len()` NULL items; `i` is in range.
+            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, obj.into_ptr()) };
         }
-        PyList::new(py, items)
+        Ok(list)
     }
 
     fn subfields<'py>(
@@ -354,15 +355,23 @@ impl Builder {
         range: Range<usize>,
         to_unicode: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mut items = Vec::with_capacity(range.len());
-        for sub in &rec.subfields[range] {
+        let list = new_list(py, range.len())?;
+        for (i, sub) in rec.subfields[range].iter().enumerate() {
             let code = self.chars[usize::from(sub.code & 0x7F)]
                 .clone_ref(py)
                 .into_any();
             let value = self.value(py, rec, &sub.value, to_unicode)?;
-            items.push(tuple2(py, &self.subfield, code, value)?);
+            let tuple = tuple2(py, &self.subfield, code, value)?;
+            // SAFETY: the tuple holds only a `str` and a `str`/`bytes`, so it cannot be part of a
+            // reference cycle; CPython itself untracks such tuples at their first collection
+            // (`_PyTuple_MaybeUntrack`). Doing it now spares every young-generation collection
+            // from scanning it. `list` is fresh with `range.len()` NULL items; `i` is in range.
+            unsafe {
+                ffi::PyObject_GC_UnTrack(tuple.as_ptr().cast());
+                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
+            }
         }
-        PyList::new(py, items)
+        Ok(list)
     }
 
     fn indicators(&self, py: Python<'_>, pair: [u8; 2]) -> PyResult<Py<PyAny>> {
@@ -404,6 +413,22 @@ impl Builder {
         if bytes.len() == 1 && bytes[0] < 0x80 {
             return Ok(self.chars[usize::from(bytes[0])].clone_ref(py).into_any());
         }
+        if bytes.is_ascii() {
+            // SAFETY: `PyUnicode_New(n, 127)` returns a compact ASCII string with room for `n`
+            // one-byte characters (or NULL with an exception); we fill exactly `n` bytes of ASCII
+            // before anyone else sees it.
+            unsafe {
+                let ptr = ffi::PyUnicode_New(bytes.len() as ffi::Py_ssize_t, 127);
+                if !ptr.is_null() {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        ffi::PyUnicode_DATA(ptr).cast::<u8>(),
+                        bytes.len(),
+                    );
+                }
+                return Bound::from_owned_ptr_or_err(py, ptr).map(Bound::unbind);
+            }
+        }
         // SAFETY: `bytes` is a valid pointer/length pair; CPython validates the UTF-8 (the parser
         // only stores valid UTF-8 when decoding, so this does not fail in practice).
         unsafe {
@@ -416,7 +441,11 @@ impl Builder {
     }
 
     /// A slot of `record`, if it is exactly a `Record` and the slot is set.
-    pub(crate) fn record_slot<'py>(&self, record: &Bound<'py, PyAny>, slot: RecordSlot) -> PyResult<Option<Bound<'py, PyAny>>> {
+    pub(crate) fn record_slot<'py>(
+        &self,
+        record: &Bound<'py, PyAny>,
+        slot: RecordSlot,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         if !is_exactly(record, &self.record) {
             return Ok(None);
         }
@@ -424,21 +453,33 @@ impl Builder {
         unsafe { self.record_slots[slot as usize].read(record) }
     }
 
-    /// A slot of `field`, if it is exactly a `Field` or a `RawField` and the slot is set.
-    pub(crate) fn field_slot<'py>(&self, field: &Bound<'py, PyAny>, slot: FieldSlot) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let slots = if is_exactly(field, &self.field) {
-            &self.field_slots
-        } else if is_exactly(field, &self.raw_field) {
-            &self.raw_field_slots
+    /// The slots of `field` (in [`FieldSlot`] order) and whether it is a `RawField`, if it is
+    /// exactly a `Field` or a `RawField`.
+    pub(crate) fn field_slots<'py>(
+        &self,
+        field: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(bool, [Option<Bound<'py, PyAny>>; 5])>> {
+        let ty = field.get_type().as_ptr();
+        let (raw, slots) = if ty == self.field.as_ptr() {
+            (false, &self.field_slots)
+        } else if ty == self.raw_field.as_ptr() {
+            (true, &self.raw_field_slots)
         } else {
             return Ok(None);
         };
-        // SAFETY: `field` is exactly the class `slots` were resolved on.
-        unsafe { slots[slot as usize].read(field) }
+        let mut values = [None, None, None, None, None];
+        for (value, slot) in values.iter_mut().zip(slots) {
+            // SAFETY: `field` is exactly the class `slots` were resolved on.
+            *value = unsafe { slot.read(field)? };
+        }
+        Ok(Some((raw, values)))
     }
 
     /// `leader.leader`, if `leader` is exactly a `Leader` and the slot is set.
-    pub(crate) fn leader_text<'py>(&self, leader: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    pub(crate) fn leader_text<'py>(
+        &self,
+        leader: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         if !is_exactly(leader, &self.leader) {
             return Ok(None);
         }
@@ -447,7 +488,11 @@ impl Builder {
     }
 
     /// Sets `leader.leader` (`leader` must be exactly a `Leader`; otherwise nothing happens).
-    pub(crate) fn set_leader_text(&self, leader: &Bound<'_, PyAny>, text: Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn set_leader_text(
+        &self,
+        leader: &Bound<'_, PyAny>,
+        text: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         if !is_exactly(leader, &self.leader) {
             return Ok(());
         }
@@ -458,7 +503,6 @@ impl Builder {
     /// The classes, for exact type checks.
     pub(crate) fn classes(&self) -> Classes<'_> {
         Classes {
-            raw_field: &self.raw_field,
             subfield: &self.subfield,
             indicators: &self.indicators,
         }
@@ -545,4 +589,13 @@ fn class<'py>(module: &Bound<'py, PyModule>, name: &str) -> PyResult<Bound<'py, 
 /// Whether `obj`'s type is exactly `cls` (no subclass).
 pub(crate) fn is_exactly(obj: &Bound<'_, PyAny>, cls: &Py<PyType>) -> bool {
     obj.get_type().as_ptr() == cls.as_ptr()
+}
+
+/// A new list of `len` NULL items, to be filled with `PyList_SET_ITEM`.
+fn new_list(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyList>> {
+    // SAFETY: `PyList_New` returns a new reference or NULL with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len as ffi::Py_ssize_t))
+            .map(|l| l.cast_into_unchecked())
+    }
 }

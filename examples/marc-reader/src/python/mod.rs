@@ -64,7 +64,10 @@ fn decode_into(
 /// `record.as_marc()` for plain records (leader position 9 updated as pymarc does), or `None`
 /// when the Python serialiser must run (see [`write`]). Holds the GIL.
 #[pyfunction]
-fn as_marc<'py>(py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+fn as_marc<'py>(
+    py: Python<'py>,
+    record: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
     write::as_marc(py, record)
 }
 

@@ -15,6 +15,7 @@
 
 use std::ops::Range;
 
+use gilkit::CancelToken;
 use pyo3::exceptions::{PyException, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -230,7 +231,7 @@ impl Stream {
         loop {
             let (data, eof, start) = (&self.buf[self.start..], self.eof, self.start);
             let (items, consumed, over) =
-                py.detach(|| frame_and_parse(data, eof, opts, max, start));
+                gilkit::detach(py, || frame_and_parse(data, eof, opts, max, start));
             self.start += consumed;
             self.finished = over;
             if !items.is_empty() || over {
@@ -471,7 +472,9 @@ pub(crate) fn read_all<'py>(
     stream.read_to_end(py)?;
     let threads = threads.max(1);
     let data = &stream.buf[..];
-    let items = py.detach(|| parse_all(data, &parse_opts, threads));
+    // Long inputs: Ctrl-C stops the parse (the threads check the token every few records).
+    let items =
+        gilkit::detach_interruptible(py, |token| parse_all(data, &parse_opts, threads, token))?;
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
         match opts.build(py, &parse_opts, &data[item.chunk.clone()], &item.outcome) {
@@ -485,8 +488,9 @@ pub(crate) fn read_all<'py>(
     PyList::new(py, out)
 }
 
-/// Frames all of `data`, then parses the records on `threads` threads (no Python).
-fn parse_all(data: &[u8], opts: &parse::Options, threads: usize) -> Vec<Item> {
+/// Frames all of `data`, then parses the records on `threads` threads (no Python). Stops early
+/// (with a partial result the caller discards) once `token` is cancelled.
+fn parse_all(data: &[u8], opts: &parse::Options, threads: usize, token: &CancelToken) -> Vec<Item> {
     // Framing is a walk over the length prefixes, cheap next to parsing: do it first, alone.
     let mut frames = Vec::new();
     let mut pos = 0;
@@ -513,14 +517,24 @@ fn parse_all(data: &[u8], opts: &parse::Options, threads: usize) -> Vec<Item> {
             },
         },
     };
+    let parse_part = |part: &[(Range<usize>, Option<FrameError>)]| -> Vec<Item> {
+        let mut items = Vec::with_capacity(part.len());
+        for (i, frame) in part.iter().enumerate() {
+            if i % 256 == 0 && token.is_cancelled() {
+                break;
+            }
+            items.push(parse_one(frame));
+        }
+        items
+    };
     if threads == 1 || frames.len() < 2 * threads {
-        return frames.iter().map(parse_one).collect();
+        return parse_part(&frames);
     }
     let per_thread = frames.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = frames
             .chunks(per_thread)
-            .map(|part| scope.spawn(move || part.iter().map(parse_one).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || parse_part(part)))
             .collect();
         handles
             .into_iter()

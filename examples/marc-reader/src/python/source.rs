@@ -78,7 +78,7 @@ impl Source {
             Source::File(file) => {
                 let start = buf.len();
                 buf.resize(start + CHUNK, 0);
-                match py.detach(|| read_full(file, &mut buf[start..])) {
+                match gilkit::detach(py, || read_full(file, &mut buf[start..])) {
                     Ok(n) => {
                         buf.truncate(start + n);
                         Ok(n > 0)

@@ -10,7 +10,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::build::{Builder, FieldSlot, RecordSlot, is_exactly};
+use super::build::{Builder, RecordSlot, is_exactly};
 use crate::parse::{END_OF_FIELD, END_OF_RECORD, LEADER_LEN, SUBFIELD_INDICATOR};
 
 /// Appends `s` encoded as UTF-8 or Latin-1; `None` if it cannot be (Python decides then).
@@ -37,14 +37,21 @@ fn push_ascii(out: &mut Vec<u8>, s: &Bound<'_, PyAny>) -> Option<()> {
 }
 
 /// `record.as_marc()`, including its update of leader position 9, or `None` to let Python do it.
-pub(crate) fn as_marc<'py>(py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+pub(crate) fn as_marc<'py>(
+    py: Python<'py>,
+    record: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let builder = Builder::get(py)?;
     let mut out = Vec::new();
     Ok(serialise(record, builder, &mut out)?.map(|()| PyBytes::new(py, &out)))
 }
 
 /// Appends `record.as_marc()` to `out`; `None` (and `out` possibly extended) if Python must do it.
-pub(crate) fn serialise(record: &Bound<'_, PyAny>, builder: &Builder, out: &mut Vec<u8>) -> PyResult<Option<()>> {
+pub(crate) fn serialise(
+    record: &Bound<'_, PyAny>,
+    builder: &Builder,
+    out: &mut Vec<u8>,
+) -> PyResult<Option<()>> {
     macro_rules! some {
         ($e:expr) => {
             match $e {
@@ -77,42 +84,52 @@ pub(crate) fn serialise(record: &Bound<'_, PyAny>, builder: &Builder, out: &mut 
     let mut directory = Vec::with_capacity(fields.len() * 12 + 1);
     let mut body = Vec::new();
     for field in fields.iter() {
-        let raw = is_exactly(&field, classes.raw_field);
-        let tag = some!(builder.field_slot(&field, FieldSlot::Tag)?);
+        let (raw, [tag, data, indicators, subfields, control]) =
+            some!(builder.field_slots(&field)?);
+        let tag = some!(tag);
         let tag = some!(tag.cast::<PyString>().ok()).to_str()?;
         if tag.len() != 3 || !tag.is_ascii() {
             return Ok(None);
         }
-        let control = some!(builder.field_slot(&field, FieldSlot::ControlField)?);
+        let control = some!(control);
         let start = body.len();
         if control.is_truthy()? {
-            let data = some!(builder.field_slot(&field, FieldSlot::Data)?);
-            some!(if raw { push_bytes(&mut body, &data) } else { push_text(&mut body, &data, latin1) });
+            let data = some!(data);
+            some!(if raw {
+                push_bytes(&mut body, &data)
+            } else {
+                push_text(&mut body, &data, latin1)
+            });
         } else {
-            let indicators = some!(builder.field_slot(&field, FieldSlot::Indicators)?);
+            let indicators = some!(indicators);
             if !indicators.is_none() {
                 if !is_exactly(&indicators, classes.indicators) {
                     return Ok(None);
                 }
                 let pair = indicators.cast::<PyTuple>()?;
                 for i in 0..2 {
-                    let ind = pair.get_item(i)?;
-                    some!(if raw { push_ascii(&mut body, &ind) } else { push_text(&mut body, &ind, latin1) });
+                    let ind = pair.get_borrowed_item(i)?;
+                    some!(if raw {
+                        push_ascii(&mut body, &ind)
+                    } else {
+                        push_text(&mut body, &ind, latin1)
+                    });
                 }
             }
-            let subfields = some!(builder.field_slot(&field, FieldSlot::Subfields)?);
+            let subfields = some!(subfields);
             let subfields = some!(subfields.cast::<PyList>().ok());
             for sub in subfields.iter() {
                 if !is_exactly(&sub, classes.subfield) {
                     return Ok(None);
                 }
                 let sub = sub.cast::<PyTuple>()?;
-                let (code, value) = (sub.get_item(0)?, sub.get_item(1)?);
+                let (code, value) = (sub.get_borrowed_item(0)?, sub.get_borrowed_item(1)?);
                 body.push(SUBFIELD_INDICATOR);
                 some!(if raw {
                     push_ascii(&mut body, &code).and_then(|()| push_bytes(&mut body, &value))
                 } else {
-                    push_text(&mut body, &code, latin1).and_then(|()| push_text(&mut body, &value, latin1))
+                    push_text(&mut body, &code, latin1)
+                        .and_then(|()| push_text(&mut body, &value, latin1))
                 });
             }
         }
@@ -156,7 +173,12 @@ fn push_number(out: &mut Vec<u8>, n: usize, width: usize) {
 mod tests {
     #[test]
     fn push_number_pads_like_python() {
-        for (n, width, expected) in [(0, 5, "00000"), (42, 4, "0042"), (123456, 5, "123456"), (9999, 4, "9999")] {
+        for (n, width, expected) in [
+            (0, 5, "00000"),
+            (42, 4, "0042"),
+            (123456, 5, "123456"),
+            (9999, 4, "9999"),
+        ] {
             let mut out = Vec::new();
             super::push_number(&mut out, n, width);
             assert_eq!(out, expected.as_bytes());
