@@ -162,6 +162,9 @@ impl Slot {
     }
 }
 
+/// A field's slot values in [`FIELD_SLOTS`] order (`None`: unset).
+pub(crate) type FieldValues<'py> = [Option<Bound<'py, PyAny>>; 5];
+
 /// Index of a `Record` slot in [`RECORD_SLOTS`].
 #[derive(Clone, Copy)]
 pub(crate) enum RecordSlot {
@@ -458,7 +461,7 @@ impl Builder {
     pub(crate) fn field_slots<'py>(
         &self,
         field: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<(bool, [Option<Bound<'py, PyAny>>; 5])>> {
+    ) -> PyResult<Option<(bool, FieldValues<'py>)>> {
         let ty = field.get_type().as_ptr();
         let (raw, slots) = if ty == self.field.as_ptr() {
             (false, &self.field_slots)
