@@ -154,3 +154,14 @@ def test_marc8_matches_pymarc_on_raw_text() -> None:
         gilkit_marc.marc8_to_unicode(b"abc\x1b")
     with pytest.raises(UnicodeDecodeError):
         pymarc.marc8_to_unicode(b"abc\x1b")
+
+
+def test_stub_matches_the_extension() -> None:
+    """mypy's stubtest: `_native.pyi` describes exactly what the extension module exports."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "gilkit_marc._native"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

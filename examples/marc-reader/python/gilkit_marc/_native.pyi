@@ -3,10 +3,15 @@
 from os import PathLike
 from typing import Any, BinaryIO
 
+from typing_extensions import Self, disjoint_base
+
 from .record import Record
+
+__all__ = ["MARCReader", "as_marc", "decode_into", "marc8_decode", "read_all"]
 
 _Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
+@disjoint_base
 class MARCReader:
     """pymarc's MARCReader: yields Records, or None for unreadable ones (see current_exception)."""
 
@@ -22,8 +27,8 @@ class MARCReader:
     def current_chunk(self) -> bytes | None: ...
     @property
     def current_exception(self) -> BaseException | None: ...
-    def __init__(
-        self,
+    def __new__(
+        cls,
         marc_target: _Target,
         to_unicode: bool = True,
         force_utf8: bool = False,
@@ -31,7 +36,7 @@ class MARCReader:
         utf8_handling: str = "strict",
         file_encoding: str = "iso8859-1",
         permissive: bool = False,
-    ) -> None: ...
+    ) -> Self: ...
     def __iter__(self) -> MARCReader: ...
     def __next__(self) -> Record | None: ...
     def close(self) -> None: ...

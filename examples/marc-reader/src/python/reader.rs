@@ -297,7 +297,7 @@ impl MarcReader {
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (marc_target, to_unicode=true, force_utf8=false, hide_utf8_warnings=false,
-                        utf8_handling="strict".to_string(), file_encoding="iso8859-1".to_string(),
+                        utf8_handling="strict", file_encoding="iso8859-1",
                         permissive=false))]
     fn new(
         py: Python<'_>,
@@ -305,16 +305,16 @@ impl MarcReader {
         to_unicode: bool,
         force_utf8: bool,
         hide_utf8_warnings: bool,
-        utf8_handling: String,
-        file_encoding: String,
+        utf8_handling: &str,
+        file_encoding: &str,
         permissive: bool,
     ) -> PyResult<Self> {
         let opts = PyOptions {
             to_unicode,
             force_utf8,
             hide_utf8_warnings,
-            utf8_handling,
-            file_encoding,
+            utf8_handling: utf8_handling.to_owned(),
+            file_encoding: file_encoding.to_owned(),
         };
         Ok(Self {
             stream: Stream::open(marc_target)?,
@@ -446,8 +446,8 @@ impl MarcReader {
 /// on `threads` threads; holds it to build the records.
 #[pyfunction]
 #[pyo3(signature = (target, threads=1, *, permissive=false, to_unicode=true, force_utf8=false,
-                    hide_utf8_warnings=false, utf8_handling="strict".to_string(),
-                    file_encoding="iso8859-1".to_string()))]
+                    hide_utf8_warnings=false, utf8_handling="strict",
+                    file_encoding="iso8859-1"))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_all<'py>(
     py: Python<'py>,
@@ -457,15 +457,15 @@ pub(crate) fn read_all<'py>(
     to_unicode: bool,
     force_utf8: bool,
     hide_utf8_warnings: bool,
-    utf8_handling: String,
-    file_encoding: String,
+    utf8_handling: &str,
+    file_encoding: &str,
 ) -> PyResult<Bound<'py, PyList>> {
     let opts = PyOptions {
         to_unicode,
         force_utf8,
         hide_utf8_warnings,
-        utf8_handling,
-        file_encoding,
+        utf8_handling: utf8_handling.to_owned(),
+        file_encoding: file_encoding.to_owned(),
     };
     let parse_opts = opts.resolve(py);
     let mut stream = Stream::open(target)?;
