@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pymarc
 import pytest
-from conftest import MARC_FILES, SMALL_FILES, outcome
+from conftest import DATA, MARC_FILES, SMALL_FILES, outcome
 
 import gilkit_marc
 
@@ -125,3 +125,20 @@ def test_exceptions_are_gilkit_classes_named_as_pymarc() -> None:
     assert reader.current_chunk == b"00010abcdX"
     with pytest.raises(StopIteration):
         next(reader)
+
+
+def test_options_changed_mid_iteration_apply_to_the_next_record() -> None:
+    """pymarc reads the reader's attributes for each record; so does gilkit_marc."""
+    data = (DATA / "pymarc" / "marc8.dat").read_bytes() + (DATA / "pymarc" / "test.dat").read_bytes()
+
+    def read(module: object) -> list[object]:
+        reader = module.MARCReader(data, hide_utf8_warnings=True)  # type: ignore[attr-defined]
+        out = []
+        for i, record in enumerate(reader):
+            out.append(record.as_dict() if record is not None else type(reader.current_exception).__name__)
+            reader.to_unicode = i % 2 == 0
+            reader.force_utf8 = i % 3 == 0
+            reader.utf8_handling = "replace" if i % 4 else "strict"
+        return out
+
+    assert read(gilkit_marc) == read(pymarc)

@@ -45,7 +45,7 @@ pub(crate) struct Item {
 }
 
 /// pymarc's keyword options, as given from Python.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct PyOptions {
     pub(crate) to_unicode: bool,
     pub(crate) force_utf8: bool,
@@ -101,7 +101,8 @@ impl PyOptions {
             .call((PyBytes::new(py, chunk),), Some(&kwargs))
     }
 
-    /// The Python object for one item: a `Record`, or the exception pymarc would raise.
+    /// The Python object for one item parsed with `parsed_with` (the resolved `self`): a
+    /// `Record`, or the exception pymarc would raise.
     pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
@@ -109,32 +110,14 @@ impl PyOptions {
         chunk: &[u8],
         outcome: &Outcome,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let current = self.resolve_cached(py, parsed_with);
         match outcome {
-            Outcome::Parsed(rec) if current == *parsed_with => {
+            Outcome::Parsed(rec) => {
                 write_messages(py, &rec.messages)?;
-                Builder::get(py)?.record(py, rec, self.to_unicode, self.force_utf8)
+                Builder::get(py)?.record(py, rec, parsed_with.to_unicode, parsed_with.force_utf8)
             }
-            Outcome::Parsed(_) | Outcome::Python => {
-                // Options changed since the batch was parsed, or Rust refused the record.
-                self.decode_in_python(py, chunk)
-            }
+            // Rust refused the record: the Python decoder gives pymarc's record or exception.
+            Outcome::Python => self.decode_in_python(py, chunk),
             Outcome::Broken(e) => Err(frame_error(py, *e)),
-        }
-    }
-
-    /// `resolve`, skipping the codec lookup when the string options did not change.
-    fn resolve_cached(&self, py: Python<'_>, previous: &parse::Options) -> parse::Options {
-        let quick = parse::Options {
-            to_unicode: self.to_unicode,
-            force_utf8: self.force_utf8,
-            quiet: self.hide_utf8_warnings,
-            ..*previous
-        };
-        if quick == *previous {
-            quick
-        } else {
-            self.resolve(py)
         }
     }
 }
@@ -280,8 +263,19 @@ pub(crate) struct MarcReader {
     stream: Stream,
     items: Vec<Item>,
     next: usize,
-    batch_opts: parse::Options,
-    opts: PyOptions,
+    /// The options the current batch was parsed with, as given and as resolved.
+    batch: (PyOptions, parse::Options),
+    // pymarc's options, public and writable as in pymarc; a change applies from the next record.
+    #[pyo3(get, set)]
+    to_unicode: bool,
+    #[pyo3(get, set)]
+    force_utf8: bool,
+    #[pyo3(get, set)]
+    hide_utf8_warnings: bool,
+    #[pyo3(get, set)]
+    utf8_handling: String,
+    #[pyo3(get, set)]
+    file_encoding: String,
     /// Kept for pymarc compatibility; pymarc 5 yields `None` for bad records in both modes.
     #[pyo3(get, set)]
     permissive: bool,
@@ -320,8 +314,12 @@ impl MarcReader {
             stream: Stream::open(marc_target)?,
             items: Vec::new(),
             next: 0,
-            batch_opts: opts.resolve(py),
-            opts,
+            batch: (opts.clone(), opts.resolve(py)),
+            to_unicode: opts.to_unicode,
+            force_utf8: opts.force_utf8,
+            hide_utf8_warnings: opts.hide_utf8_warnings,
+            utf8_handling: opts.utf8_handling,
+            file_encoding: opts.file_encoding,
             permissive,
             file_handle: marc_target.clone().unbind(),
             current_chunk: Chunk::None,
@@ -344,12 +342,23 @@ impl MarcReader {
         }
         self.current_chunk = Chunk::None;
         self.current_exception = None;
+        if !self.options_unchanged() {
+            // Options changed: parse what is left of the batch again with the new ones.
+            let options = self.options();
+            let parsed = options.resolve(py);
+            for item in &mut self.items[self.next..] {
+                if !matches!(item.outcome, Outcome::Broken(_)) {
+                    let chunk = &self.stream.buf[item.chunk.clone()];
+                    item.outcome =
+                        parse::parse(chunk, &parsed).map_or(Outcome::Python, Outcome::Parsed);
+                }
+            }
+            self.batch = (options, parsed);
+        }
         if self.next >= self.items.len() {
-            let opts = self.opts.resolve_cached(py, &self.batch_opts);
             self.items = Vec::new();
-            self.items = self.stream.next_batch(py, &opts, MAX_BATCH)?;
+            self.items = self.stream.next_batch(py, &self.batch.1, MAX_BATCH)?;
             self.next = 0;
-            self.batch_opts = opts;
             if self.items.is_empty() {
                 self.current_chunk = Chunk::Empty;
                 return Err(PyStopIteration::new_err(()));
@@ -359,7 +368,7 @@ impl MarcReader {
         self.next += 1;
         self.current_chunk = Chunk::Range(item.chunk.clone());
         let chunk = &self.stream.buf[item.chunk.clone()];
-        match self.opts.build(py, &self.batch_opts, chunk, &item.outcome) {
+        match self.batch.0.build(py, &self.batch.1, chunk, &item.outcome) {
             Ok(record) => Ok(record.unbind()),
             Err(err) if err.is_instance_of::<PyException>(py) => {
                 self.fatal = matches!(item.outcome, Outcome::Broken(_));
@@ -394,49 +403,27 @@ impl MarcReader {
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         self.stream.close(py)
     }
+}
 
-    #[getter]
-    fn to_unicode(&self) -> bool {
-        self.opts.to_unicode
+impl MarcReader {
+    /// The options as they are now (attributes may have been set since the batch was parsed).
+    fn options(&self) -> PyOptions {
+        PyOptions {
+            to_unicode: self.to_unicode,
+            force_utf8: self.force_utf8,
+            hide_utf8_warnings: self.hide_utf8_warnings,
+            utf8_handling: self.utf8_handling.clone(),
+            file_encoding: self.file_encoding.clone(),
+        }
     }
-    #[setter]
-    fn set_to_unicode(&mut self, value: bool) {
-        self.opts.to_unicode = value;
-    }
-    #[getter]
-    fn force_utf8(&self) -> bool {
-        self.opts.force_utf8
-    }
-    #[setter]
-    fn set_force_utf8(&mut self, value: bool) {
-        self.opts.force_utf8 = value;
-    }
-    #[getter]
-    fn hide_utf8_warnings(&self) -> bool {
-        self.opts.hide_utf8_warnings
-    }
-    #[setter]
-    fn set_hide_utf8_warnings(&mut self, value: bool) {
-        self.opts.hide_utf8_warnings = value;
-    }
-    #[getter]
-    fn utf8_handling(&self) -> &str {
-        &self.opts.utf8_handling
-    }
-    #[setter]
-    fn set_utf8_handling(&mut self, value: String) {
-        self.opts.utf8_handling = value;
-        // Forces `resolve_cached` to look again.
-        self.batch_opts.utf8_handling = Utf8Handling::Other;
-    }
-    #[getter]
-    fn file_encoding(&self) -> &str {
-        &self.opts.file_encoding
-    }
-    #[setter]
-    fn set_file_encoding(&mut self, value: String) {
-        self.opts.file_encoding = value;
-        self.batch_opts.file_encoding = FileEncoding::Other;
+
+    fn options_unchanged(&self) -> bool {
+        let o = &self.batch.0;
+        o.to_unicode == self.to_unicode
+            && o.force_utf8 == self.force_utf8
+            && o.hide_utf8_warnings == self.hide_utf8_warnings
+            && o.utf8_handling == self.utf8_handling
+            && o.file_encoding == self.file_encoding
     }
 }
 
