@@ -456,7 +456,7 @@ impl Builder {
         unsafe { self.record_slots[slot as usize].read(record) }
     }
 
-    /// The slots of `field` (in [`FieldSlot`] order) and whether it is a `RawField`, if it is
+    /// The slots of `field` (in `FIELD_SLOTS` order) and whether it is a `RawField`, if it is
     /// exactly a `Field` or a `RawField`.
     pub(crate) fn field_slots<'py>(
         &self,

@@ -2,7 +2,7 @@
 //!
 //! `gilkit_marc`'s public API is Python (`python/gilkit_marc/`); this module provides the parts
 //! that must be fast: the reader ([`reader`]), building Python objects ([`build`]), serialising
-//! records ([`write`]) and MARC-8 decoding. See each function for what it does with the GIL.
+//! records ([`write`](mod@write)) and MARC-8 decoding. See each function for what it does with the GIL.
 
 mod build;
 mod reader;
@@ -62,7 +62,7 @@ fn decode_into(
 }
 
 /// `record.as_marc()` for plain records (leader position 9 updated as pymarc does), or `None`
-/// when the Python serialiser must run (see [`write`]). Holds the GIL.
+/// when the Python serialiser must run (see [`write`](mod@write)). Holds the GIL.
 #[pyfunction]
 fn as_marc<'py>(
     py: Python<'py>,
