@@ -165,3 +165,35 @@ def test_stub_matches_the_extension() -> None:
         [sys.executable, "-m", "mypy.stubtest", "gilkit_marc._native"], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_public_pymarc_name_exists() -> None:
+    import types
+
+    helpers = {"BinaryIO", "BufferedReader", "BytesIO", "Callable", "ContentHandler", "IO", "IOBase", "Iterator"}
+    helpers |= {"NamedTuple", "Pattern", "Sequence", "StringIO", "Union", "defaultdict", "feature_namespaces"}
+    helpers |= {"make_parser", "logger", "isbn_regex"}  # pymarc's own imports and module internals
+    public = {
+        n for n in dir(pymarc) if not n.startswith("_") and not isinstance(getattr(pymarc, n), types.ModuleType)
+    }
+    assert sorted(public - helpers - set(dir(gilkit_marc))) == []
+
+
+def test_marcmaker_and_json_round_trips_match_pymarc() -> None:
+    ours, theirs = both(DATA / "pymarc" / "test.dat")
+    text = "\n".join(str(r) for r in theirs)
+    assert [str(r) for r in gilkit_marc.MARCMakerReader(text)] == [str(r) for r in pymarc.MARCMakerReader(text)]
+    js = (DATA / "pymarc" / "batch.json").read_text()
+    assert [r.as_dict() for r in gilkit_marc.parse_json_to_array(js)] == [
+        r.as_dict() for r in pymarc.parse_json_to_array(js)
+    ]
+    seen: list[str | None] = []
+    gilkit_marc.map_records(lambda r: seen.append(r.title), open(DATA / "pymarc" / "test.dat", "rb"))
+    assert seen == [r.title for r in theirs]
+
+
+def test_marc8_record_mapping_matches_pymarc() -> None:
+    path = DATA / "pymarc" / "marc8.dat"
+    ours = [gilkit_marc.map_marc8_record(r).as_dict() for r in gilkit_marc.MARCReader(path.read_bytes(), to_unicode=False)]
+    theirs = [pymarc.map_marc8_record(r).as_dict() for r in pymarc.MARCReader(path.read_bytes(), to_unicode=False)]
+    assert ours == theirs

@@ -28,8 +28,19 @@ from .exceptions import (
 from .field import Field, Indicators, RawField, Subfield, map_marc8_field
 from .leader import Leader
 from .marc8 import MARC8ToUnicode, marc8_to_unicode
-from .marcxml import XmlHandler, map_xml, parse_xml, parse_xml_to_array, record_to_xml, record_to_xml_node
-from .reader import JSONReader, MARCReader, Reader, map_records, parse, read_all
+from .marcjson import JSONHandler, parse_json_to_array
+from .marcxml import (
+    MARC_XML_NS,
+    MARC_XML_SCHEMA,
+    XSI_NS,
+    XmlHandler,
+    map_xml,
+    parse_xml,
+    parse_xml_to_array,
+    record_to_xml,
+    record_to_xml_node,
+)
+from .reader import JSONReader, MARCMakerReader, MARCReader, Reader, map_records, parse, read_all
 from .record import Record, map_marc8_record, normalize_subfield_code
 from .writer import JSONWriter, MARCWriter, TextWriter, Writer, XMLWriter
 
@@ -38,6 +49,12 @@ __all__ = [
     "END_OF_FIELD",
     "END_OF_RECORD",
     "LEADER_LEN",
+    "MARC_XML_NS",
+    "MARC_XML_SCHEMA",
+    "XSI_NS",
+    "JSONHandler",
+    "MARCMakerReader",
+    "parse_json_to_array",
     "SUBFIELD_INDICATOR",
     "BadLeaderValue",
     "BadSubfieldCodeWarning",

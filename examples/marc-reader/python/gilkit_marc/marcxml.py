@@ -142,4 +142,4 @@ def record_to_xml_node(record: Record, quiet: bool = False, namespace: bool = Fa
     return root
 
 
-__all__ = ["XmlHandler", "map_xml", "parse_xml", "parse_xml_to_array", "record_to_xml", "record_to_xml_node"]
+__all__ = ["MARC_XML_NS", "MARC_XML_SCHEMA", "XSI_NS", "XmlHandler", "map_xml", "parse_xml", "parse_xml_to_array", "record_to_xml", "record_to_xml_node"]

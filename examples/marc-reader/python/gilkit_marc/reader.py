@@ -16,6 +16,7 @@ from io import IOBase, StringIO
 from typing import IO, Any
 
 from . import _native
+from .exceptions import PymarcException
 from .field import Field, Indicators, Subfield
 from .leader import Leader
 from .record import Record
@@ -105,4 +106,52 @@ class JSONReader(Reader):
         return record
 
 
-__all__ = ["JSONReader", "MARCReader", "Reader", "map_records", "parse", "read_all"]
+class MARCMakerReader(Reader):
+    """Reads MARCMaker text (``str(record)`` output: ``=LDR  ...`` lines, blank line between
+    records) from a path, a string or a text file."""
+
+    def __init__(self, target: bytes | str | IO[str], encoding: str = "utf-8") -> None:
+        if isinstance(target, IOBase):
+            handle: Any = target
+        elif isinstance(target, str) and os.path.exists(target):
+            handle = open(target, encoding=encoding)  # noqa: SIM115 - closed just below
+        else:
+            handle = StringIO(target)  # type: ignore[arg-type]
+        content = handle.read()
+        handle.close()
+        self.records = content.split("\n\n")
+        self.iter = iter(self.records)
+
+    def _parse_line(self, line: str) -> Leader | Field:
+        """One line: ``=LDR  leader``, ``=001  data`` or ``=245  10$aTitle$bSub``."""
+        if line[0] != "=":
+            raise ValueError('Line should start with a "=".')
+        if line[4:6] != "  ":
+            raise ValueError("Tag should be separated from the rest of the field by two spaces.")
+        tag, data = line[1:4], line[6:]
+        if tag == "LDR":
+            return Leader(data)
+        if tag < "010":
+            return Field(tag, data=data)
+        subfields = [Subfield(part[:1], part[1:]) for part in data[3:].split("$")]
+        return Field(tag, indicators=Indicators(data[0], data[1]), subfields=subfields)
+
+    def __iter__(self) -> MARCMakerReader:
+        return self
+
+    def __next__(self) -> Record:
+        text = next(self.iter)
+        record = Record()
+        for line in text.splitlines():
+            try:
+                item = self._parse_line(line)
+            except Exception as exc:
+                raise PymarcException(f'Unable to parse line "{line}"') from exc
+            if isinstance(item, Leader):
+                record.leader = item
+            else:
+                record.add_field(item)
+        return record
+
+
+__all__ = ["JSONReader", "MARCMakerReader", "MARCReader", "Reader", "map_records", "parse", "read_all"]
