@@ -14,6 +14,7 @@
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
+//! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!
@@ -51,6 +52,7 @@ mod block_on;
 mod cancel;
 mod release;
 
+pub mod file;
 pub mod python;
 pub mod runtime;
 
@@ -68,4 +70,6 @@ mod guide {
     struct Release;
     #[doc = include_str!("../../docs/runtime.md")]
     struct Runtime;
+    #[doc = include_str!("../../docs/file-adapter.md")]
+    struct FileAdapter;
 }

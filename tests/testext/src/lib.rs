@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+mod file;
+
 /// Busy CPU work for `micros` microseconds (a spin on the clock: no sleeping, no syscalls to
 /// speak of), returning the number of iterations so it cannot be optimised away.
 fn spin_for(duration: Duration) -> u64 {
@@ -178,5 +180,6 @@ fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(block_on_spin, m)?)?;
     m.add_function(wrap_pyfunction!(block_on_inside_other_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_attaching_tasks, m)?)?;
+    file::register(m)?;
     Ok(())
 }
