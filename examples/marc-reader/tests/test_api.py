@@ -139,7 +139,7 @@ def test_text_mode_file_is_a_clear_type_error(tmp_path: Path) -> None:
 
 
 def test_file_object_exception_propagates() -> None:
-    class Broken(io.RawIOBase):
+    class Broken:
         def read(self, n: int = -1) -> bytes:
             raise OSError("disk on fire")
 

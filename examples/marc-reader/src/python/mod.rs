@@ -6,7 +6,6 @@
 
 mod build;
 mod reader;
-mod source;
 mod write;
 
 use pyo3::prelude::*;

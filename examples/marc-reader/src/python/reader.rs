@@ -1,11 +1,12 @@
-//! `MARCReader` and `read_all`: the three phases, batch by batch.
+//! `MARCReader` and `read_all`: gilkit's three-phase file adapter with pymarc's framing.
 //!
-//! 1. **Read** (GIL held for a Python file, released for a path): fill the buffer in large chunks.
-//! 2. **Frame and parse** (GIL released once per batch): find up to [`MAX_BATCH`] records with
-//!    pymarc's framing rules ([`crate::frame`]) and parse each ([`crate::parse`]).
-//! 3. **Build** (GIL held): each `__next__` turns one parsed record into Python objects
-//!    ([`super::build`]); a record the Rust parser refused is handed to the Python decoder (the
-//!    `Record` class), which produces pymarc's record, warning or exception.
+//! [`gilkit::file::RecordReader`] does the reading: a path or a regular file is read without the
+//! GIL, `bytes` in place, any other binary file object in large `readinto` calls with the GIL.
+//! Per batch (one GIL release) it frames records with [`MarcFraming`] (pymarc's rules,
+//! [`crate::frame`]) and runs [`parse_chunk`] on each (Rust parser, [`crate::parse`]). Each
+//! `__next__` then builds one record's Python objects with the GIL held ([`super::build`]); a
+//! record the Rust parser refused goes to the Python decoder (the `Record` class), which gives
+//! pymarc's record, warning or exception.
 //!
 //! In pymarc 5 a record that fails to decode makes the reader yield `None` and set
 //! `current_exception` / `current_chunk`, whatever `permissive` says; framing errors
@@ -13,20 +14,63 @@
 //! iteration. `MARCReader` does exactly that. `read_all(..., permissive=False)` is the strict
 //! form: it raises the first such exception instead.
 
-use std::ops::Range;
-
 use gilkit::CancelToken;
-use pyo3::exceptions::{PyException, PyStopIteration};
+use gilkit::file::{self, Framing, FramingError, ReaderOptions, RecordReader};
+use pyo3::exceptions::{PyException, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::build::{Builder, write_messages};
-use super::source::Source;
 use crate::frame::{Frame, FrameError, next_frame};
 use crate::parse::{self, FileEncoding, Utf8Handling};
 
+/// pymarc's framing for gilkit's reader.
+///
+/// pymarc rejects some chunks only after reading them (a bad terminator, a short read at the
+/// end): those are framed as records too, so the reader consumes exactly the bytes pymarc does,
+/// and [`parse_chunk`] turns them into [`Outcome::Broken`] (a chunk decides the same on its own as
+/// at the front of the stream: its length prefix covers exactly it). Such an error is fatal in
+/// pymarc, so after one the framing stops the reader (a fatal [`FramingError`], returned only if
+/// someone asks for more).
+#[derive(Default)]
+pub(crate) struct MarcFraming {
+    stopped: bool,
+}
+
+impl Framing for MarcFraming {
+    fn next_record(&mut self, buf: &[u8], at_eof: bool) -> Result<file::Frame, FramingError> {
+        if self.stopped {
+            return Err(FramingError::new(
+                "MARC reading stopped after a fatal record error",
+            ));
+        }
+        Ok(match next_frame(buf, at_eof) {
+            Frame::NeedMore => file::Frame::Incomplete {
+                // A length below 5 means "to the end of the data" (pymarc reads with a negative size).
+                needed: crate::pyint::parse(buf.get(..5).unwrap_or(&[]))
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|&n| n >= 5),
+            },
+            Frame::End => file::Frame::incomplete(),
+            Frame::Record(n) => file::Frame::record(n),
+            Frame::Broken(n, _) => {
+                self.stopped = true;
+                file::Frame::record(n)
+            }
+        })
+    }
+}
+
+/// Bytes read from files per refill.
+const BUFFER_SIZE: usize = 1 << 20;
 /// Records framed and parsed per GIL release.
-pub(crate) const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 1024;
+
+fn reader_options() -> ReaderOptions {
+    ReaderOptions::default()
+        .buffer_size(BUFFER_SIZE)
+        .max_batch(MAX_BATCH)
+}
 
 /// What became of one chunk.
 pub(crate) enum Outcome {
@@ -38,10 +82,24 @@ pub(crate) enum Outcome {
     Broken(FrameError),
 }
 
+/// One chunk as pymarc would read it, and what became of it.
 pub(crate) struct Item {
-    /// The chunk's bytes in the stream buffer.
-    pub(crate) chunk: Range<usize>,
+    pub(crate) chunk: Box<[u8]>,
     pub(crate) outcome: Outcome,
+}
+
+/// Parses one framed chunk (no Python; runs in phase 2).
+fn parse_chunk(chunk: &[u8], opts: &parse::Options) -> Item {
+    let outcome = match next_frame(chunk, true) {
+        Frame::Record(_) => parse::parse(chunk, opts).map_or(Outcome::Python, Outcome::Parsed),
+        Frame::Broken(_, e) => Outcome::Broken(e),
+        // `MarcFraming` only frames non-empty chunks, which `next_frame` always decides.
+        Frame::End | Frame::NeedMore => Outcome::Broken(FrameError::Truncated),
+    };
+    Item {
+        chunk: chunk.into(),
+        outcome,
+    }
 }
 
 /// pymarc's keyword options, as given from Python.
@@ -134,124 +192,6 @@ pub(crate) fn frame_error(py: Python<'_>, e: FrameError) -> PyErr {
     }
 }
 
-/// Frames and parses up to `max` records of `data` (no Python). Returns the items (chunk ranges
-/// offset by `base`), the bytes consumed, and whether the stream is over (end or fatal error).
-pub(crate) fn frame_and_parse(
-    data: &[u8],
-    at_eof: bool,
-    opts: &parse::Options,
-    max: usize,
-    base: usize,
-) -> (Vec<Item>, usize, bool) {
-    let mut items = Vec::new();
-    let mut pos = 0;
-    while items.len() < max {
-        match next_frame(&data[pos..], at_eof) {
-            Frame::NeedMore => return (items, pos, false),
-            Frame::End => return (items, pos, true),
-            Frame::Record(n) => {
-                let outcome = match parse::parse(&data[pos..pos + n], opts) {
-                    Ok(rec) => Outcome::Parsed(rec),
-                    Err(_) => Outcome::Python,
-                };
-                items.push(Item {
-                    chunk: base + pos..base + pos + n,
-                    outcome,
-                });
-                pos += n;
-            }
-            Frame::Broken(n, e) => {
-                items.push(Item {
-                    chunk: base + pos..base + pos + n,
-                    outcome: Outcome::Broken(e),
-                });
-                return (items, pos + n, true);
-            }
-        }
-    }
-    (items, pos, false)
-}
-
-/// A buffered stream of chunks from a [`Source`].
-pub(crate) struct Stream {
-    source: Source,
-    pub(crate) buf: Vec<u8>,
-    start: usize,
-    eof: bool,
-    finished: bool,
-}
-
-impl Stream {
-    pub(crate) fn open(target: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let mut buf = Vec::new();
-        let source = Source::open(target, &mut buf)?;
-        let eof = matches!(source, Source::Memory);
-        Ok(Self {
-            source,
-            buf,
-            start: 0,
-            eof,
-            finished: false,
-        })
-    }
-
-    /// The next batch of items (empty at the end). Invalidates the previous batch's ranges.
-    ///
-    /// Holds the GIL to read a Python file; releases it once to frame and parse the batch.
-    pub(crate) fn next_batch(
-        &mut self,
-        py: Python<'_>,
-        opts: &parse::Options,
-        max: usize,
-    ) -> PyResult<Vec<Item>> {
-        if self.finished {
-            return Ok(Vec::new());
-        }
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        loop {
-            let (data, eof, start) = (&self.buf[self.start..], self.eof, self.start);
-            let (items, consumed, over) =
-                gilkit::detach(py, || frame_and_parse(data, eof, opts, max, start));
-            self.start += consumed;
-            self.finished = over;
-            if !items.is_empty() || over {
-                return Ok(items);
-            }
-            if !self.source.fill(py, &mut self.buf)? {
-                self.eof = true;
-            }
-        }
-    }
-
-    /// Reads everything that is left into the buffer (GIL held for Python files).
-    pub(crate) fn read_to_end(&mut self, py: Python<'_>) -> PyResult<()> {
-        while !self.eof {
-            if !self.source.fill(py, &mut self.buf)? {
-                self.eof = true;
-            }
-        }
-        Ok(())
-    }
-
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(file) = self.source.python_file() {
-            file.bind(py).call_method0("close")?;
-        }
-        self.source = Source::Memory;
-        self.finished = true;
-        Ok(())
-    }
-}
-
-enum Chunk {
-    None,
-    Range(Range<usize>),
-    Empty,
-}
-
 /// An iterator over the MARC records in a file (pymarc's `MARCReader`).
 ///
 /// `marc_target` is a path, `bytes`-like data, or a binary file object. Iterating yields
@@ -260,9 +200,9 @@ enum Chunk {
 /// reader per thread to read files in parallel (parsing releases the GIL once per batch).
 #[pyclass(module = "gilkit_marc", name = "MARCReader", subclass)]
 pub(crate) struct MarcReader {
-    stream: Stream,
-    items: Vec<Item>,
-    next: usize,
+    reader: RecordReader<MarcFraming>,
+    /// The current batch, consumed from the front.
+    items: std::vec::IntoIter<Item>,
     /// The options the current batch was parsed with, as given and as resolved.
     batch: (PyOptions, parse::Options),
     // pymarc's options, public and writable as in pymarc; a change applies from the next record.
@@ -281,9 +221,11 @@ pub(crate) struct MarcReader {
     permissive: bool,
     #[pyo3(get)]
     file_handle: Py<PyAny>,
-    current_chunk: Chunk,
+    /// The chunk last read (`Some(empty)` once the data is exhausted, as pymarc's `b""`).
+    current_chunk: Option<Box<[u8]>>,
     current_exception: Option<Py<PyAny>>,
     fatal: bool,
+    closed: bool,
 }
 
 #[pymethods]
@@ -311,9 +253,8 @@ impl MarcReader {
             file_encoding: file_encoding.to_owned(),
         };
         Ok(Self {
-            stream: Stream::open(marc_target)?,
-            items: Vec::new(),
-            next: 0,
+            reader: RecordReader::from_py(marc_target, MarcFraming::default(), reader_options())?,
+            items: Vec::new().into_iter(),
             batch: (opts.clone(), opts.resolve(py)),
             to_unicode: opts.to_unicode,
             force_utf8: opts.force_utf8,
@@ -322,9 +263,10 @@ impl MarcReader {
             file_encoding: opts.file_encoding,
             permissive,
             file_handle: marc_target.clone().unbind(),
-            current_chunk: Chunk::None,
+            current_chunk: None,
             current_exception: None,
             fatal: false,
+            closed: false,
         })
     }
 
@@ -334,44 +276,64 @@ impl MarcReader {
 
     /// The next record, `None` for a record that could not be read; `StopIteration` at the end.
     ///
-    /// Releases the GIL once per batch of records (to frame and parse them); holds it to build
-    /// each record's Python objects.
+    /// Releases the GIL once per batch of records (to read a path, frame and parse them); holds
+    /// it to read a Python file object and to build each record's Python objects.
+    ///
+    /// # Errors
+    ///
+    /// An exception raised by the file object's `read`, unchanged; `OSError` reading a path;
+    /// `ValueError` after `close()`.
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if self.closed {
+            return Err(PyValueError::new_err("I/O operation on closed MARCReader"));
+        }
         if self.fatal {
             return Err(PyStopIteration::new_err(()));
         }
-        self.current_chunk = Chunk::None;
+        self.current_chunk = None;
         self.current_exception = None;
         if !self.options_unchanged() {
             // Options changed: parse what is left of the batch again with the new ones.
             let options = self.options();
             let parsed = options.resolve(py);
-            for item in &mut self.items[self.next..] {
-                if !matches!(item.outcome, Outcome::Broken(_)) {
-                    let chunk = &self.stream.buf[item.chunk.clone()];
-                    item.outcome =
-                        parse::parse(chunk, &parsed).map_or(Outcome::Python, Outcome::Parsed);
-                }
-            }
+            let rest: Vec<Item> = self
+                .items
+                .by_ref()
+                .map(|item| parse_chunk(&item.chunk, &parsed))
+                .collect();
+            self.items = rest.into_iter();
             self.batch = (options, parsed);
         }
-        if self.next >= self.items.len() {
-            self.items = Vec::new();
-            self.items = self.stream.next_batch(py, &self.batch.1, MAX_BATCH)?;
-            self.next = 0;
-            if self.items.is_empty() {
-                self.current_chunk = Chunk::Empty;
-                return Err(PyStopIteration::new_err(()));
+        let item = match self.items.next() {
+            Some(item) => item,
+            None => {
+                let opts = self.batch.1;
+                match self
+                    .reader
+                    .next_batch(py, |chunk| parse_chunk(chunk, &opts))?
+                {
+                    Some(batch) => {
+                        self.items = batch.into_iter();
+                        self.items
+                            .next()
+                            .expect("the reader returns no empty batch")
+                    }
+                    None => {
+                        self.current_chunk = Some(Box::default());
+                        return Err(PyStopIteration::new_err(()));
+                    }
+                }
             }
-        }
-        let item = &self.items[self.next];
-        self.next += 1;
-        self.current_chunk = Chunk::Range(item.chunk.clone());
-        let chunk = &self.stream.buf[item.chunk.clone()];
-        match self.batch.0.build(py, &self.batch.1, chunk, &item.outcome) {
+        };
+        let result = self
+            .batch
+            .0
+            .build(py, &self.batch.1, &item.chunk, &item.outcome);
+        self.fatal = matches!(item.outcome, Outcome::Broken(_));
+        self.current_chunk = Some(item.chunk);
+        match result {
             Ok(record) => Ok(record.unbind()),
             Err(err) if err.is_instance_of::<PyException>(py) => {
-                self.fatal = matches!(item.outcome, Outcome::Broken(_));
                 self.current_exception = Some(err.into_value(py).into_any());
                 Ok(py.None())
             }
@@ -381,16 +343,10 @@ impl MarcReader {
 
     /// The raw bytes of the record last read (`b""` once the data is exhausted).
     #[getter]
-    fn current_chunk(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        match &self.current_chunk {
-            Chunk::None => None,
-            Chunk::Empty => Some(PyBytes::new(py, b"").into_any().unbind()),
-            Chunk::Range(r) => Some(
-                PyBytes::new(py, &self.stream.buf[r.clone()])
-                    .into_any()
-                    .unbind(),
-            ),
-        }
+    fn current_chunk<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.current_chunk
+            .as_deref()
+            .map(|chunk| PyBytes::new(py, chunk))
     }
 
     /// The exception for the record last read, if it could not be read.
@@ -399,9 +355,14 @@ impl MarcReader {
         self.current_exception.as_ref().map(|e| e.clone_ref(py))
     }
 
-    /// Closes the underlying file (a file object's `close()` is called).
+    /// Closes the underlying file object (its `close()` is called) and ends reading.
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        self.stream.close(py)
+        self.closed = true;
+        let handle = self.file_handle.bind(py);
+        if handle.hasattr("close")? {
+            handle.call_method0("close")?;
+        }
+        Ok(())
     }
 }
 
@@ -427,14 +388,14 @@ impl MarcReader {
     }
 }
 
-/// Reads every record of `target` (see the Python docstring in `__init__.pyi`).
+/// Reads every record of `target` (see the Python docstring in `reader.py`).
 ///
-/// Holds the GIL to read a Python file object; releases it once to frame everything and parse it
-/// on `threads` threads; holds it to build the records.
+/// Reads (GIL released for paths and regular files, held for other file objects) and frames all
+/// records, then releases the GIL once to parse them on `threads` threads (Ctrl-C stops it), then
+/// holds it to build the records.
 #[pyfunction]
 #[pyo3(signature = (target, threads=1, *, permissive=false, to_unicode=true, force_utf8=false,
-                    hide_utf8_warnings=false, utf8_handling="strict",
-                    file_encoding="iso8859-1"))]
+                    hide_utf8_warnings=false, utf8_handling="strict", file_encoding="iso8859-1"))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_all<'py>(
     py: Python<'py>,
@@ -455,16 +416,22 @@ pub(crate) fn read_all<'py>(
         file_encoding: file_encoding.to_owned(),
     };
     let parse_opts = opts.resolve(py);
-    let mut stream = Stream::open(target)?;
-    stream.read_to_end(py)?;
+    let framing = MarcFraming::default();
+    let mut reader = RecordReader::from_py(target, framing, reader_options().max_batch(1 << 16))?;
+    let mut chunks: Vec<Box<[u8]>> = Vec::new();
+    while let Some(batch) = reader.next_batch(py, |chunk| Box::<[u8]>::from(chunk))? {
+        chunks.extend(batch);
+        if reader.framing_mut().stopped {
+            // The last chunk is pymarc's fatal error; nothing after it is read.
+            break;
+        }
+    }
     let threads = threads.max(1);
-    let data = &stream.buf[..];
-    // Long inputs: Ctrl-C stops the parse (the threads check the token every few records).
     let items =
-        gilkit::detach_interruptible(py, |token| parse_all(data, &parse_opts, threads, token))?;
+        gilkit::detach_interruptible(py, |token| parse_all(&chunks, &parse_opts, threads, token))?;
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
-        match opts.build(py, &parse_opts, &data[item.chunk.clone()], &item.outcome) {
+        match opts.build(py, &parse_opts, &item.chunk, &item.outcome) {
             Ok(record) => out.push(record),
             Err(err) if permissive && err.is_instance_of::<PyException>(py) => {
                 out.push(py.None().into_bound(py))
@@ -475,51 +442,30 @@ pub(crate) fn read_all<'py>(
     PyList::new(py, out)
 }
 
-/// Frames all of `data`, then parses the records on `threads` threads (no Python). Stops early
-/// (with a partial result the caller discards) once `token` is cancelled.
-fn parse_all(data: &[u8], opts: &parse::Options, threads: usize, token: &CancelToken) -> Vec<Item> {
-    // Framing is a walk over the length prefixes, cheap next to parsing: do it first, alone.
-    let mut frames = Vec::new();
-    let mut pos = 0;
-    loop {
-        match next_frame(&data[pos..], true) {
-            Frame::Record(n) => {
-                frames.push((pos..pos + n, None));
-                pos += n;
-            }
-            Frame::Broken(n, e) => {
-                frames.push((pos..pos + n, Some(e)));
-                break;
-            }
-            Frame::End | Frame::NeedMore => break,
-        }
-    }
-    let parse_one = |(chunk, broken): &(Range<usize>, Option<FrameError>)| Item {
-        chunk: chunk.clone(),
-        outcome: match broken {
-            Some(e) => Outcome::Broken(*e),
-            None => match parse::parse(&data[chunk.clone()], opts) {
-                Ok(rec) => Outcome::Parsed(rec),
-                Err(_) => Outcome::Python,
-            },
-        },
-    };
-    let parse_part = |part: &[(Range<usize>, Option<FrameError>)]| -> Vec<Item> {
+/// Parses `chunks` on `threads` threads (no Python). Stops early (with a partial result the
+/// caller discards) once `token` is cancelled.
+fn parse_all(
+    chunks: &[Box<[u8]>],
+    opts: &parse::Options,
+    threads: usize,
+    token: &CancelToken,
+) -> Vec<Item> {
+    let parse_part = |part: &[Box<[u8]>]| -> Vec<Item> {
         let mut items = Vec::with_capacity(part.len());
-        for (i, frame) in part.iter().enumerate() {
+        for (i, chunk) in part.iter().enumerate() {
             if i % 256 == 0 && token.is_cancelled() {
                 break;
             }
-            items.push(parse_one(frame));
+            items.push(parse_chunk(chunk, opts));
         }
         items
     };
-    if threads == 1 || frames.len() < 2 * threads {
-        return parse_part(&frames);
+    if threads == 1 || chunks.len() < 2 * threads {
+        return parse_part(chunks);
     }
-    let per_thread = frames.len().div_ceil(threads);
+    let per_thread = chunks.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = frames
+        let handles: Vec<_> = chunks
             .chunks(per_thread)
             .map(|part| scope.spawn(move || parse_part(part)))
             .collect();
