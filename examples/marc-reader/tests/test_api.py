@@ -105,8 +105,14 @@ def test_read_all_threads_give_the_same_records() -> None:
     assert len(one) == 1000
 
 
-def test_parsing_releases_the_gil() -> None:
+def test_parsing_releases_the_gil(tmp_path: Path) -> None:
     data = (DATA / "mrrc" / "10k_records.mrc").read_bytes() * 8
+    big = tmp_path / "big.mrc"
+    big.write_bytes(data)
+    # A path and a file object over a regular file are read and parsed without the GIL.
+    assert_releases_gil(lambda: sum(1 for _ in gilkit_marc.MARCReader(big)))
+    with open(big, "rb") as fh:
+        assert_releases_gil(lambda: sum(1 for _ in gilkit_marc.MARCReader(fh)))
     # read_all parses everything in one release; the build phase holds the GIL but the ticker
     # only needs the release to run at all.
     assert_releases_gil(lambda: gilkit_marc.read_all(data))
