@@ -203,3 +203,14 @@ def test_marc8_record_mapping_matches_pymarc() -> None:
     ours = [gilkit_marc.map_marc8_record(r).as_dict() for r in gilkit_marc.MARCReader(path.read_bytes(), to_unicode=False)]
     theirs = [pymarc.map_marc8_record(r).as_dict() for r in pymarc.MARCReader(path.read_bytes(), to_unicode=False)]
     assert ours == theirs
+
+
+def test_marcwriter_writes_each_record_at_once(tmp_path: Path) -> None:
+    """No record is held back: a file closed without `writer.close()` has them all (as pymarc)."""
+    records = list(gilkit_marc.MARCReader(DATA / "pymarc" / "test.dat"))
+    path = tmp_path / "out.mrc"
+    with open(path, "wb") as fh:
+        writer = gilkit_marc.MARCWriter(fh)
+        for record in records:
+            writer.write(record)
+    assert path.read_bytes() == b"".join(r.as_marc() for r in records)

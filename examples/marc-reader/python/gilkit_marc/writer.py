@@ -1,8 +1,7 @@
 """Writers: MARC transmission format, MARC-in-JSON, MARCXML and MARCMaker text (pymarc's API).
 
-``MARCWriter`` serialises with ``Record.as_marc`` (Rust for plain records) and buffers what it
-writes, so a file object sees one ``write`` per ~1 MiB, not one per record; ``flush()`` and
-``close()`` push the rest out.
+``MARCWriter`` serialises with ``Record.as_marc`` (Rust for plain records) and writes each record
+at once, as pymarc does.
 """
 
 from __future__ import annotations
@@ -15,9 +14,6 @@ from . import _native
 from .exceptions import WriteNeedsRecord
 from .marcxml import record_to_xml_node
 from .record import Record
-
-_FLUSH_AT = 1 << 20
-
 
 class Writer:
     """Base writer: holds the file handle; ``close(close_fh=True)`` closes it."""
@@ -38,43 +34,22 @@ class Writer:
 
 
 class MARCWriter(Writer):
-    """Writes records in MARC 21 transmission format to a binary file object."""
+    """Writes records in MARC 21 transmission format to a binary file object.
+
+    Each record is serialised (in Rust for plain records) and written at once, as pymarc does:
+    nothing is held back, so a file closed without ``writer.close()`` still has every record.
+    """
 
     def __init__(self, file_handle: IO[bytes]) -> None:
         super().__init__(file_handle)
-        self._pending: list[bytes] = []
-        self._pending_size = 0
 
     def write(self, record: Record) -> None:
-        """Serialises ``record``; the bytes reach the file by the next ``flush``/``close``."""
+        """Writes ``record`` (``WriteNeedsRecord`` if it is not a ``Record``)."""
         if not isinstance(record, Record):
             raise WriteNeedsRecord
         if self.file_handle:
             data = _native.as_marc(record)
-            if data is None:
-                data = record.as_marc()
-            self._pending.append(data)
-            self._pending_size += len(data)
-            if self._pending_size >= _FLUSH_AT:
-                self.flush()
-
-    def flush(self) -> None:
-        """Writes the buffered records to the file object."""
-        if self._pending and self.file_handle:
-            self.file_handle.write(b"".join(self._pending))
-        self._pending.clear()
-        self._pending_size = 0
-
-    def close(self, close_fh: bool = True) -> None:
-        self.flush()
-        Writer.close(self, close_fh)
-
-    def __del__(self) -> None:
-        # pymarc writes immediately; never lose buffered records if a caller forgets to close.
-        try:
-            self.flush()
-        except Exception:  # noqa: BLE001 - nothing sensible to do during finalisation
-            pass
+            self.file_handle.write(record.as_marc() if data is None else data)
 
 
 class JSONWriter(Writer):
