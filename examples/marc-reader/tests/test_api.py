@@ -214,3 +214,16 @@ def test_marcwriter_writes_each_record_at_once(tmp_path: Path) -> None:
         for record in records:
             writer.write(record)
     assert path.read_bytes() == b"".join(r.as_marc() for r in records)
+
+
+def test_reader_stats_count_batches_not_records() -> None:
+    """One GIL release and one Python read call per batch, not per record."""
+    with open(DATA / "mrrc" / "10k_records.mrc", "rb") as fh:
+        reader = gilkit_marc.MARCReader(io.BufferedReader(io.BytesIO(fh.read())))
+        assert sum(1 for _ in reader) == 10_000
+    stats = reader.stats()
+    assert stats["records"] == 10_000
+    assert 0 < stats["batches"] <= 20
+    assert stats["gil_releases"] <= 2 * stats["batches"] + 2
+    assert stats["python_calls"] <= 10
+    assert stats["released_seconds"] > 0

@@ -355,6 +355,21 @@ impl MarcReader {
         self.current_exception.as_ref().map(|e| e.clone_ref(py))
     }
 
+    /// What the reader did so far (beyond pymarc): `python_calls` into the file object,
+    /// `gil_releases`, `batches`, `records`, `bytes_read`, and `released_seconds` spent with the
+    /// GIL released (reading paths, framing, parsing). Holds the GIL.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.reader.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("python_calls", stats.python_calls)?;
+        dict.set_item("gil_releases", stats.gil_releases)?;
+        dict.set_item("batches", stats.batches)?;
+        dict.set_item("records", stats.records)?;
+        dict.set_item("bytes_read", stats.bytes_read)?;
+        dict.set_item("released_seconds", stats.released.as_secs_f64())?;
+        Ok(dict)
+    }
+
     /// Closes the underlying file object (its `close()` is called) and ends reading.
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         self.closed = true;
