@@ -365,14 +365,8 @@ impl Builder {
                 .into_any();
             let value = self.value(py, rec, &sub.value, to_unicode)?;
             let tuple = tuple2(py, &self.subfield, code, value)?;
-            // SAFETY: the tuple holds only a `str` and a `str`/`bytes`, so it cannot be part of a
-            // reference cycle; CPython itself untracks such tuples at their first collection
-            // (`_PyTuple_MaybeUntrack`). Doing it now spares every young-generation collection
-            // from scanning it. `list` is fresh with `range.len()` NULL items; `i` is in range.
-            unsafe {
-                ffi::PyObject_GC_UnTrack(tuple.as_ptr().cast());
-                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
-            }
+            // SAFETY: `list` is fresh with `range.len()` NULL items; `i` is in range.
+            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr()) };
         }
         Ok(list)
     }
