@@ -227,3 +227,26 @@ def test_reader_stats_count_batches_not_records() -> None:
     assert stats["gil_releases"] <= 2 * stats["batches"] + 2
     assert stats["python_calls"] <= 10
     assert stats["released_seconds"] > 0
+
+
+def test_gzip_and_user_file_objects(tmp_path: Path) -> None:
+    import gzip
+
+    data = (DATA / "pymarc" / "marc.dat").read_bytes()
+    expected = [r.as_marc() for r in pymarc.MARCReader(data)]
+    path = tmp_path / "marc.dat.gz"
+    path.write_bytes(gzip.compress(data))
+    with gzip.open(path, "rb") as fh:
+        assert [r.as_marc() for r in gilkit_marc.MARCReader(fh)] == expected
+
+    class Trickle:
+        """A file object with only `read`, returning at most 7 bytes per call."""
+
+        def __init__(self, payload: bytes) -> None:
+            self.payload = payload
+
+        def read(self, n: int = -1) -> bytes:
+            chunk, self.payload = self.payload[: min(n, 7)], self.payload[min(n, 7) :]
+            return chunk
+
+    assert [r.as_marc() for r in gilkit_marc.MARCReader(Trickle(data))] == expected
