@@ -142,3 +142,27 @@ def test_options_changed_mid_iteration_apply_to_the_next_record() -> None:
         return out
 
     assert read(gilkit_marc) == read(pymarc)
+
+
+def test_chunk_edges_do_not_change_results() -> None:
+    """Corrupted streams read through a file object returning random short reads give what the
+    same bytes give in one piece (pymarc's framing must not depend on where reads end)."""
+    rng = random.Random(7)
+    originals = [p.read_bytes() for p in SMALL_FILES if p.stat().st_size > 0]
+
+    class Chunky:
+        def __init__(self, payload: bytes) -> None:
+            self.payload = payload
+
+        def read(self, n: int = -1) -> bytes:
+            k = min(n, rng.randint(1, 300))
+            chunk, self.payload = self.payload[:k], self.payload[k:]
+            return chunk
+
+    for _ in range(150):
+        data = bytearray(b"".join(rng.sample(originals, 3)))
+        for _ in range(rng.randint(0, 3)):
+            i = rng.randrange(len(data))
+            data[i : i + rng.randint(0, 3)] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 3)))
+        expected = outcome(gilkit_marc.MARCReader, bytes(data), hide_utf8_warnings=True)
+        assert outcome(gilkit_marc.MARCReader, Chunky(bytes(data)), hide_utf8_warnings=True) == expected
