@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pymarc
 import pytest
-from conftest import DATA
+from marc_support import DATA
 from gil_probe import assert_releases_gil
 
 import gilkit_marc

@@ -1,4 +1,4 @@
-"""Shared fixtures: the sample files and a helper that reads a file with pymarc and gilkit_marc."""
+"""Helpers shared by the gilkit_marc tests: the sample files and a reader-outcome recorder."""
 
 from __future__ import annotations
 

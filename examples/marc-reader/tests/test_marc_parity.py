@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pymarc
 import pytest
-from conftest import DATA, MARC_FILES, SMALL_FILES, outcome
+from marc_support import DATA, MARC_FILES, SMALL_FILES, outcome
 
 import gilkit_marc
 
