@@ -286,7 +286,7 @@ class Record:
                     try:
                         code = part[0:1].decode("ascii")
                     except UnicodeDecodeError:
-                        warnings.warn(BadSubfieldCodeWarning(part), stacklevel=2)
+                        warnings.warn(BadSubfieldCodeWarning(part), stacklevel=3)  # as pymarc: the caller of decode_marc
                         code, skip = normalize_subfield_code(part)
                     value: Any = part[skip:]
                     if to_unicode:
