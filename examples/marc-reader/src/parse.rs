@@ -243,6 +243,11 @@ pub fn parse_into(marc: &[u8], opts: &Options, record: &mut Record) -> Result<()
     record.subfields.clear();
     record.buf.clear();
     record.messages.clear();
+    // Decoded text is about as long as the record (MARC-8 can grow a little): one allocation
+    // instead of a dozen reallocations as the buffers grow.
+    record.buf.reserve(marc.len());
+    let delimiters = memchr::memchr_iter(SUBFIELD_INDICATOR, marc).count();
+    record.subfields.reserve(delimiters);
 
     // pymarc: marc[0:24].decode("ascii"), then Leader() requires 24 characters.
     let leader = marc.get(..LEADER_LEN.min(marc.len())).unwrap_or(&[]);
@@ -274,6 +279,7 @@ pub fn parse_into(marc: &[u8], opts: &Options, record: &mut Record) -> Result<()
     if directory.is_empty() {
         return Err(ParseError::NoFieldsFound);
     }
+    record.fields.reserve(directory.len() / DIRECTORY_ENTRY_LEN);
 
     for entry in directory.chunks_exact(DIRECTORY_ENTRY_LEN) {
         let tag: [u8; 3] = [entry[0], entry[1], entry[2]];
@@ -308,7 +314,7 @@ pub fn parse_into(marc: &[u8], opts: &Options, record: &mut Record) -> Result<()
             continue;
         }
 
-        let mut parts = data.split(|&b| b == SUBFIELD_INDICATOR);
+        let mut parts = split_subfields(data);
         let indicators = parts.next().unwrap_or(&[]);
         if !indicators.is_ascii() {
             return Err(ParseError::Encoding);
@@ -353,6 +359,18 @@ pub fn parse_into(marc: &[u8], opts: &Options, record: &mut Record) -> Result<()
         });
     }
     Ok(())
+}
+
+/// `data.split(0x1F)`, with `memchr` finding the delimiters.
+fn split_subfields(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(SUBFIELD_INDICATOR, data).chain(std::iter::once(data.len()));
+    std::iter::from_fn(move || {
+        let end = ends.next()?;
+        let part = &data[start..end];
+        start = end + 1;
+        Some(part)
+    })
 }
 
 fn push_raw(buf: &mut Vec<u8>, data: &[u8]) -> Range<usize> {
@@ -405,6 +423,22 @@ fn push_utf8(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_subfields_matches_slice_split() {
+        for data in [
+            &b""[..],
+            b"\x1f",
+            b"ab",
+            b"ab\x1fcd\x1f",
+            b"\x1f\x1fx",
+            b"10\x1faA\x1fbB",
+        ] {
+            let ours: Vec<&[u8]> = split_subfields(data).collect();
+            let std: Vec<&[u8]> = data.split(|&b| b == SUBFIELD_INDICATOR).collect();
+            assert_eq!(ours, std);
+        }
+    }
 
     #[test]
     fn py_slice_matches_python() {
