@@ -399,7 +399,7 @@ fn push_utf8(
     handling: Utf8Handling,
 ) -> Result<Range<usize>, ParseError> {
     let start = buf.len();
-    if std::str::from_utf8(data).is_ok() {
+    if data.is_ascii() || std::str::from_utf8(data).is_ok() {
         buf.extend_from_slice(data);
         return Ok(start..buf.len());
     }

@@ -18,6 +18,10 @@
 /// assert_eq!(parse(b"12a45"), None);
 /// ```
 pub fn parse(s: &[u8]) -> Option<i64> {
+    // The usual case: nothing but digits (leaders and directories are zero-padded).
+    if !s.is_empty() && s.len() <= 18 && s.iter().all(u8::is_ascii_digit) {
+        return Some(s.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')));
+    }
     let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r');
     let start = s.iter().position(|b| !is_space(b))?;
     let end = s.iter().rposition(|b| !is_space(b))? + 1;
