@@ -12,6 +12,9 @@
 //! - `Subfield` and `Indicators` are tuple subclasses: allocated with `tp_alloc(cls, 2)` and filled
 //!   like `tuple.__new__` fills them.
 //!
+//! The serialiser ([`super::write`]) reads the same slots back the same way, for exact instances
+//! of these classes only.
+//!
 //! Small immutable values are shared rather than rebuilt: one-character subfield codes, numeric
 //! tags, and `Indicators` pairs are cached per interpreter (they are immutable `str`/tuples, so
 //! sharing is invisible, as for CPython's own small-string cache).
@@ -97,16 +100,7 @@ impl Slot {
             }
         }
     }
-}
 
-/// The classes a serialiser checks objects against (exact types only).
-#[derive(Clone, Copy)]
-pub(crate) struct Classes<'a> {
-    pub(crate) subfield: &'a Py<PyType>,
-    pub(crate) indicators: &'a Py<PyType>,
-}
-
-impl Slot {
     /// The value in the slot of `obj`, `None` if the slot is unset.
     ///
     /// # Safety
@@ -160,6 +154,13 @@ impl Slot {
             Slot::Name(name) => obj.setattr(name.bind(obj.py()), value),
         }
     }
+}
+
+/// The classes a serialiser checks objects against (exact types only).
+#[derive(Clone, Copy)]
+pub(crate) struct Classes<'a> {
+    pub(crate) subfield: &'a Py<PyType>,
+    pub(crate) indicators: &'a Py<PyType>,
 }
 
 /// A field's slot values in [`FIELD_SLOTS`] order (`None`: unset).
