@@ -62,13 +62,16 @@ READERS = {
 }
 
 
-def timed(fn: object, rounds: int) -> float:
-    times = []
+def interleaved(fns: dict[str, object], rounds: int) -> dict[str, float]:
+    """Median seconds of each function, running them in turn each round: on a shared, noisy
+    machine a change of load then hits every library alike instead of whichever ran last."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
-        t = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()  # type: ignore[operator]
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def in_threads(fn: object, paths: list[Path]) -> None:
@@ -101,7 +104,7 @@ def main() -> None:
     for path in files:
         n = READERS["gilkit_marc"](path)
         rounds = 1 if path.stat().st_size > 10_000_000 else args.rounds
-        t = {name: timed(lambda f=fn: f(path), rounds) for name, fn in READERS.items()}
+        t = interleaved({name: (lambda f=fn: f(path)) for name, fn in READERS.items()}, rounds)
         rate = {k: n / v for k, v in t.items()}
         print(
             f"| {path.name} | {n} | {rate['pymarc']:,.0f} | {rate['mrrc']:,.0f} | {rate['gilkit_marc']:,.0f} "
@@ -132,12 +135,13 @@ def main() -> None:
     for path in files[:2]:
         copies = [path, path]
         n = 2 * READERS["gilkit_marc"](path)
-        rates, ups = [], []
-        for fn in READERS.values():
-            serial = timed(lambda f=fn: [f(p) for p in copies], args.rounds)
-            parallel = timed(lambda f=fn: in_threads(f, copies), args.rounds)
-            rates.append(f"{n / parallel:,.0f}")
-            ups.append(f"{serial / parallel:.2f}x")
+        runs: dict[str, object] = {}
+        for name, fn in READERS.items():
+            runs[f"{name} serial"] = lambda f=fn: [f(p) for p in copies]
+            runs[f"{name} threads"] = lambda f=fn: in_threads(f, copies)
+        t = interleaved(runs, args.rounds)
+        rates = [f"{n / t[f'{name} threads']:,.0f}" for name in READERS]
+        ups = [f"{t[f'{name} serial'] / t[f'{name} threads']:.2f}x" for name in READERS]
         print(f"| {path.name} | " + " | ".join(rates + ups) + " |")
 
     print("\n## Writing (records/s, MARCWriter to BytesIO)\n")
@@ -157,7 +161,7 @@ def main() -> None:
                 w.write(r)
             w.close(close_fh=False) if name != "mrrc" else w.close()
 
-        t = {name: timed(lambda nm=name: write(nm), args.rounds) for name in writers}
+        t = interleaved({name: (lambda nm=name: write(nm)) for name in writers}, args.rounds)
         n = len(records["gilkit_marc"])
         print(
             f"| {path.name} | {n / t['pymarc']:,.0f} | {n / t['mrrc']:,.0f} | {n / t['gilkit_marc']:,.0f} "
