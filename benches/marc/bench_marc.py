@@ -13,13 +13,16 @@ Medians over --rounds rounds. Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mrrc
 import pymarc
@@ -62,19 +65,24 @@ READERS = {
 }
 
 
-def interleaved(fns: dict[str, object], rounds: int) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median seconds of each function, running them in turn each round: on a shared, noisy
     machine a change of load then hits every library alike instead of whichever ran last."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             t = time.perf_counter()
-            fn()  # type: ignore[operator]
+            fn()
             times[name].append(time.perf_counter() - t)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def in_threads(fn: object, paths: list[Path]) -> None:
+def serially(fn: Callable[[Path], object], paths: list[Path]) -> None:
+    for path in paths:
+        fn(path)
+
+
+def in_threads(fn: Callable[[Path], object], paths: list[Path]) -> None:
     threads = [threading.Thread(target=fn, args=(p,)) for p in paths]
     for t in threads:
         t.start()
@@ -104,7 +112,7 @@ def main() -> None:
     for path in files:
         n = READERS["gilkit_marc"](path)
         rounds = 1 if path.stat().st_size > 10_000_000 else args.rounds
-        t = interleaved({name: (lambda f=fn: f(path)) for name, fn in READERS.items()}, rounds)
+        t = interleaved({name: functools.partial(fn, path) for name, fn in READERS.items()}, rounds)
         rate = {k: n / v for k, v in t.items()}
         print(
             f"| {path.name} | {n} | {rate['pymarc']:,.0f} | {rate['mrrc']:,.0f} | {rate['gilkit_marc']:,.0f} "
@@ -118,9 +126,9 @@ def main() -> None:
         shares = []
         for _ in range(args.rounds):
             reader = gilkit_marc.MARCReader(path)
-            t = time.perf_counter()
+            start = time.perf_counter()
             iterate_fields(reader)
-            total = time.perf_counter() - t
+            total = time.perf_counter() - start
             shares.append((total, reader.stats()["released_seconds"]))
         total, released = sorted(shares)[len(shares) // 2]
         share = released / total
@@ -135,10 +143,10 @@ def main() -> None:
     for path in files[:2]:
         copies = [path, path]
         n = 2 * READERS["gilkit_marc"](path)
-        runs: dict[str, object] = {}
+        runs: dict[str, Callable[[], object]] = {}
         for name, fn in READERS.items():
-            runs[f"{name} serial"] = lambda f=fn: [f(p) for p in copies]
-            runs[f"{name} threads"] = lambda f=fn: in_threads(f, copies)
+            runs[f"{name} serial"] = functools.partial(serially, fn, copies)
+            runs[f"{name} threads"] = functools.partial(in_threads, fn, copies)
         t = interleaved(runs, args.rounds)
         rates = [f"{n / t[f'{name} threads']:,.0f}" for name in READERS]
         ups = [f"{t[f'{name} serial'] / t[f'{name} threads']:.2f}x" for name in READERS]
@@ -153,7 +161,7 @@ def main() -> None:
             "mrrc": list(mrrc.MARCReader(open(path, "rb"))),
             "gilkit_marc": list(gilkit_marc.MARCReader(open(path, "rb"))),
         }
-        writers = {"pymarc": pymarc.MARCWriter, "mrrc": mrrc.MARCWriter, "gilkit_marc": gilkit_marc.MARCWriter}
+        writers: dict[str, Any] = {"pymarc": pymarc.MARCWriter, "mrrc": mrrc.MARCWriter, "gilkit_marc": gilkit_marc.MARCWriter}
 
         def write(name: str) -> None:
             w = writers[name](io.BytesIO())
@@ -161,7 +169,7 @@ def main() -> None:
                 w.write(r)
             w.close(close_fh=False) if name != "mrrc" else w.close()
 
-        t = interleaved({name: (lambda nm=name: write(nm)) for name in writers}, args.rounds)
+        t = interleaved({name: functools.partial(write, name) for name in writers}, args.rounds)
         n = len(records["gilkit_marc"])
         print(
             f"| {path.name} | {n / t['pymarc']:,.0f} | {n / t['mrrc']:,.0f} | {n / t['gilkit_marc']:,.0f} "
