@@ -20,7 +20,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ READERS = {
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float] = time.perf_counter
+    fns: Mapping[str, Callable[[], object]], rounds: int, clock: Callable[[], float] = time.perf_counter
 ) -> dict[str, float]:
     """Median seconds of each function, running them in turn each round: on a shared, noisy
     machine a change of load then hits every library alike instead of whichever ran last."""
