@@ -36,16 +36,16 @@ fn decode_into(
     to_unicode: bool,
     force_utf8: bool,
     hide_utf8_warnings: bool,
-    utf8_handling: String,
-    file_encoding: String,
+    utf8_handling: &str,
+    file_encoding: &str,
 ) -> PyResult<bool> {
-    let opts = PyOptions {
+    let opts = PyOptions::new(
         to_unicode,
         force_utf8,
         hide_utf8_warnings,
         utf8_handling,
         file_encoding,
-    }
+    )
     .resolve(py);
     let Ok(rec) = parse::parse(data, &opts) else {
         return Ok(false);

@@ -113,6 +113,22 @@ pub(crate) struct PyOptions {
 }
 
 impl PyOptions {
+    pub(crate) fn new(
+        to_unicode: bool,
+        force_utf8: bool,
+        hide_utf8_warnings: bool,
+        utf8_handling: &str,
+        file_encoding: &str,
+    ) -> Self {
+        Self {
+            to_unicode,
+            force_utf8,
+            hide_utf8_warnings,
+            utf8_handling: utf8_handling.to_owned(),
+            file_encoding: file_encoding.to_owned(),
+        }
+    }
+
     /// The parser options; needs the GIL to ask Python's codec registry about `file_encoding`.
     pub(crate) fn resolve(&self, py: Python<'_>) -> parse::Options {
         let utf8_handling = match self.utf8_handling.as_str() {
@@ -245,13 +261,13 @@ impl MarcReader {
         file_encoding: &str,
         permissive: bool,
     ) -> PyResult<Self> {
-        let opts = PyOptions {
+        let opts = PyOptions::new(
             to_unicode,
             force_utf8,
             hide_utf8_warnings,
-            utf8_handling: utf8_handling.to_owned(),
-            file_encoding: file_encoding.to_owned(),
-        };
+            utf8_handling,
+            file_encoding,
+        );
         Ok(Self {
             reader: RecordReader::from_py(marc_target, MarcFraming::default(), reader_options())?,
             items: Vec::new().into_iter(),
@@ -423,13 +439,13 @@ pub(crate) fn read_all<'py>(
     utf8_handling: &str,
     file_encoding: &str,
 ) -> PyResult<Bound<'py, PyList>> {
-    let opts = PyOptions {
+    let opts = PyOptions::new(
         to_unicode,
         force_utf8,
         hide_utf8_warnings,
-        utf8_handling: utf8_handling.to_owned(),
-        file_encoding: file_encoding.to_owned(),
-    };
+        utf8_handling,
+        file_encoding,
+    );
     let parse_opts = opts.resolve(py);
     let framing = MarcFraming::default();
     let mut reader = RecordReader::from_py(target, framing, reader_options().max_batch(1 << 16))?;
