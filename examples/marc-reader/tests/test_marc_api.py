@@ -250,3 +250,13 @@ def test_gzip_and_user_file_objects(tmp_path: Path) -> None:
             return chunk
 
     assert [r.as_marc() for r in gilkit_marc.MARCReader(Trickle(data))] == expected
+
+
+def test_marc8_converter_keeps_its_sets_like_pymarcs() -> None:
+    ours, theirs = gilkit_marc.MARC8ToUnicode(quiet=True), pymarc.MARC8ToUnicode(quiet=True)
+    for data in (b"\x1b(NAB", b"AB", b"\x1b)Q\xc0", b"\xc0", b"\x1b(BAB", b"\x1b$1\x21\x30\x21", b"\x21\x30\x21"):
+        assert ours.translate(data) == theirs.translate(data)
+        assert (ours.g0, ours.g1) == (theirs.g0, theirs.g1)
+    raw = [r for r in gilkit_marc.MARCReader((DATA / "marc-perl" / "cyrillic.marc").read_bytes(), to_unicode=False)]
+    raw_p = [r for r in pymarc.MARCReader((DATA / "marc-perl" / "cyrillic.marc").read_bytes(), to_unicode=False)]
+    assert [gilkit_marc.record_to_xml(r, quiet=True) for r in raw] == [pymarc.record_to_xml(r, quiet=True) for r in raw_p]

@@ -17,7 +17,7 @@ def marc8_to_unicode(marc8: bytes, hide_utf8_warnings: bool = False) -> str:
 
     Raises ``UnicodeDecodeError`` (as pymarc) when an escape sequence is cut short.
     """
-    text, messages, ok = _native.marc8_decode(bytes(marc8), hide_utf8_warnings)
+    text, messages, ok, _, _ = _native.marc8_decode(bytes(marc8), hide_utf8_warnings)
     for message in messages:
         sys.stderr.write(message)
     if not ok:
@@ -28,12 +28,9 @@ def marc8_to_unicode(marc8: bytes, hide_utf8_warnings: bool = False) -> str:
 
 
 class MARC8ToUnicode:
-    """pymarc's converter object; ``translate(bytes)`` decodes with the initial G0/G1 sets.
-
-    Unlike pymarc's, the working sets are not carried over from one ``translate`` call to the
-    next: each call starts from Basic Latin / ANSEL, which is what every caller in pymarc relies on
-    (it builds a fresh converter per string).
-    """
+    """pymarc's converter object: ``translate(bytes)`` decodes from the working sets ``g0`` and
+    ``g1`` (Basic Latin and ANSEL at first) and keeps what escape sequences switch them to for the
+    next call, as pymarc's does."""
 
     basic_latin = 0x42
     ansel = 0x45
@@ -47,7 +44,9 @@ class MARC8ToUnicode:
         """Decodes ``marc8_string``; ``IndexError``/``TypeError`` where pymarc's raise them."""
         if not marc8_string:
             return ""
-        text, messages, ok = _native.marc8_decode(bytes(marc8_string), self.quiet)
+        text, messages, ok, self.g0, self.g1 = _native.marc8_decode(
+            bytes(marc8_string), self.quiet, self.g0, self.g1
+        )
         for message in messages:
             sys.stderr.write(message)
         if not ok:

@@ -65,6 +65,25 @@ impl fmt::Display for Marc8Error {
 
 impl std::error::Error for Marc8Error {}
 
+/// The working character sets, by final byte: pymarc's `MARC8ToUnicode.g0` and `.g1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sets {
+    /// The set for bytes 0x20..=0x7F (and all bytes of a multibyte set).
+    pub g0: u32,
+    /// The set for bytes 0xA0..=0xFF.
+    pub g1: u32,
+}
+
+impl Default for Sets {
+    /// Basic Latin and ANSEL, the sets every MARC-8 string starts with.
+    fn default() -> Self {
+        Sets {
+            g0: BASIC_LATIN,
+            g1: ANSEL,
+        }
+    }
+}
+
 /// Decodes MARC-8 `data` to Unicode as pymarc's `marc8_to_unicode(data, quiet)` does.
 ///
 /// # Errors
@@ -83,16 +102,26 @@ impl std::error::Error for Marc8Error {}
 /// assert_eq!(decode(b"\x1b(NABC", false).unwrap().text, "\u{430}\u{431}\u{446}");
 /// ```
 pub fn decode(data: &[u8], quiet: bool) -> Result<Decoded, Marc8Error> {
+    decode_with(data, quiet, &mut Sets::default())
+}
+
+/// Like [`decode`], starting from the working sets `sets` and leaving them as the data's escape
+/// sequences set them (also when it fails), as one pymarc `MARC8ToUnicode` object does across
+/// `translate` calls.
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded, Marc8Error> {
     let mut text = String::with_capacity(data.len());
     let mut messages = Vec::new();
-    // Fast path: plain ASCII decodes to itself under the initial sets, minus the dropped controls.
-    if data.iter().all(|&b| (0x20..0x7F).contains(&b)) {
+    // Fast path: plain ASCII decodes to itself under Basic Latin, minus the dropped controls.
+    if sets.g0 == BASIC_LATIN && data.iter().all(|&b| (0x20..0x7F).contains(&b)) {
         // Basic Latin maps 0x20..=0x7E to themselves (checked by a test against the table).
         text.push_str(std::str::from_utf8(data).expect("ASCII is UTF-8"));
         return Ok(Decoded { text, messages });
     }
-    let mut g0 = BASIC_LATIN;
-    let mut g1 = ANSEL;
+    let Sets { g0, g1 } = sets;
     let mut combinings: Vec<char> = Vec::new();
     let len = data.len();
     let mut pos = 0;
@@ -107,7 +136,7 @@ pub fn decode(data: &[u8], quiet: bool) -> Result<Decoded, Marc8Error> {
                             pos += 1;
                         }
                         match data.get(pos + 2) {
-                            Some(&b) => g0 = u32::from(b),
+                            Some(&b) => *g0 = u32::from(b),
                             None => return Err(err(messages)),
                         }
                         pos += 3;
@@ -120,7 +149,7 @@ pub fn decode(data: &[u8], quiet: bool) -> Result<Decoded, Marc8Error> {
                 }
                 Some(b')' | b'-') => {
                     match data.get(pos + 2) {
-                        Some(&b) => g1 = u32::from(b),
+                        Some(&b) => *g1 = u32::from(b),
                         None => return Err(err(messages)),
                     }
                     pos += 3;
@@ -129,10 +158,10 @@ pub fn decode(data: &[u8], quiet: bool) -> Result<Decoded, Marc8Error> {
                 Some(b) => {
                     let charset = u32::from(b);
                     if tables::charset(charset).is_some() {
-                        g0 = charset;
+                        *g0 = charset;
                         pos += 2;
                     } else if charset == 0x73 {
-                        g0 = BASIC_LATIN;
+                        *g0 = BASIC_LATIN;
                         pos += 2;
                         if pos == len {
                             break;
@@ -144,7 +173,7 @@ pub fn decode(data: &[u8], quiet: bool) -> Result<Decoded, Marc8Error> {
             }
         }
 
-        let multibyte = g0 == EACC;
+        let multibyte = *g0 == EACC;
         let code_point = if multibyte {
             let cp = if len < pos + 3 {
                 messages.push(format!(
@@ -174,9 +203,9 @@ pub fn decode(data: &[u8], quiet: bool) -> Result<Decoded, Marc8Error> {
             continue;
         }
         let set = if code_point > 0x80 && !multibyte {
-            g1
+            *g1
         } else {
-            g0
+            *g0
         };
         let found = tables::charset(set).and_then(|table| {
             table
@@ -270,6 +299,26 @@ mod tests {
         let d = decode(b"\x1b$1\x21\x30", false).unwrap();
         assert_eq!(d.messages.len(), 2);
         assert!(d.messages[0].starts_with("Multi-byte position 6 exceeds length"));
+    }
+
+    #[test]
+    fn sets_carry_over_between_calls() {
+        let mut sets = Sets::default();
+        // Switch G0 to Basic Cyrillic and leave it there.
+        assert_eq!(
+            decode_with(b"\x1b(NA", true, &mut sets).unwrap().text,
+            "\u{430}"
+        );
+        assert_eq!(
+            sets,
+            Sets {
+                g0: 0x4E,
+                g1: ANSEL
+            }
+        );
+        // The next string starts in Cyrillic, as with one pymarc converter object.
+        assert_eq!(decode_with(b"A", true, &mut sets).unwrap().text, "\u{430}");
+        assert_eq!(decode(b"A", true).unwrap().text, "A");
     }
 
     #[test]

@@ -15,13 +15,21 @@ use crate::marc8;
 use crate::parse;
 use reader::PyOptions;
 
-/// `(text, messages, ok)`: MARC-8 `data` decoded as pymarc does; `ok` is false where pymarc
-/// raises. Holds the GIL (strings are short).
+/// `(text, messages, ok, g0, g1)`: MARC-8 `data` decoded as pymarc does from the working sets
+/// `g0`/`g1`, and the sets afterwards; `ok` is false where pymarc raises. Holds the GIL
+/// (strings are short).
 #[pyfunction]
-fn marc8_decode(data: &[u8], quiet: bool) -> (String, Vec<String>, bool) {
-    match marc8::decode(data, quiet) {
-        Ok(d) => (d.text, d.messages, true),
-        Err(e) => (String::new(), e.messages, false),
+#[pyo3(signature = (data, quiet, g0=0x42, g1=0x45))]
+fn marc8_decode(
+    data: &[u8],
+    quiet: bool,
+    g0: u32,
+    g1: u32,
+) -> (String, Vec<String>, bool, u32, u32) {
+    let mut sets = marc8::Sets { g0, g1 };
+    match marc8::decode_with(data, quiet, &mut sets) {
+        Ok(d) => (d.text, d.messages, true, sets.g0, sets.g1),
+        Err(e) => (String::new(), e.messages, false, sets.g0, sets.g1),
     }
 }
 
