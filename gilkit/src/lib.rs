@@ -14,6 +14,7 @@
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
+//! | call Python from async Rust without a pile-up, errors or deadlocks | [`GilSemaphore`], [`GilBatcher`] |
 //! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
@@ -55,6 +56,7 @@ mod release;
 pub mod file;
 pub mod python;
 pub mod runtime;
+pub mod semaphore;
 
 pub use block_on::block_on;
 pub use cancel::{CancelToken, Cancelled};
@@ -62,6 +64,7 @@ pub use release::{
     DEFAULT_POLL_INTERVAL, Interruptible, detach, detach_interruptible, detach_interruptible_owned,
     try_attach,
 };
+pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 
 /// The guide's chapters, compiled as doctests so their code stays true.
 #[cfg(doctest)]
@@ -70,6 +73,8 @@ mod guide {
     struct Release;
     #[doc = include_str!("../../docs/runtime.md")]
     struct Runtime;
+    #[doc = include_str!("../../docs/semaphore.md")]
+    struct Semaphore;
     #[doc = include_str!("../../docs/file-adapter.md")]
     struct FileAdapter;
 }
