@@ -260,3 +260,19 @@ def test_marc8_converter_keeps_its_sets_like_pymarcs() -> None:
     raw = [r for r in gilkit_marc.MARCReader((DATA / "marc-perl" / "cyrillic.marc").read_bytes(), to_unicode=False)]
     raw_p = [r for r in pymarc.MARCReader((DATA / "marc-perl" / "cyrillic.marc").read_bytes(), to_unicode=False)]
     assert [gilkit_marc.record_to_xml(r, quiet=True) for r in raw] == [pymarc.record_to_xml(r, quiet=True) for r in raw_p]
+
+
+def test_decode_marc_with_a_different_force_utf8_matches_pymarc() -> None:
+    data = (DATA / "pymarc" / "marc8.dat").read_bytes()
+    for module in (gilkit_marc, pymarc):
+        record = module.Record(force_utf8=False)
+        record.fields = []
+        try:
+            record.decode_marc(data, force_utf8=True, utf8_handling="replace")
+            result: object = record.as_dict()
+        except Exception as e:  # noqa: BLE001
+            result = type(e).__name__
+        if module is gilkit_marc:
+            mine = result
+        else:
+            assert mine == result

@@ -213,8 +213,12 @@ class Record:
         Tries the Rust parser first (same result as below, far faster); falls back to the Python
         decoder, which reproduces pymarc's warnings and exceptions.
         """
-        if isinstance(marc, bytes) and _native.decode_into(
-            self, marc, to_unicode, force_utf8, hide_utf8_warnings, utf8_handling, encoding
+        # pymarc picks the control fields' encoding by `self.force_utf8` and the subfields' by the
+        # `force_utf8` argument; the Rust parser assumes they agree (as they do from `__init__`).
+        if (
+            isinstance(marc, bytes)
+            and bool(self.force_utf8) == bool(force_utf8)
+            and _native.decode_into(self, marc, to_unicode, force_utf8, hide_utf8_warnings, utf8_handling, encoding)
         ):
             return
         self._decode_marc_python(marc, to_unicode, force_utf8, hide_utf8_warnings, utf8_handling, encoding)
