@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../examples/marc-reader/fuzz"
 if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "50-marc-fuzz: no nightly toolchain (rustup toolchain install nightly); skipping" >&2
+    echo "50-marc-fuzz: no nightly toolchain (rustup toolchain install nightly); cannot fuzz" >&2
     exit 1
 fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
