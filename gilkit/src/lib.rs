@@ -17,6 +17,7 @@
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
+//! | call Python from async Rust without a pile-up, errors or deadlocks | [`GilSemaphore`], [`GilBatcher`] |
 //! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
@@ -59,6 +60,7 @@ pub mod callsite;
 pub mod file;
 pub mod python;
 pub mod runtime;
+pub mod semaphore;
 
 #[doc(hidden)]
 pub mod __private;
@@ -69,6 +71,7 @@ pub use release::{
     DEFAULT_POLL_INTERVAL, Interruptible, detach, detach_interruptible, detach_interruptible_owned,
     try_attach,
 };
+pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 
 /// Runs a function's body with the GIL released: the attribute form of [`detach`].
 ///
@@ -145,6 +148,8 @@ mod guide {
     struct Runtime;
     #[doc = include_str!("../../docs/nogil.md")]
     struct Nogil;
+    #[doc = include_str!("../../docs/semaphore.md")]
+    struct Semaphore;
     #[doc = include_str!("../../docs/file-adapter.md")]
     struct FileAdapter;
 }
