@@ -15,7 +15,7 @@ import pytest
 
 import gilkit_testext as ext
 from gil_probe import assert_holds_gil, assert_releases_gil
-from sigint import interrupt_after_ready
+from sigint import CHILD_PRELUDE, interrupt_after_ready
 
 # Long enough for the probe's ticker to be scheduled many times (see gil_probe).
 WORK_US = 100_000
@@ -170,16 +170,6 @@ def test_adaptive_counts() -> None:
 
 
 # Ctrl-C: a subprocess starts a 30 s (or endless) call and gets SIGINT; KeyboardInterrupt must arrive.
-CHILD = """
-import gilkit_testext as ext
-print("READY", flush=True)
-try:
-    {call}
-    print("RETURNED", flush=True)
-except KeyboardInterrupt:
-    print("CAUGHT KeyboardInterrupt", flush=True)
-"""
-
 CTRL_C = {
     "interruptible": "ext.nogil_interruptible(30_000_000)",
     "interruptible-method": "ext.BlockWorker().spin_interruptible(30_000_000)",
@@ -191,7 +181,7 @@ CTRL_C = {
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 @pytest.mark.parametrize("call", CTRL_C.values(), ids=CTRL_C.keys())
 def test_ctrl_c_interrupts(call: str) -> None:
-    delay, output = interrupt_after_ready(CHILD.format(call=call))
+    delay, output = interrupt_after_ready(CHILD_PRELUDE.format(call=call))
     assert "CAUGHT KeyboardInterrupt" in output
     assert "RETURNED" not in output
     # Generous bound (the call would run 30 s or forever); latency is measured in benches/release.
