@@ -17,8 +17,8 @@ import gilkit_testext as ext
 from gil_probe import assert_holds_gil, assert_releases_gil
 from sigint import CHILD_PRELUDE, interrupt_after_ready
 
-# Long enough for the probe's ticker to be scheduled many times (see gil_probe).
-WORK_US = 100_000
+# Long enough for the probe's ticker to be scheduled even on a busy machine (see gil_probe).
+WORK_US = 200_000
 MODULE = "gilkit_testext::nogil"
 
 
@@ -67,7 +67,7 @@ def test_adaptive_releases_long_work(call: Callable[[], Any]) -> None:
 
 
 def test_adaptive_holds_work_shorter_than_its_threshold() -> None:
-    # The threshold is 1 s; the first call releases (nothing is known yet), later 100 ms calls hold.
+    # The threshold is 1 s; the first call releases (nothing is known yet), later 200 ms calls hold.
     ext.nogil_adaptive_high_threshold(WORK_US)
     before = stats("nogil_adaptive_high_threshold")
     assert_holds_gil(lambda: ext.nogil_adaptive_high_threshold(WORK_US))
@@ -78,12 +78,12 @@ def test_adaptive_holds_work_shorter_than_its_threshold() -> None:
 
 
 def test_adaptive_stops_releasing_once_the_work_is_short() -> None:
-    # Threshold 10 ms: far from both the long (100 ms) and the short (5 µs) work, so that the
+    # Threshold 10 ms: far from both the long (200 ms) and the short (5 µs) work, so that the
     # thread being descheduled during a measurement cannot flip a decision.
     ext.nogil_adaptive_10ms(WORK_US)
     before = stats("nogil_adaptive_10ms")
     assert_releases_gil(lambda: ext.nogil_adaptive_10ms(WORK_US))
-    # Each sample weighs 1/8: 100 short calls bring a 100 ms average far below 10 ms.
+    # Each sample weighs 1/8: 100 short calls bring a 200 ms average far below 10 ms.
     for _ in range(100):
         ext.nogil_adaptive_10ms(5)
     middle = stats("nogil_adaptive_10ms")
@@ -103,7 +103,7 @@ def test_size_hint_decides_per_call() -> None:
     assert_holds_gil(lambda: ext.nogil_adaptive_sized(1, 100))  # predicts ~100 µs
     middle = stats("nogil_adaptive_sized")
     assert middle["adaptive_released"] == before["adaptive_released"]
-    assert_releases_gil(lambda: ext.nogil_adaptive_sized(1000, 100))  # predicts ~100 ms
+    assert_releases_gil(lambda: ext.nogil_adaptive_sized(2000, 100))  # predicts ~200 ms
     after = stats("nogil_adaptive_sized")
     assert after["adaptive_released"] == middle["adaptive_released"] + 1
 
