@@ -1,0 +1,118 @@
+//! [`block_on`]: wait for a future from Python code, with the GIL released and Ctrl-C working.
+//!
+//! # How it works
+//! The future is polled on the calling thread, inside the shared runtime's context
+//! ([`tokio::runtime::Handle::enter`]): its timers and sockets are driven by the runtime's worker
+//! threads, and wake the calling thread, which sleeps in `park` with the GIL released. Polling on the
+//! caller (rather than spawning a task) is what lets the future borrow from the caller, and it avoids
+//! tokio's `Handle::block_on`, which panics with "Cannot start a runtime from within a runtime" when
+//! the caller is itself a runtime thread (a Python callback invoked from async Rust, say). On the
+//! main thread the park is bounded by the poll interval, after which the thread re-attaches to run
+//! Python's signal handlers; if one raises, the future is dropped (its cancellation) and the exception
+//! returned.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::release::{DEFAULT_POLL_INTERVAL, is_main_thread};
+use crate::runtime;
+
+/// Runs `fut` to completion on the calling thread in the shared runtime's context, with the GIL
+/// released; Ctrl-C cancels it.
+///
+/// Works from any thread, including a thread that is already inside a tokio runtime. The future may
+/// borrow from the caller. On the main thread the GIL is re-acquired at most every 50 ms to run
+/// signal handlers; if one raises (`KeyboardInterrupt` for Ctrl-C), the future is dropped, which
+/// cancels it, and the exception is returned.
+///
+/// GIL: released while the future runs; re-acquired briefly every 50 ms on the main thread; held on
+/// return.
+///
+/// # Errors
+/// The exception raised by a signal handler; `RuntimeError` if the shared runtime cannot start.
+///
+/// # Panics
+/// A panic while polling the future propagates to the caller (with the GIL re-acquired).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pyo3::prelude::*;
+///
+/// Python::attach(|py| -> PyResult<()> {
+///     let answer = gilkit::block_on(py, async {
+///         tokio::time::sleep(Duration::from_millis(5)).await;
+///         42
+///     })?;
+///     assert_eq!(answer, 42);
+///     Ok(())
+/// })
+/// .unwrap();
+/// ```
+pub fn block_on<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let handle = runtime::try_handle().map_err(|err| PyRuntimeError::new_err(err.to_string()))?;
+    crate::python::ensure_exit_hook(py);
+    let on_main = is_main_thread(py);
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    // Boxed so that it can be dropped (cancelled) before this function returns.
+    let mut fut: Pin<Box<F>> = Box::pin(fut);
+    loop {
+        let polled = py.detach(|| {
+            let _context = handle.enter();
+            let mut cx = Context::from_waker(&waker);
+            let deadline = on_main.then(|| Instant::now() + DEFAULT_POLL_INTERVAL);
+            loop {
+                if let Poll::Ready(value) = fut.as_mut().poll(&mut cx) {
+                    return Some(value);
+                }
+                match deadline {
+                    None => thread::park(),
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            return None;
+                        }
+                        thread::park_timeout(deadline - now);
+                    }
+                }
+            }
+        });
+        if let Some(value) = polled {
+            return Ok(value);
+        }
+        if let Err(interrupt) = py.check_signals() {
+            // Drop (cancel) the future off the GIL and inside the runtime context: its destructors
+            // may deregister timers or sockets, or block.
+            py.detach(|| {
+                let _context = handle.enter();
+                drop(fut);
+            });
+            return Err(interrupt);
+        }
+    }
+}
+
+/// Wakes the thread that polls the future. Spurious wake-ups only cost one extra poll.
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}

@@ -1,0 +1,417 @@
+//! The shared tokio runtime: one lazily started multi-thread runtime for all of gilkit.
+//!
+//! Everything in gilkit that needs tokio (`block_on`, the semaphore, the batch executor, the example
+//! packages) runs on this one runtime, so an extension never starts a runtime per call or per object.
+//!
+//! # How it works
+//! - **Lazily started.** [`handle`] builds the runtime on first use from the configuration given to
+//!   [`configure`] (or the defaults). After that, `configure` returns
+//!   [`ConfigureError::AlreadyStarted`]: a late configuration is an error, never a silent no-op.
+//! - **Cheap to reach.** The started runtime lives in a leaked, immutable [`Started`] record behind one
+//!   `AtomicPtr`; [`handle`] is one atomic load and an `Arc` clone.
+//! - **Fork-safe.** A child made by `fork()` (Python's `os.fork()`, `multiprocessing` with the fork
+//!   start method) has none of the parent's runtime threads, so the parent's runtime is useless there
+//!   and would hang the first `block_on`. A `pthread_atfork` child handler forgets it (leaking it:
+//!   dropping it would wait for threads that do not exist), and the child's first use starts a fresh
+//!   runtime. The handlers also hold the start lock across `fork()` so a child never inherits it
+//!   locked by a thread that does not exist there.
+//! - **Clean exit.** [`shutdown`] stops the runtime with a timeout; the Python helpers register it
+//!   with `atexit` (see [`crate::python`]), and mark the interpreter as exiting first so that
+//!   [`crate::try_attach`] refuses to attach from a runtime thread during finalization (attaching then
+//!   would crash or hang the process).
+//! - **Measured facts.** [`info`] reports thread counts counted by the runtime's own thread start and
+//!   stop hooks, tokio's live task count and the real uptime, not the configuration echoed back.
+//!
+//! # Memory ordering
+//! `CURRENT` is written with `Release` after the [`Started`] record is fully built and read with
+//! `Acquire`, so a reader that sees the pointer sees the whole record. Writers are serialised by
+//! `START_LOCK`. The thread counters are statistics only and use `Relaxed`. `EXITING` is set with
+//! `Release` before the runtime is shut down and read with `Acquire`.
+
+use std::fmt;
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::runtime::{Builder, Handle, Runtime};
+
+/// How the shared runtime is built. `None` fields take tokio's (or gilkit's) defaults.
+///
+/// # Examples
+///
+/// ```
+/// use gilkit::runtime::RuntimeConfig;
+///
+/// let config = RuntimeConfig {
+///     worker_threads: Some(2),
+///     thread_name: Some("my-ext-worker".into()),
+///     ..RuntimeConfig::default()
+/// };
+/// assert_eq!(config.max_blocking_threads, None);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Worker threads that run async tasks. Default: one per CPU.
+    pub worker_threads: Option<usize>,
+    /// Upper bound on threads of the blocking pool (`spawn_blocking`). Default: tokio's (512).
+    pub max_blocking_threads: Option<usize>,
+    /// Stack size of every runtime thread, in bytes. Default: tokio's (2 MiB).
+    pub thread_stack_size: Option<usize>,
+    /// Name of the runtime's threads, as shown by `top -H` or a debugger. Default: `gilkit-runtime`.
+    pub thread_name: Option<String>,
+}
+
+const DEFAULT_THREAD_NAME: &str = "gilkit-runtime";
+
+/// The error of [`configure`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigureError {
+    /// The runtime is already running; its configuration can no longer change.
+    AlreadyStarted {
+        /// Worker threads of the running runtime.
+        worker_threads: usize,
+    },
+    /// A field has a value the runtime cannot use.
+    Invalid {
+        /// The field's name.
+        field: &'static str,
+        /// Why the value is refused.
+        reason: &'static str,
+    },
+}
+
+impl ConfigureError {
+    /// Whether the runtime had already started.
+    #[must_use]
+    pub fn is_already_started(&self) -> bool {
+        matches!(self, Self::AlreadyStarted { .. })
+    }
+}
+
+impl fmt::Display for ConfigureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AlreadyStarted { worker_threads } => write!(
+                f,
+                "gilkit's runtime is already running (with {worker_threads} worker threads), so its \
+                 configuration can no longer change; configure it before the first call that uses \
+                 it, for example right after importing the extension"
+            ),
+            Self::Invalid { field, reason } => write!(f, "invalid runtime {field}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigureError {}
+
+/// The error of [`try_handle`]: the runtime could not be started.
+#[derive(Debug)]
+pub struct StartError(std::io::Error);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gilkit could not start its tokio runtime: {}", self.0)
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Facts about the shared runtime, measured when [`info`] is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    /// Whether the runtime is running in this process.
+    pub started: bool,
+    /// Worker threads alive now (0 if not started).
+    pub worker_threads: usize,
+    /// Blocking-pool threads alive now (idle ones included; 0 if not started).
+    pub blocking_threads: usize,
+    /// CPUs available to this process.
+    pub cpu_count: usize,
+    /// Time since the runtime started (zero if not started).
+    pub uptime: Duration,
+    /// Tasks spawned on the runtime that have not finished.
+    pub tasks_alive: usize,
+    /// The configuration the runtime was (or will be) built from.
+    pub config: RuntimeConfig,
+}
+
+/// A started runtime. Leaked on purpose (see the module doc), so `&'static` references stay valid.
+struct Started {
+    handle: Handle,
+    /// Taken by [`shutdown`]; `None` afterwards.
+    runtime: Mutex<Option<Runtime>>,
+    config: RuntimeConfig,
+    started_at: Instant,
+    threads: Arc<AtomicUsize>,
+}
+
+static CURRENT: AtomicPtr<Started> = AtomicPtr::new(ptr::null_mut());
+/// Serialises starting, configuring and shutting down; also held across `fork()`.
+static START_LOCK: Mutex<Option<RuntimeConfig>> = Mutex::new(None);
+static EXITING: AtomicBool = AtomicBool::new(false);
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+/// Sets how the shared runtime will be built. Call it before anything uses the runtime.
+///
+/// Does not touch the GIL.
+///
+/// # Errors
+/// [`ConfigureError::AlreadyStarted`] once the runtime runs (reconfiguring it would silently do
+/// nothing); [`ConfigureError::Invalid`] for a zero thread count or stack size.
+///
+/// # Examples
+///
+/// ```
+/// use gilkit::runtime::{self, RuntimeConfig};
+///
+/// runtime::configure(RuntimeConfig { worker_threads: Some(2), ..Default::default() }).unwrap();
+/// let _handle = runtime::handle(); // starts the runtime
+/// let err = runtime::configure(RuntimeConfig::default()).unwrap_err();
+/// assert!(err.is_already_started());
+/// ```
+pub fn configure(config: RuntimeConfig) -> Result<(), ConfigureError> {
+    validate(&config)?;
+    let mut pending = START_LOCK.lock();
+    if let Some(started) = current() {
+        return Err(ConfigureError::AlreadyStarted {
+            worker_threads: started.handle.metrics().num_workers(),
+        });
+    }
+    *pending = Some(config);
+    Ok(())
+}
+
+fn validate(config: &RuntimeConfig) -> Result<(), ConfigureError> {
+    let zero = |field| ConfigureError::Invalid {
+        field,
+        reason: "must be at least 1",
+    };
+    if config.worker_threads == Some(0) {
+        return Err(zero("worker_threads"));
+    }
+    if config.max_blocking_threads == Some(0) {
+        return Err(zero("max_blocking_threads"));
+    }
+    if config.thread_stack_size == Some(0) {
+        return Err(zero("thread_stack_size"));
+    }
+    Ok(())
+}
+
+/// Returns a handle to the shared runtime, starting it on first use.
+///
+/// Does not touch the GIL. Cheap: one atomic load and an `Arc` clone once started.
+///
+/// # Panics
+/// If the runtime cannot be started (the OS refused to create its threads); use [`try_handle`] to
+/// get that as an error instead.
+#[must_use]
+pub fn handle() -> Handle {
+    match try_handle() {
+        Ok(handle) => handle,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// Like [`handle`], but returns an error when the runtime cannot be started.
+///
+/// # Errors
+/// [`StartError`] when tokio cannot build the runtime (for example, no more threads).
+pub fn try_handle() -> Result<Handle, StartError> {
+    if let Some(started) = current() {
+        return Ok(started.handle.clone());
+    }
+    start().map(|started| started.handle.clone())
+}
+
+#[inline]
+fn current() -> Option<&'static Started> {
+    let ptr = CURRENT.load(Ordering::Acquire);
+    // SAFETY: a non-null `CURRENT` points to a `Started` that was leaked with `Box::leak`, is never
+    // freed, and is never mutated except through its own `Mutex`, so a shared `'static` reference is
+    // valid.
+    unsafe { ptr.as_ref() }
+}
+
+#[cold]
+fn start() -> Result<&'static Started, StartError> {
+    install_fork_handlers();
+    let mut pending = START_LOCK.lock();
+    if let Some(started) = current() {
+        return Ok(started);
+    }
+    let config = pending.clone().unwrap_or_default();
+    let threads = Arc::new(AtomicUsize::new(0));
+    let mut builder = Builder::new_multi_thread();
+    builder
+        .enable_all()
+        .thread_name(
+            config
+                .thread_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_THREAD_NAME.to_owned()),
+        )
+        .on_thread_start({
+            let threads = Arc::clone(&threads);
+            move || {
+                threads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .on_thread_stop({
+            let threads = Arc::clone(&threads);
+            move || {
+                threads.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n);
+    }
+    if let Some(n) = config.max_blocking_threads {
+        builder.max_blocking_threads(n);
+    }
+    if let Some(n) = config.thread_stack_size {
+        builder.thread_stack_size(n);
+    }
+    let runtime = builder.build().map_err(StartError)?;
+    let started: &'static Started = Box::leak(Box::new(Started {
+        handle: runtime.handle().clone(),
+        runtime: Mutex::new(Some(runtime)),
+        config,
+        started_at: Instant::now(),
+        threads,
+    }));
+    CURRENT.store(ptr::from_ref(started).cast_mut(), Ordering::Release);
+    *pending = None;
+    Ok(started)
+}
+
+/// Reports measured facts about the shared runtime. Does not start it; does not touch the GIL.
+#[must_use]
+pub fn info() -> RuntimeInfo {
+    let cpu_count = std::thread::available_parallelism().map_or(1, usize::from);
+    match current() {
+        Some(started) => {
+            let metrics = started.handle.metrics();
+            let workers = metrics.num_workers();
+            let alive = started.threads.load(Ordering::Relaxed);
+            RuntimeInfo {
+                started: true,
+                worker_threads: workers,
+                blocking_threads: alive.saturating_sub(workers),
+                cpu_count,
+                uptime: started.started_at.elapsed(),
+                tasks_alive: metrics.num_alive_tasks(),
+                config: started.config.clone(),
+            }
+        }
+        None => RuntimeInfo {
+            started: false,
+            worker_threads: 0,
+            blocking_threads: 0,
+            cpu_count,
+            uptime: Duration::ZERO,
+            tasks_alive: 0,
+            config: START_LOCK.lock().clone().unwrap_or_default(),
+        },
+    }
+}
+
+/// Stops the shared runtime, waiting at most `timeout` for its threads to finish.
+///
+/// Tasks are dropped at their next `.await`; blocking tasks still running after `timeout` are left to
+/// finish on their own (their threads are detached). A later [`handle`] starts a fresh runtime.
+/// Returns whether a runtime was running.
+///
+/// Call it with the GIL released if runtime tasks may want the GIL (the Python exit hook does).
+pub fn shutdown(timeout: Duration) -> bool {
+    let _start = START_LOCK.lock();
+    let Some(started) = current() else {
+        return false;
+    };
+    CURRENT.store(ptr::null_mut(), Ordering::Release);
+    let runtime = started.runtime.lock().take();
+    if let Some(runtime) = runtime {
+        runtime.shutdown_timeout(timeout);
+    }
+    true
+}
+
+/// Marks the interpreter as exiting: from now on [`crate::try_attach`] returns `None`.
+/// The Python exit hook calls this before [`shutdown`].
+pub fn mark_exiting() {
+    EXITING.store(true, Ordering::Release);
+}
+
+/// Whether the interpreter is exiting (see [`mark_exiting`]).
+#[inline]
+#[must_use]
+pub fn is_exiting() -> bool {
+    EXITING.load(Ordering::Acquire)
+}
+
+pub(crate) fn install_fork_handlers() {
+    ATFORK.call_once(|| {
+        // SAFETY: the three handlers are `extern "C" fn()` with no arguments, as pthread_atfork
+        // requires, and stay valid for the life of the process (they are plain functions).
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
+        // Without the handlers a forked child could hang; that is worth knowing at once.
+        assert_eq!(rc, 0, "pthread_atfork failed with {rc}");
+    });
+}
+
+extern "C" fn before_fork() {
+    // Hold the start lock across fork() so the child cannot inherit it locked by another thread.
+    std::mem::forget(START_LOCK.lock());
+}
+
+extern "C" fn after_fork_in_parent() {
+    // SAFETY: `before_fork` locked START_LOCK on this very thread and forgot the guard; nothing else
+    // has released it since.
+    unsafe { START_LOCK.force_unlock() };
+}
+
+extern "C" fn after_fork_in_child() {
+    // The child has only this thread: the runtime's threads are gone. Forget the runtime (leaking
+    // it; dropping it would wait for threads that do not exist) so the next use starts a new one.
+    CURRENT.store(ptr::null_mut(), Ordering::Release);
+    // The thread that forked is the child's main thread now.
+    crate::release::forget_main_thread();
+    // SAFETY: `before_fork` locked START_LOCK on the thread that forked, which is this thread in the
+    // child, and forgot the guard.
+    unsafe { START_LOCK.force_unlock() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_refuses_zero() {
+        let err = validate(&RuntimeConfig {
+            worker_threads: Some(0),
+            ..RuntimeConfig::default()
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigureError::Invalid {
+                field: "worker_threads",
+                ..
+            }
+        ));
+        assert!(!err.is_already_started());
+    }
+}
