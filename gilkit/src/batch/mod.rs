@@ -70,15 +70,22 @@
 mod asynchronous;
 mod core;
 mod cpu;
+mod executor;
 mod options;
 mod outcome;
+mod python;
 mod report;
 
 use std::future::Future;
 
 pub use cpu::ItemContext;
+pub use executor::{Executor, NativeFn, add_executor_classes};
 pub use options::{BatchOptions, DEFAULT_MAX_CONCURRENCY, OptionsError, Progress};
 pub use outcome::{ItemError, Outcome};
+pub use python::{
+    BatchInterrupted, PROGRESS_INTERVAL, block_on_batch_from_python, results_to_python,
+    run_cpu_from_python, stats_to_python,
+};
 pub use report::{BatchReport, BatchStats, StopReason};
 
 /// Runs `work` over every item on a fixed set of threads and returns one outcome per item, in
