@@ -57,6 +57,9 @@ where
     let mut cancelled = std::pin::pin!(cancelled);
     let mut deadline = std::pin::pin!(deadline);
 
+    // One clock read per item: a finished item's end is the start of the items that refill its
+    // window place.
+    let mut now = Instant::now();
     let stopped = loop {
         while in_flight.len() < window {
             let Some((index, item)) = inputs.next() else {
@@ -64,7 +67,7 @@ where
             };
             // Creating the future runs user code too: a panic there is this item's outcome.
             match catch_unwind(AssertUnwindSafe(|| work(item))) {
-                Ok(future) => in_flight.push(run_item(index, future, item_timeout)),
+                Ok(future) => in_flight.push(run_item(index, now, future, item_timeout)),
                 Err(payload) => {
                     slots[index] = Some(Outcome::Panicked(panic_message(&*payload)));
                     if let Some(progress) = progress {
@@ -81,9 +84,10 @@ where
             () = &mut cancelled => break Some(StopReason::Cancelled),
             () = &mut deadline => break Some(StopReason::Deadline),
             Some(finished) = in_flight.next() => {
-                let (index, outcome, took) = finished;
-                if let Some(took) = took {
-                    latency.record(took);
+                let (index, outcome, started) = finished;
+                now = Instant::now();
+                if let Some(started) = started {
+                    latency.record(now - started);
                 }
                 slots[index] = Some(outcome);
                 if let Some(progress) = progress {
@@ -103,13 +107,13 @@ where
     BatchReport { outcomes, stats }
 }
 
-/// One item: its outcome, and its latency when it finished by itself.
+/// One item: its outcome, and its start when it finished by itself (for its latency).
 async fn run_item<T, E>(
     index: usize,
+    start: Instant,
     future: impl Future<Output = Result<T, E>>,
     timeout: Option<Duration>,
-) -> (usize, Outcome<T, E>, Option<Duration>) {
-    let start = Instant::now();
+) -> (usize, Outcome<T, E>, Option<Instant>) {
     let caught = AssertUnwindSafe(future).catch_unwind();
     let result = match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, caught).await {
@@ -123,5 +127,5 @@ async fn run_item<T, E>(
         Ok(Err(error)) => Outcome::Err(error),
         Err(payload) => Outcome::Panicked(panic_message(&*payload)),
     };
-    (index, outcome, Some(start.elapsed()))
+    (index, outcome, Some(start))
 }

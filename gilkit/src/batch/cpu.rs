@@ -134,10 +134,13 @@ impl<I, F> Run<'_, I, F> {
         let mut latency = Latency::new();
         let progress = self.options.progress.as_ref();
         let mut unpublished = 0;
-        let mut published_at = Instant::now();
+        // One clock read per item (~50 ns on a VM, the largest part of the per-item cost): an
+        // item starts when the previous one ended.
+        let mut now = Instant::now();
+        let mut published_at = now;
         'claims: while let Some(claim) = board.claim() {
             for (index, slot) in claim {
-                let start = Instant::now();
+                let start = now;
                 if self.check_stop(start).is_some() {
                     break 'claims;
                 }
@@ -151,6 +154,7 @@ impl<I, F> Run<'_, I, F> {
                     (self.work)(&self.items[index], &context)
                 }));
                 let end = Instant::now();
+                now = end;
                 let outcome = if let Some(reason) = self.check_stop(end) {
                     stopped_outcome(reason)
                 } else if timeout_at.is_some_and(|t| end > t) {

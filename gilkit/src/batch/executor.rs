@@ -8,7 +8,9 @@
 //! re-acquired. Any other callable is run like `ThreadPoolExecutor` runs it, with the GIL held.
 //!
 //! The pool starts threads lazily, up to `max_workers`, as submissions find no idle thread. Idle
-//! threads block in a `crossbeam_channel` receive (parked, no spinning). `submit` returns a real
+//! threads block in a `crossbeam_channel` receive (parked, no spinning). A thread facing a long
+//! queue takes its share of it at once, so one GIL acquisition starts many futures and one more
+//! settles them. `submit` returns a real
 //! `concurrent.futures.Future`, so `as_completed`, `wait`, `asyncio.wrap_future`,
 //! `loop.run_in_executor` and tqdm work unchanged; `map` is the standard library's own
 //! `Executor.map` running over this `submit`.
@@ -321,9 +323,10 @@ impl Executor {
         }
         let tasks = self.tasks.clone();
         let idle = Arc::clone(&self.idle);
+        let max_workers = self.max_workers;
         let thread = thread::Builder::new()
             .name(format!("gilkit-executor-{}", threads.len()))
-            .spawn(move || pool_thread(&tasks, &idle))
+            .spawn(move || pool_thread(&tasks, &idle, max_workers))
             .map_err(|e| {
                 PyRuntimeError::new_err(format!("gilkit.Executor could not start a thread: {e}"))
             })?;
@@ -332,54 +335,77 @@ impl Executor {
     }
 }
 
-/// One pool thread: take a task (parked while there is none), run it, repeat until shutdown.
-fn pool_thread(tasks: &Receiver<Task>, idle: &AtomicUsize) {
+/// The most tasks a pool thread takes from the queue at once.
+const MAX_TAKE: usize = 64;
+
+/// One pool thread: take tasks (parked while there are none), run them, repeat until shutdown.
+///
+/// A thread takes its fair share of a long queue at once (up to [`MAX_TAKE`]), so that one GIL
+/// acquisition starts all of them and one more settles their futures: tiny tasks would otherwise
+/// spend their time queueing for the GIL, twice each. With a short queue it takes one task at a
+/// time, so long tasks spread over all threads.
+fn pool_thread(tasks: &Receiver<Task>, idle: &AtomicUsize, max_workers: usize) {
+    let mut taken = Vec::with_capacity(MAX_TAKE);
     loop {
         // Relaxed: the idle count is a hint for starting threads, not a synchronisation.
         idle.fetch_add(1, Ordering::Relaxed);
-        let task = tasks.recv();
+        let first = tasks.recv();
         idle.fetch_sub(1, Ordering::Relaxed);
-        let Ok(task) = task else {
+        let Ok(first) = first else {
             return; // the executor shut down and the queue is empty
         };
-        run_task(task);
+        taken.push(first);
+        let share = (tasks.len() / max_workers).min(MAX_TAKE - 1);
+        taken.extend(tasks.try_iter().take(share));
+        run_tasks(&mut taken);
     }
 }
 
-fn run_task(task: Task) {
-    let Task { future, work } = task;
-    match work {
-        Work::Native(job) => {
-            let started = crate::try_attach(|py| set_running(py, &future)).unwrap_or(false);
-            if !started {
-                return;
+/// Runs `tasks` (emptying it): starts every future and runs the Python callables with the GIL
+/// held, runs the native jobs with it released, then settles their futures with it held again.
+fn run_tasks(tasks: &mut Vec<Task>) {
+    let mut jobs = Vec::with_capacity(tasks.len());
+    let attached = crate::try_attach(|py| {
+        for Task { future, work } in tasks.drain(..) {
+            if !set_running(py, &future) {
+                continue; // cancelled before it started
             }
-            let finish = catch_unwind(AssertUnwindSafe(job));
-            crate::try_attach(|py| {
-                let result = match finish {
-                    Ok(finish) => finish(py),
-                    Err(payload) => Err(PanicException::new_err(panic_message(&*payload))),
-                };
-                settle(py, &future, result);
-            });
-        }
-        Work::Python {
-            function,
-            args,
-            kwargs,
-        } => {
-            crate::try_attach(|py| {
-                if !set_running(py, &future) {
-                    return;
+            match work {
+                Work::Native(job) => jobs.push((future, job)),
+                Work::Python {
+                    function,
+                    args,
+                    kwargs,
+                } => {
+                    let result = function
+                        .bind(py)
+                        .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))
+                        .map(Bound::unbind);
+                    settle(py, &future, result);
                 }
-                let result = function
-                    .bind(py)
-                    .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))
-                    .map(Bound::unbind);
-                settle(py, &future, result);
-            });
+            }
         }
+    });
+    if attached.is_none() {
+        tasks.clear(); // the interpreter is exiting: drop the work
+        return;
     }
+    let finished: Vec<_> = jobs
+        .into_iter()
+        .map(|(future, job)| (future, catch_unwind(AssertUnwindSafe(job))))
+        .collect();
+    if finished.is_empty() {
+        return;
+    }
+    crate::try_attach(|py| {
+        for (future, finish) in finished {
+            let result = match finish {
+                Ok(finish) => finish(py),
+                Err(payload) => Err(PanicException::new_err(panic_message(&*payload))),
+            };
+            settle(py, &future, result);
+        }
+    });
 }
 
 /// `future.set_running_or_notify_cancel()`: `false` when the future was cancelled before it ran.

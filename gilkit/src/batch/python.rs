@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyType};
+use pyo3::types::{PyDict, PyList};
 
 use super::{BatchOptions, BatchReport, BatchStats, ItemContext, OptionsError, Outcome, Progress};
 use crate::{CancelToken, Interruptible};
@@ -281,10 +280,7 @@ impl<E: Into<PyErr>> super::ItemError<E> {
             Self::TimedOut => PyTimeoutError::new_err(
                 "the item did not finish before its timeout or the batch deadline",
             ),
-            Self::Cancelled => Python::attach(|py| match cancelled_error(py) {
-                Ok(class) => PyErr::from_type(class.clone(), "the batch was cancelled"),
-                Err(error) => error,
-            }),
+            Self::Cancelled => CancelledError::new_err("the batch was cancelled"),
         }
     }
 }
@@ -358,8 +354,4 @@ impl From<OptionsError> for PyErr {
     }
 }
 
-/// `concurrent.futures.CancelledError`, looked up once.
-pub(crate) fn cancelled_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    static CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    CLASS.import(py, "concurrent.futures", "CancelledError")
-}
+pyo3::import_exception!(concurrent.futures, CancelledError);

@@ -205,6 +205,50 @@ fn batch_http_get(
     batch::stats_to_python(py, &report.stats)
 }
 
+/// Benchmark: start a loopback HTTP/1.1 server on the shared runtime that answers every `GET` with
+/// `200 ok` after `delay_ms` (keep-alive supported). Returns its port; it runs until the process
+/// exits.
+#[pyfunction]
+fn start_delay_server(py: Python<'_>, delay_ms: u64) -> PyResult<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = gilkit::block_on(py, tokio::net::TcpListener::bind("127.0.0.1:0"))??;
+    let port = listener.local_addr()?.port();
+    gilkit::runtime::handle().spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = Vec::with_capacity(1024);
+                let mut chunk = [0_u8; 1024];
+                loop {
+                    // One request: everything up to the blank line (GET has no body).
+                    let end = loop {
+                        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let close = buffer[..end]
+                        .windows(17)
+                        .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+                    buffer.drain(..end);
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    let response: &[u8] = if close {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    };
+                    if stream.write_all(response).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
 /// Registers this module's functions, the executor classes and the native functions.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch_square, m)?)?;
@@ -212,6 +256,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch_trivial, m)?)?;
     m.add_function(wrap_pyfunction!(batch_spin, m)?)?;
     m.add_function(wrap_pyfunction!(batch_http_get, m)?)?;
+    m.add_function(wrap_pyfunction!(start_delay_server, m)?)?;
     batch::add_executor_classes(m)?;
     m.add(
         "native_spin",
