@@ -43,24 +43,44 @@ fn main() {
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let double = |x: &u64| black_box(*x) * 2;
 
-    let sequential = per_item(rounds, || items.iter().map(double).collect::<Vec<_>>().iter().sum());
-    let rayon = per_item(rounds, || items.par_iter().map(double).collect::<Vec<_>>().iter().sum());
-    let options = BatchOptions { workers: Some(workers), ..BatchOptions::default() };
+    let sequential = per_item(rounds, || {
+        items.iter().map(double).collect::<Vec<_>>().iter().sum()
+    });
+    let rayon = per_item(rounds, || {
+        items
+            .par_iter()
+            .map(double)
+            .collect::<Vec<_>>()
+            .iter()
+            .sum()
+    });
+    let options = BatchOptions {
+        workers: Some(workers),
+        ..BatchOptions::default()
+    };
     let cpu = per_item(rounds, || {
         let report = batch::run_cpu(&items, &options, |x| Ok::<_, ()>(double(x)));
         report.outcomes.into_iter().map(|o| o.ok().unwrap()).sum()
     });
-    let one = BatchOptions { workers: Some(1), ..BatchOptions::default() };
+    let one = BatchOptions {
+        workers: Some(1),
+        ..BatchOptions::default()
+    };
     let cpu_one = per_item(rounds, || {
         let report = batch::run_cpu(&items, &one, |x| Ok::<_, ()>(double(x)));
         report.outcomes.into_iter().map(|o| o.ok().unwrap()).sum()
     });
     let runtime = gilkit::runtime::handle();
-    let async_options = BatchOptions { max_concurrency: Some(64), ..BatchOptions::default() };
+    let async_options = BatchOptions {
+        max_concurrency: Some(64),
+        ..BatchOptions::default()
+    };
     let async_mode = per_item(rounds, || {
-        let report = runtime.block_on(batch::run_async(items.clone(), &async_options, |x| async move {
-            Ok::<_, ()>(double(&x))
-        }));
+        let report = runtime.block_on(batch::run_async(
+            items.clone(),
+            &async_options,
+            |x| async move { Ok::<_, ()>(double(&x)) },
+        ));
         report.outcomes.into_iter().map(|o| o.ok().unwrap()).sum()
     });
     println!("rust_sequential_loop {sequential:.1}");

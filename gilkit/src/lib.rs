@@ -69,4 +69,6 @@ mod guide {
     struct Release;
     #[doc = include_str!("../../docs/runtime.md")]
     struct Runtime;
+    #[doc = include_str!("../../docs/batch.md")]
+    struct Batch;
 }

@@ -196,7 +196,7 @@ where
 /// };
 /// let report = batch::run_async(delays, &options, |ms| async move {
 ///     tokio::time::sleep(Duration::from_millis(ms)).await;
-///     Ok::<_, std::io::Error>(ms)
+///     Ok::<_, String>(ms)
 /// })
 /// .await;
 /// assert_eq!(report.outcomes[..2], [Outcome::Ok(30), Outcome::Ok(10)]);

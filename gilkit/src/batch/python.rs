@@ -33,8 +33,8 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 pub struct BatchInterrupted<T, E> {
     /// What interrupted the batch: usually `KeyboardInterrupt`.
     pub error: PyErr,
-    /// The outcomes of the batch until it stopped.
-    pub report: BatchReport<T, E>,
+    /// The outcomes of the batch until it stopped (boxed: the error path stays small).
+    pub report: Box<BatchReport<T, E>>,
 }
 
 impl<T, E> From<BatchInterrupted<T, E>> for PyErr {
@@ -55,7 +55,7 @@ impl<T, E> BatchInterrupted<T, E> {
         };
         Self {
             error,
-            report: BatchReport { outcomes, stats },
+            report: Box::new(BatchReport { outcomes, stats }),
         }
     }
 
@@ -73,7 +73,7 @@ impl<T, E> BatchInterrupted<T, E> {
         let attach = || -> PyResult<()> {
             let value = error.value(py);
             value.setattr("batch_stats", stats_to_python(py, &report.stats)?)?;
-            value.setattr("partial_results", results_to_python(py, report)?)?;
+            value.setattr("partial_results", results_to_python(py, *report)?)?;
             Ok(())
         };
         // An exception that refuses attributes is still the right exception to raise.
@@ -167,7 +167,7 @@ where
 ///         py, vec![3_u64, 1, 2], &BatchOptions::default(), None,
 ///         |ms| async move {
 ///             tokio::time::sleep(Duration::from_millis(ms)).await;
-///             Ok::<_, std::io::Error>(ms * 10)
+///             Ok::<_, String>(ms * 10)
 ///         },
 ///     )
 ///     .unwrap();
@@ -256,11 +256,15 @@ where
                 && finished > reported
                 && let Err(error) = callback.call1(py, (finished - reported,))
             {
+                let report = Box::new(report);
                 return Err(BatchInterrupted { error, report });
             }
             Ok(report)
         }
-        (Err(error), Some(report)) => Err(BatchInterrupted { error, report }),
+        (Err(error), Some(report)) => Err(BatchInterrupted {
+            error,
+            report: Box::new(report),
+        }),
         // The helper thread could not start: nothing ran.
         (Err(error), None) => Err(BatchInterrupted::nothing_ran(error, len)),
         (Ok(()), None) => unreachable!("the batch returned without a report"),
