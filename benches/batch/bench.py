@@ -133,38 +133,28 @@ def http(rounds: int) -> dict[str, float]:
     return {"single": single, "waves": waves, "floor": single * waves, "gilkit": gilkit, "aiohttp": aio}
 
 
+CTRL_C_CHILD = """
+import gilkit_testext as ext
+print("READY", flush=True)
+try:
+    ext.{call}
+except KeyboardInterrupt:
+    print("CAUGHT KeyboardInterrupt", flush=True)
+"""
+
 CTRL_C = {
-    "CPU mode, 1,000 items of 500 ms, 2 workers": """
-import gilkit_testext as ext
-print("READY", flush=True)
-try:
-    ext.batch_square(list(range(1_000)), sleep_ms=500, workers=2)
-except KeyboardInterrupt:
-    print("CAUGHT KeyboardInterrupt", flush=True)
-""",
-    "CPU mode, 100,000 items of 5 ms, 2 workers (includes building 100,000 `partial_results`)": """
-import gilkit_testext as ext
-print("READY", flush=True)
-try:
-    ext.batch_square(list(range(100_000)), sleep_ms=5, workers=2)
-except KeyboardInterrupt:
-    print("CAUGHT KeyboardInterrupt", flush=True)
-""",
-    "async mode, 200 futures of 60 s, 10 in flight": """
-import gilkit_testext as ext
-print("READY", flush=True)
-try:
-    ext.batch_sleep_async([60_000] * 200, max_concurrency=10)
-except KeyboardInterrupt:
-    print("CAUGHT KeyboardInterrupt", flush=True)
-""",
+    "CPU mode, 1,000 items of 500 ms, 2 workers": "batch_square(list(range(1_000)), sleep_ms=500, workers=2)",
+    "CPU mode, 100,000 items of 5 ms, 2 workers (includes building 100,000 `partial_results`)": "batch_square(list(range(100_000)), sleep_ms=5, workers=2)",
+    "async mode, 200 futures of 60 s, 10 in flight": "batch_sleep_async([60_000] * 200, max_concurrency=10)",
 }
 
 
 def ctrl_c(rounds: int) -> dict[str, float]:
     return {
-        name: statistics.median(interrupt_after_ready(code, settle=0.3)[0] for _ in range(rounds))
-        for name, code in CTRL_C.items()
+        name: statistics.median(
+            interrupt_after_ready(CTRL_C_CHILD.format(call=call), settle=0.3)[0] for _ in range(rounds)
+        )
+        for name, call in CTRL_C.items()
     }
 
 

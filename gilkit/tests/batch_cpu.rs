@@ -44,6 +44,15 @@ fn quiet_deliberate_panics() {
     });
 }
 
+/// Cancels `token` from another thread after `delay`.
+fn cancel_after(token: &CancelToken, delay: Duration) -> thread::JoinHandle<()> {
+    let token = token.clone();
+    thread::spawn(move || {
+        thread::sleep(delay);
+        token.cancel();
+    })
+}
+
 #[test]
 fn order_is_preserved_for_100_000_items_with_random_durations() {
     let items: Vec<u64> = (0..100_000).collect();
@@ -204,13 +213,7 @@ fn cancellation_stops_the_batch_and_keeps_what_finished() {
         token: Some(token.clone()),
         ..BatchOptions::default()
     };
-    let canceller = {
-        let token = token.clone();
-        thread::spawn(move || {
-            thread::sleep(Duration::from_millis(50));
-            token.cancel();
-        })
-    };
+    let canceller = cancel_after(&token, Duration::from_millis(50));
     let started = Instant::now();
     let report = batch::run_cpu(&items, &options, |&i| {
         thread::sleep(Duration::from_millis(2));
@@ -240,13 +243,7 @@ fn a_long_item_that_checks_its_context_stops_promptly() {
         token: Some(token.clone()),
         ..BatchOptions::default()
     };
-    let canceller = {
-        let token = token.clone();
-        thread::spawn(move || {
-            thread::sleep(Duration::from_millis(30));
-            token.cancel();
-        })
-    };
+    let canceller = cancel_after(&token, Duration::from_millis(30));
     let started = Instant::now();
     let report = batch::run_cpu_with_context(&[0_usize, 1], &options, |_, cx| {
         // Would run for an hour.

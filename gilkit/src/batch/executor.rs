@@ -280,8 +280,10 @@ impl Executor {
         }
         if wait {
             let threads = std::mem::take(&mut *self.threads.lock());
+            let me = thread::current().id();
             py.detach(|| {
-                for thread in threads {
+                // A task that shuts its own executor down cannot wait for itself.
+                for thread in threads.into_iter().filter(|t| t.thread().id() != me) {
                     let _ = thread.join();
                 }
             });

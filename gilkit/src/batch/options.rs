@@ -41,10 +41,8 @@ pub struct BatchOptions {
     /// Futures of [`run_async`](super::run_async) in flight at once. `None`:
     /// [`DEFAULT_MAX_CONCURRENCY`].
     pub max_concurrency: Option<usize>,
-    /// When the whole batch must stop. Items not finished by then are [`Outcome::TimedOut`]
-    /// (`super::Outcome::TimedOut`); finished ones keep their results.
-    ///
-    /// [`Outcome::TimedOut`]: super::Outcome::TimedOut
+    /// When the whole batch must stop. Items not finished by then are
+    /// [`Outcome::TimedOut`](super::Outcome::TimedOut); finished ones keep their results.
     pub deadline: Option<Instant>,
     /// How long one item may take, from its start. An item over it is
     /// [`Outcome::TimedOut`](super::Outcome::TimedOut).
