@@ -112,6 +112,15 @@ pub use report::{BatchReport, BatchStats, StopReason};
 /// assert_eq!(sums, [Some(3), None, Some(11)]);
 /// ```
 ///
+/// Items are shared between threads, so they must be `Sync`; an `Rc` is refused at compile time:
+///
+/// ```compile_fail
+/// use gilkit::batch::{self, BatchOptions};
+///
+/// let items = vec![std::rc::Rc::new(1)];
+/// let _ = batch::run_cpu(&items, &BatchOptions::default(), |n| Ok::<_, ()>(**n + 1));
+/// ```
+///
 /// # Panics
 /// Panics of `work` are caught and become [`Outcome::Panicked`]. `run_cpu` itself panics only for
 /// options that [`BatchOptions::validate`] rejects.

@@ -171,3 +171,44 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         "a panic with a non-string payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_convert_to_results_with_the_matching_error() {
+        let outcomes: [Outcome<u8, &str>; 5] = [
+            Outcome::Ok(1),
+            Outcome::Err("bad"),
+            Outcome::Panicked("boom".into()),
+            Outcome::TimedOut,
+            Outcome::Cancelled,
+        ];
+        let kinds: Vec<_> = outcomes.iter().map(Outcome::kind).collect();
+        assert_eq!(kinds, ["ok", "err", "panicked", "timed_out", "cancelled"]);
+        let [ok, err, panicked, timed_out, cancelled] = outcomes.map(Outcome::into_result);
+        assert_eq!(ok, Ok(1));
+        assert!(err.unwrap_err().is_failed());
+        assert!(panicked.clone().unwrap_err().is_panicked());
+        assert!(timed_out.unwrap_err().is_timed_out());
+        assert!(cancelled.unwrap_err().is_cancelled());
+        assert_eq!(panicked.unwrap_err().to_string(), "the item panicked: boom");
+    }
+
+    #[test]
+    fn a_failed_item_error_keeps_its_source() {
+        use std::error::Error as _;
+        let io = std::io::Error::other("disk on fire");
+        let error: ItemError<std::io::Error> = Outcome::<(), _>::Err(io).into_result().unwrap_err();
+        assert_eq!(error.to_string(), "the item failed: disk on fire");
+        assert_eq!(error.source().unwrap().to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_str_and_string_payloads() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&7_u32), "a panic with a non-string payload");
+    }
+}
