@@ -289,3 +289,30 @@ fn the_batch_future_is_send_when_its_parts_are() {
     let future = batch::run_async(vec![1_u32], &options, |i| async move { Ok::<_, ()>(i) });
     send(&future);
 }
+
+#[test]
+fn a_batch_of_instant_futures_lets_other_tasks_run() {
+    // One thread: another task can only run when the batch's task yields.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let progress = Progress::new();
+    let options = BatchOptions {
+        progress: Some(progress.clone()),
+        ..BatchOptions::default()
+    };
+    let seen_at = runtime.block_on(async {
+        let watcher = {
+            let progress = progress.clone();
+            tokio::spawn(async move { progress.finished() })
+        };
+        let report = batch::run_async((0..100_000).collect(), &options, |i: u64| async move {
+            Ok::<_, ()>(i)
+        })
+        .await;
+        assert!(report.all_ok());
+        watcher.await.unwrap()
+    });
+    assert!(seen_at < 100_000, "the batch never yielded to the runtime");
+}

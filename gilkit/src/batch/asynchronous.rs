@@ -95,6 +95,9 @@ where
                 }
             }
         }
+        // Futures that finish at once would keep this loop from ever returning `Pending`; taking
+        // part in tokio's cooperative budget lets the rest of the runtime's tasks run meanwhile.
+        tokio::task::coop::consume_budget().await;
     };
     // Dropping the window cancels the futures still in it.
     drop(in_flight);
