@@ -18,7 +18,6 @@
 //! # Examples
 //!
 //! ```
-//! use std::time::Duration;
 //! use gilkit::batch::{self, BatchOptions, Outcome};
 //!
 //! let numbers: Vec<u64> = (0..10_000).collect();
@@ -61,6 +60,8 @@
 //! the scoped threads' join, which synchronises. The stop code (deadline or cancelled, first one
 //! wins by `compare_exchange`) and the progress counters carry no other data and are `Relaxed`.
 //! The cancellation token has its own `Acquire`/`Release` pair (see [`crate::CancelToken`]).
+//! The [`Executor`]'s idle-thread count is a `Relaxed` hint for starting threads; its tasks and
+//! results travel through a channel and the GIL, which synchronise.
 //!
 //! # Compared with
 //! `ThreadPoolExecutor.map` costs ~18 µs per item here and `asyncio.gather` ~7 µs; GraphBit's
