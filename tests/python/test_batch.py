@@ -211,6 +211,8 @@ def test_shutdown_cancels_pending_futures_and_refuses_new_work():
     assert all(f.cancelled() for f in pending)
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(ext.native_double, 1)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(ext.native_double, "bad arguments are not even looked at")
 
 
 def test_a_future_cancelled_before_it_runs_is_skipped():

@@ -214,6 +214,9 @@ impl Executor {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
+        if self.queue.lock().is_none() {
+            return Err(after_shutdown());
+        }
         let future = future_class(py)?.call0()?;
         let work = match r#fn.cast::<NativeFn>() {
             Ok(native) => match native.get().prepare_call(args, kwargs) {
@@ -231,19 +234,16 @@ impl Executor {
             },
         };
         let queue = self.queue.lock();
+        // Checked again: another thread may have shut the executor down meanwhile.
         let Some(sender) = queue.as_ref() else {
-            return Err(PyRuntimeError::new_err(
-                "cannot schedule new futures after shutdown",
-            ));
+            return Err(after_shutdown());
         };
         self.adjust_threads()?;
         let task = Task {
             future: future.clone().unbind(),
             work,
         };
-        sender
-            .send(task)
-            .map_err(|_| PyRuntimeError::new_err("cannot schedule new futures after shutdown"))?;
+        sender.send(task).map_err(|_| after_shutdown())?;
         Ok(future.unbind())
     }
 
@@ -427,6 +427,10 @@ fn settle(py: Python<'_>, future: &Py<PyAny>, result: PyResult<Py<PyAny>>) {
         // Only a broken future object fails here; say so rather than lose it silently.
         error.write_unraisable(py, Some(future.bind(py)));
     }
+}
+
+fn after_shutdown() -> PyErr {
+    PyRuntimeError::new_err("cannot schedule new futures after shutdown")
 }
 
 fn future_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
