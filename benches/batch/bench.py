@@ -11,8 +11,8 @@ same run (medians over rounds). Prints a Markdown report.
 5. The Executor: submit+result of 10,000 tiny native calls vs ThreadPoolExecutor with a Python
    function.
 
-Run from the repository root with the test extension built (`bash scripts/setup.sh`):
-    python benches/batch/bench.py [--rounds N] [--skip-cargo]
+Run with the test extension built (`bash scripts/setup.sh`); writes benches/results/batch.md:
+    .venv/bin/python benches/batch/bench.py [--rounds N] [--skip-cargo] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,29 +22,24 @@ import asyncio
 import concurrent.futures as cf
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import gilkit_testext as ext
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path[:0] = [str(ROOT / "benches"), str(ROOT / "tests" / "python")]
+import benchlib  # noqa: E402
 from sigint import interrupt_after_ready  # noqa: E402
 
 
 def median_time(fn, rounds: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    """Median seconds of ``fn()`` over ``rounds`` runs, after one warm-up run."""
+    fn()
+    return benchlib.median_time(fn, rounds)
 
 
 def trivial(x: int) -> int:
@@ -173,55 +168,55 @@ def executor(rounds: int) -> dict[str, float]:
     return {"gilkit": ours, "tpe": theirs}
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-cargo", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benches" / "results" / "batch.md"))
     args = parser.parse_args()
     r = args.rounds
+    out: list[str] = []
+    say = out.append
 
-    print(f"- machine: {os.cpu_count()} CPUs (`nproc`), {cpu_model()}, Python {platform.python_version()}, load average at start {os.getloadavg()[0]:.1f}")
-    print(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"- command: `python benches/batch/bench.py --rounds {r}` (release build of the test extension); medians of {r} rounds\n")
+    say(benchlib.header("Batch executor benchmarks (issue 7)", f".venv/bin/python benches/batch/bench.py --rounds {r}"))
+    say(f"- `nproc`: {os.cpu_count()}; load average at start: {os.getloadavg()[0]:.1f} (other work on the machine)")
+    say(f"- figures: medians of {r} rounds (after a warm-up run), every table measured side by side in this run\n")
 
-    print("## 1. Per-item overhead, 100,000 trivial items (`x * 2`)\n")
+    say("## 1. Per-item overhead, 100,000 trivial items (`x * 2`)\n")
     rows = overhead(r, args.skip_cargo)
     tpe = next(v for k, v in rows if "ThreadPool" in k)
-    print("| contender | per item | vs ThreadPoolExecutor.map |\n|---|---:|---:|")
+    say("| contender | per item | ThreadPoolExecutor.map / this |\n|---|---:|---:|")
     for name, seconds in rows:
-        print(f"| {name} | {seconds * 1e9:,.0f} ns | {tpe / seconds:,.1f}x faster |")
+        say(f"| {name} | {seconds * 1e9:,.1f} ns | {tpe / seconds:,.1f}x |")
 
-    print("\n## 2. 2,000 items of 1 ms CPU work\n")
+    say("\n## 2. 2,000 items of 1 ms CPU work\n")
     c = cpu_scaling(r)
-    print("| contender | wall time | speedup vs sequential |\n|---|---:|---:|")
-    print(f"| sequential (gilkit, 1 worker) | {c['sequential'] * 1e3:.0f} ms | 1.00x |")
-    print(f"| gilkit `run_cpu_from_python`, 2 workers | {c['gilkit'] * 1e3:.0f} ms | {c['sequential'] / c['gilkit']:.2f}x |")
-    print(f"| ThreadPoolExecutor(2) over a GIL-releasing call | {c['tpe'] * 1e3:.0f} ms | {c['sequential'] / c['tpe']:.2f}x |")
+    say("| contender | wall time | speedup vs sequential |\n|---|---:|---:|")
+    say(f"| sequential (gilkit, 1 worker) | {c['sequential'] * 1e3:.0f} ms | 1.00x |")
+    say(f"| gilkit `run_cpu_from_python`, 2 workers | {c['gilkit'] * 1e3:.0f} ms | {c['sequential'] / c['gilkit']:.2f}x |")
+    say(f"| ThreadPoolExecutor(2) over a GIL-releasing call | {c['tpe'] * 1e3:.0f} ms | {c['sequential'] / c['tpe']:.2f}x |")
 
-    print("\n## 3. 500 requests, loopback server answering after 20 ms, 64 in flight\n")
+    say("\n## 3. 500 requests, loopback server answering after 20 ms, 64 in flight\n")
     h = http(r)
-    print("| contender | wall time | vs floor |\n|---|---:|---:|")
-    print(f"| floor: one request ({h['single'] * 1e3:.1f} ms) x {h['waves']} waves | {h['floor'] * 1e3:.0f} ms | 1.00x |")
-    print(f"| gilkit `block_on_batch_from_python` (a connection per request) | {h['gilkit'] * 1e3:.0f} ms | {h['gilkit'] / h['floor']:.2f}x |")
-    print(f"| aiohttp, `TCPConnector(limit=64)` + `asyncio.gather` (keep-alive) | {h['aiohttp'] * 1e3:.0f} ms | {h['aiohttp'] / h['floor']:.2f}x |")
+    say("| contender | wall time | / floor |\n|---|---:|---:|")
+    say(f"| floor: one request ({h['single'] * 1e3:.1f} ms) x {h['waves']} waves | {h['floor'] * 1e3:.0f} ms | 1.00x |")
+    say(f"| gilkit `block_on_batch_from_python` (a connection per request) | {h['gilkit'] * 1e3:.0f} ms | {h['gilkit'] / h['floor']:.2f}x |")
+    say(f"| aiohttp, `TCPConnector(limit=64)` + `asyncio.gather` (keep-alive) | {h['aiohttp'] * 1e3:.0f} ms | {h['aiohttp'] / h['floor']:.2f}x |")
 
-    print("\n## 4. Ctrl-C latency (SIGINT to KeyboardInterrupt in the child, medians)\n")
-    print("| batch | latency |\n|---|---:|")
+    say("\n## 4. Ctrl-C latency (SIGINT to KeyboardInterrupt in the child)\n")
+    say("| batch | latency |\n|---|---:|")
     for name, seconds in ctrl_c(r).items():
-        print(f"| {name} | {seconds * 1e3:.0f} ms |")
+        say(f"| {name} | {seconds * 1e3:.0f} ms |")
 
-    print("\n## 5. Executor: `submit` + `result()` of 10,000 tiny calls, 2 workers\n")
+    say("\n## 5. Executor: `submit` + `result()` of 10,000 tiny calls, 2 workers\n")
     e = executor(r)
-    print("| contender | per call |\n|---|---:|")
-    print(f"| `gilkit Executor` + `NativeFn` | {e['gilkit'] * 1e6:.1f} µs |")
-    print(f"| `ThreadPoolExecutor` + Python function | {e['tpe'] * 1e6:.1f} µs |")
+    say("| contender | per call |\n|---|---:|")
+    say(f"| gilkit `Executor` + `NativeFn` | {e['gilkit'] * 1e6:.1f} µs |")
+    say(f"| `ThreadPoolExecutor` + Python function | {e['tpe'] * 1e6:.1f} µs |")
+
+    text = "\n".join(out) + "\n"
+    print(text)
+    Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":
