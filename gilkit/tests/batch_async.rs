@@ -232,7 +232,8 @@ fn cancellation_drops_in_flight_futures_and_keeps_what_finished() {
     }));
     let elapsed = started.elapsed();
     rt.block_on(canceller).unwrap();
-    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    // A full run would take ~1 s; the bound is loose for a loaded machine.
+    assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
     let stats = &report.stats;
     assert_eq!(stats.stopped, Some(StopReason::Cancelled));
     assert!(stats.succeeded > 0 && stats.cancelled > 500, "{stats:?}");

@@ -139,23 +139,24 @@ fn the_deadline_keeps_finished_results_and_times_out_the_rest() {
     let items: Vec<u64> = (0..400).collect();
     let options = BatchOptions {
         workers: Some(2),
-        deadline: Some(Instant::now() + Duration::from_millis(100)),
+        deadline: Some(Instant::now() + Duration::from_millis(200)),
         ..BatchOptions::default()
     };
     let started = Instant::now();
     let report = batch::run_cpu(&items, &options, |&i| {
-        thread::sleep(Duration::from_millis(5));
+        thread::sleep(Duration::from_millis(10));
         Ok::<_, ()>(i)
     });
-    // 400 items of 5 ms on 2 workers would take a second; the deadline stops them at ~100 ms.
+    // 400 items of 10 ms on 2 workers would take 2 s; the deadline stops them at ~200 ms (the bound
+    // is loose for a loaded machine).
     assert!(
-        started.elapsed() < Duration::from_millis(600),
+        started.elapsed() < Duration::from_millis(1_500),
         "{:?}",
         started.elapsed()
     );
     let stats = &report.stats;
     assert_eq!(stats.stopped, Some(StopReason::Deadline));
-    assert!(stats.succeeded >= 10, "{stats:?}");
+    assert!(stats.succeeded >= 1, "{stats:?}");
     assert!(stats.timed_out >= 200, "{stats:?}");
     assert_eq!(stats.succeeded + stats.timed_out, 400);
     for (i, outcome) in report.outcomes.iter().enumerate() {
@@ -216,13 +217,14 @@ fn cancellation_stops_the_batch_and_keeps_what_finished() {
     let canceller = cancel_after(&token, Duration::from_millis(50));
     let started = Instant::now();
     let report = batch::run_cpu(&items, &options, |&i| {
-        thread::sleep(Duration::from_millis(2));
+        thread::sleep(Duration::from_millis(5));
         Ok::<_, ()>(i)
     });
     canceller.join().unwrap();
-    // Two workers stop at their next item: within one item (2 ms) of the cancel, plus scheduling.
+    // 2.5 s of items; both workers stop at their next item, within 5 ms of the cancel (the bound is
+    // loose for a loaded machine).
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_millis(1_500),
         "{:?}",
         started.elapsed()
     );

@@ -87,7 +87,8 @@ def test_an_exception_from_the_progress_callback_stops_the_batch_and_keeps_resul
 
 
 def test_the_deadline_keeps_finished_results():
-    results, stats = ext.batch_square(list(range(400)), sleep_ms=5, workers=2, timeout=0.1)
+    # A full run would take 1 s.
+    results, stats = ext.batch_square(list(range(400)), sleep_ms=5, workers=2, timeout=0.3)
     assert stats["stopped"] == "deadline"
     finished = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
     assert 0 < len(finished) < 400
