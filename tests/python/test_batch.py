@@ -216,6 +216,18 @@ def test_shutdown_cancels_pending_futures_and_refuses_new_work():
         ex.submit(ext.native_double, "bad arguments are not even looked at")
 
 
+def test_tasks_submitted_back_to_back_run_at_the_same_time():
+    # Regression: two quick submissions must not both count on one idle thread.
+    with ext.Executor(max_workers=2) as ex:
+        for _ in range(3):
+            futures = [ex.submit(ext.native_sleep, 600, i) for i in range(2)]
+            deadline = time.monotonic() + 0.5
+            while not all(f.running() or f.done() for f in futures) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert all(f.running() for f in futures), "the second task waited for the first"
+            assert [f.result() for f in futures] == [0, 1]
+
+
 def test_a_future_cancelled_before_it_runs_is_skipped():
     with ext.Executor(max_workers=1) as ex:
         blocker = ex.submit(ext.native_sleep, 100, 0)

@@ -180,6 +180,9 @@ pub struct Executor {
     queue: Mutex<Option<Sender<Task>>>,
     tasks: Receiver<Task>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Idle-thread tokens, as `ThreadPoolExecutor`'s idle semaphore: a thread adds one per task it
+    /// finishes, a submission takes one instead of starting a thread. A plain "threads waiting"
+    /// count would let two quick submissions both count on the same idle thread.
     idle: Arc<AtomicUsize>,
     max_workers: usize,
 }
@@ -317,10 +320,16 @@ impl Executor {
 }
 
 impl Executor {
-    /// Starts a thread when no thread is idle and the pool is below `max_workers`.
+    /// Starts a thread for a new task unless an idle thread's token can be taken or the pool is at
+    /// `max_workers`.
     fn adjust_threads(&self) -> PyResult<()> {
+        // Relaxed: the tokens are a hint for starting threads; tasks travel through the channel.
+        let took_idle = self
+            .idle
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
         let mut threads = self.threads.lock();
-        if self.idle.load(Ordering::Relaxed) > 0 || threads.len() >= self.max_workers {
+        if took_idle || threads.len() >= self.max_workers {
             return Ok(());
         }
         let tasks = self.tasks.clone();
@@ -349,17 +358,16 @@ const MAX_TAKE: usize = 64;
 fn pool_thread(tasks: &Receiver<Task>, idle: &AtomicUsize, max_workers: usize) {
     let mut taken = Vec::with_capacity(MAX_TAKE);
     loop {
-        // Relaxed: the idle count is a hint for starting threads, not a synchronisation.
-        idle.fetch_add(1, Ordering::Relaxed);
-        let first = tasks.recv();
-        idle.fetch_sub(1, Ordering::Relaxed);
-        let Ok(first) = first else {
+        let Ok(first) = tasks.recv() else {
             return; // the executor shut down and the queue is empty
         };
         taken.push(first);
         let share = (tasks.len() / max_workers).min(MAX_TAKE - 1);
         taken.extend(tasks.try_iter().take(share));
+        let count = taken.len();
         run_tasks(&mut taken);
+        // One token per finished task, as ThreadPoolExecutor's idle semaphore.
+        idle.fetch_add(count, Ordering::Relaxed);
     }
 }
 
