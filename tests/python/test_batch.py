@@ -14,6 +14,8 @@ import time
 import gilkit_testext as ext
 import pytest
 from gil_probe import assert_releases_gil
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sigint import interrupt_after_ready
 from tqdm import tqdm
 
@@ -41,6 +43,28 @@ def test_results_keep_input_order_with_failures_in_place():
     assert (stats["succeeded"], stats["failed"], stats["panicked"]) == (n - 50, 40, 10)
     assert stats["stopped"] is None and stats["total"] == n
     assert stats["latency_p50_s"] is not None and stats["throughput"] > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.lists(st.integers(-(2**31), 2**31), max_size=300),
+    workers=st.integers(1, 4),
+    data=st.data(),
+)
+def test_any_batch_lines_up_with_its_input(items, workers, data):
+    positions = st.sets(st.integers(0, max(len(items) - 1, 0)), max_size=len(items))
+    fail_at = data.draw(positions) if items else set()
+    panic_at = (data.draw(positions) - fail_at) if items else set()
+    results, stats = ext.batch_square(items, workers=workers, fail_at=fail_at, panic_at=panic_at)
+    assert len(results) == len(items) == stats["total"]
+    for i, (x, r) in enumerate(zip(items, results)):
+        if i in panic_at:
+            assert isinstance(r, PanicException)
+        elif i in fail_at:
+            assert isinstance(r, ValueError) and str(r) == f"bad item {x} at {i}"
+        else:
+            assert r == x * x
+    assert stats["failed"] == len(fail_at) and stats["panicked"] == len(panic_at)
 
 
 def test_cpu_batch_releases_the_gil():
