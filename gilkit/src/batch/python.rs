@@ -228,14 +228,14 @@ where
     let token = options.token.get_or_insert_with(CancelToken::new).clone();
     let progress = options.progress.get_or_insert_with(Progress::new).clone();
     let callback = callback.map(|c| c.clone().unbind());
-    let baseline = progress.finished();
-    let mut reported = baseline;
+    // The `Progress` may be shared with earlier batches: report only this batch's items.
+    let mut reported = progress.finished();
     let mut reported_at = Instant::now();
     let mut report = None;
     let result = Interruptible::new()
         .token(token)
-        // The hook also makes `Interruptible` use a helper thread off the main thread, which
-        // `block_on_batch_from_python` relies on.
+        // With a hook, `Interruptible` runs the work on a helper thread on every thread (its
+        // documented contract), which `block_on_batch_from_python` relies on.
         .on_poll(|py| {
             let Some(callback) = &callback else {
                 return Ok(());
