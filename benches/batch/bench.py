@@ -83,12 +83,39 @@ def overhead(rounds: int, skip_cargo: bool) -> list[tuple[str, float]]:
 
 
 def cpu_scaling(rounds: int) -> dict[str, float]:
-    n, micros = 2_000, 1_000
-    one = median_time(lambda: ext.batch_spin(n, micros, workers=1), rounds)
-    two = median_time(lambda: ext.batch_spin(n, micros, workers=2), rounds)
+    """Paired rounds: sequential, gilkit and the thread pool back to back in each round, so that the
+    ratios compare runs that saw the same load; medians of the per-round ratios."""
+    n = 2_000
+    per_ms = ext.busy_iterations_per_ms()
+    times: dict[str, list[float]] = {"sequential": [], "gilkit": [], "tpe": []}
+    cores: dict[str, list[float]] = {name: [] for name in times}
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        tpe = median_time(lambda: list(pool.map(ext.spin_released, [micros] * n)), rounds)
-    return {"sequential": one, "gilkit": two, "tpe": tpe}
+        runs = {
+            "sequential": lambda: ext.batch_busy(n, per_ms, workers=1),
+            "gilkit": lambda: ext.batch_busy(n, per_ms, workers=2),
+            "tpe": lambda: list(pool.map(ext.busy_released, [per_ms] * n)),
+        }
+        for run in runs.values():
+            run()  # warm-up
+        for _ in range(rounds):
+            for name, run in runs.items():
+                before = os.times()
+                seconds = median_time_once(run)
+                after = os.times()
+                times[name].append(seconds)
+                cpu = (after.user - before.user) + (after.system - before.system)
+                cores[name].append(cpu / seconds)
+    ratio = lambda name: statistics.median(s / t for s, t in zip(times["sequential"], times[name]))  # noqa: E731
+    return {
+        **{name: statistics.median(t) for name, t in times.items()},
+        **{f"{name}_cores": statistics.median(c) for name, c in cores.items()},
+        "gilkit_ratio": ratio("gilkit"),
+        "tpe_ratio": ratio("tpe"),
+    }
+
+
+def median_time_once(fn) -> float:
+    return benchlib.median_time(fn, 1)
 
 
 def start_server(delay_ms: int) -> tuple[subprocess.Popen, int]:
@@ -190,11 +217,13 @@ def main() -> None:
         say(f"| {name} | {seconds * 1e9:,.1f} ns | {tpe / seconds:,.1f}x |")
 
     say("\n## 2. 2,000 items of 1 ms CPU work\n")
+    say("A fixed number of multiply-adds per item, calibrated to 1 ms on an idle core; paired rounds "
+        "(the three contenders back to back in each round), speedup = median of the per-round ratios.\n")
     c = cpu_scaling(r)
-    say("| contender | wall time | speedup vs sequential |\n|---|---:|---:|")
-    say(f"| sequential (gilkit, 1 worker) | {c['sequential'] * 1e3:.0f} ms | 1.00x |")
-    say(f"| gilkit `run_cpu_from_python`, 2 workers | {c['gilkit'] * 1e3:.0f} ms | {c['sequential'] / c['gilkit']:.2f}x |")
-    say(f"| ThreadPoolExecutor(2) over a GIL-releasing call | {c['tpe'] * 1e3:.0f} ms | {c['sequential'] / c['tpe']:.2f}x |")
+    say("| contender | wall time (median) | speedup vs sequential | CPUs this process got (CPU time / wall) |\n|---|---:|---:|---:|")
+    say(f"| sequential (gilkit, 1 worker) | {c['sequential'] * 1e3:.0f} ms | 1.00x | {c['sequential_cores']:.2f} |")
+    say(f"| gilkit `run_cpu_from_python`, 2 workers | {c['gilkit'] * 1e3:.0f} ms | {c['gilkit_ratio']:.2f}x | {c['gilkit_cores']:.2f} |")
+    say(f"| ThreadPoolExecutor(2) over a GIL-releasing call | {c['tpe'] * 1e3:.0f} ms | {c['tpe_ratio']:.2f}x | {c['tpe_cores']:.2f} |")
 
     say("\n## 3. 500 requests, loopback server answering after 20 ms, 64 in flight\n")
     h = http(r)

@@ -170,6 +170,54 @@ fn batch_spin<'py>(
     batch::stats_to_python(py, &report.stats)
 }
 
+/// A fixed amount of CPU work: `iterations` dependent multiply-adds (unlike a spin on the clock, it
+/// takes longer, not shorter, when the thread is descheduled, so ratios stay fair on a busy machine).
+fn busy(iterations: u64) -> u64 {
+    (0..iterations).fold(0_u64, |x, i| {
+        std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i))
+    })
+}
+
+/// Benchmark: iterations of `busy` per millisecond on this machine (best of 7 runs, GIL released).
+#[pyfunction]
+fn busy_iterations_per_ms(py: Python<'_>) -> u64 {
+    const PROBE: u64 = 2_000_000;
+    let best = py.detach(|| {
+        (0..7)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(busy(PROBE));
+                start.elapsed()
+            })
+            .min()
+            .expect("7 runs")
+    });
+    (PROBE as f64 / (best.as_secs_f64() * 1e3)) as u64
+}
+
+/// Benchmark: `busy(iterations)` with the GIL released (the baseline's unit of work).
+#[pyfunction]
+fn busy_released(py: Python<'_>, iterations: u64) -> u64 {
+    py.detach(|| busy(iterations))
+}
+
+/// Benchmark: `n` items of `busy(iterations)` on `workers` threads, GIL released. Returns the
+/// batch's stats.
+#[pyfunction]
+#[pyo3(signature = (n, iterations, *, workers=None))]
+fn batch_busy(
+    py: Python<'_>,
+    n: usize,
+    iterations: u64,
+    workers: Option<usize>,
+) -> PyResult<Bound<'_, PyDict>> {
+    let options = options(workers, None, None, None)?;
+    let items = vec![iterations; n];
+    let report =
+        batch::run_cpu_from_python(py, &items, &options, None, |&k, _| Ok::<_, ()>(busy(k)))?;
+    batch::stats_to_python(py, &report.stats)
+}
+
 /// Benchmark: `n` HTTP/1.1 GETs of `http://127.0.0.1:{port}/` with at most `max_concurrency` in
 /// flight (async mode, one connection per request). Returns the batch's stats.
 #[pyfunction]
@@ -255,6 +303,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch_sleep_async, m)?)?;
     m.add_function(wrap_pyfunction!(batch_trivial, m)?)?;
     m.add_function(wrap_pyfunction!(batch_spin, m)?)?;
+    m.add_function(wrap_pyfunction!(batch_busy, m)?)?;
+    m.add_function(wrap_pyfunction!(busy_released, m)?)?;
+    m.add_function(wrap_pyfunction!(busy_iterations_per_ms, m)?)?;
     m.add_function(wrap_pyfunction!(batch_http_get, m)?)?;
     m.add_function(wrap_pyfunction!(start_delay_server, m)?)?;
     batch::add_executor_classes(m)?;
