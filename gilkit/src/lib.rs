@@ -14,6 +14,9 @@
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
+//! | call Python from async Rust without a pile-up, errors or deadlocks | [`GilSemaphore`], [`GilBatcher`] |
+//! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
+//! | run one function over many items in parallel: ordered per-item outcomes, deadlines, Ctrl-C, progress; a `concurrent.futures` executor | [`batch`] |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!
@@ -47,13 +50,15 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod batch;
 mod block_on;
 mod cancel;
 mod release;
 
+pub mod batch;
+pub mod file;
 pub mod python;
 pub mod runtime;
+pub mod semaphore;
 
 pub use block_on::block_on;
 pub use cancel::{CancelToken, Cancelled};
@@ -61,6 +66,7 @@ pub use release::{
     DEFAULT_POLL_INTERVAL, Interruptible, detach, detach_interruptible, detach_interruptible_owned,
     try_attach,
 };
+pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 
 /// The guide's chapters, compiled as doctests so their code stays true.
 #[cfg(doctest)]
@@ -69,6 +75,10 @@ mod guide {
     struct Release;
     #[doc = include_str!("../../docs/runtime.md")]
     struct Runtime;
+    #[doc = include_str!("../../docs/semaphore.md")]
+    struct Semaphore;
+    #[doc = include_str!("../../docs/file-adapter.md")]
+    struct FileAdapter;
     #[doc = include_str!("../../docs/batch.md")]
     struct Batch;
 }

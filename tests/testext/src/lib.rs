@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 mod batch;
+mod file;
+mod semaphore;
 
 /// Busy CPU work for `micros` microseconds (a spin on the clock: no sleeping, no syscalls to
 /// speak of), returning the number of iterations so it cannot be optimised away.
@@ -169,6 +171,7 @@ fn spawn_attaching_tasks(count: usize, delay_ms: u64, callback: Py<PyAny>) {
 fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gilkit::python::add_runtime_functions(m)?;
     batch::register(m)?;
+    semaphore::register(m)?;
     m.add_function(wrap_pyfunction!(spin_held, m)?)?;
     m.add_function(wrap_pyfunction!(spin_released, m)?)?;
     m.add_function(wrap_pyfunction!(spin_bare_detach, m)?)?;
@@ -181,5 +184,6 @@ fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(block_on_spin, m)?)?;
     m.add_function(wrap_pyfunction!(block_on_inside_other_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_attaching_tasks, m)?)?;
+    file::register(m)?;
     Ok(())
 }
