@@ -312,6 +312,21 @@ def test_idle_executor_threads_use_no_cpu():
     assert spent <= 0.03, f"idle executor threads used {spent:.3f} s of CPU in 0.5 s"
 
 
+def test_the_interpreter_exits_cleanly_with_executor_work_in_flight(python_subprocess):
+    done = python_subprocess(
+        """
+        import gilkit_testext as ext
+        ex = ext.Executor(max_workers=2)
+        futures = [ex.submit(ext.native_sleep, 50, i) for i in range(40)]
+        futures += [ex.submit(sorted, [3, 1, 2]) for _ in range(40)]
+        print("leaving", flush=True)
+        """,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "leaving" in done.stdout and "Fatal" not in done.stderr
+
+
 def test_the_executor_is_safe_to_use_from_many_threads():
     with ext.Executor(max_workers=4) as ex:
         results: list[list[int]] = []

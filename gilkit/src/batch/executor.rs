@@ -192,7 +192,9 @@ impl Executor {
     /// Create an executor of at most `max_workers` threads (default: one per CPU).
     #[new]
     #[pyo3(signature = (max_workers=None))]
-    fn py_new(max_workers: Option<usize>) -> PyResult<Self> {
+    fn py_new(py: Python<'_>, max_workers: Option<usize>) -> PyResult<Self> {
+        // Pool threads re-attach through `try_attach`, which the exit hook makes safe at exit.
+        crate::python::ensure_exit_hook(py);
         let max_workers = match max_workers {
             Some(0) => return Err(PyValueError::new_err("max_workers must be greater than 0")),
             Some(n) => n,
