@@ -79,7 +79,13 @@ def overhead(rounds: int, skip_cargo: bool) -> list[tuple[str, float]]:
             key, _, value = line.partition(" ")
             if key in names:
                 rows.append((names[key], float(value) * 1e-9))
+            elif key.startswith("small_batch_"):
+                SMALL[key] = float(value) * 1e-9
     return rows
+
+
+# Per-call cost of a 16-item batch in Rust, filled by `overhead` from the cargo bench.
+SMALL: dict[str, float] = {}
 
 
 def cpu_scaling(rounds: int) -> dict[str, float]:
@@ -215,6 +221,10 @@ def main() -> None:
     say("| contender | per item | ThreadPoolExecutor.map / this |\n|---|---:|---:|")
     for name, seconds in rows:
         say(f"| {name} | {seconds * 1e9:,.1f} ns | {tpe / seconds:,.1f}x |")
+
+    if SMALL:
+        say(f"\nA whole call on a 16-item batch (Rust, all CPUs): `run_cpu` {SMALL['small_batch_gilkit'] * 1e6:.1f} µs "
+            f"(it starts its worker threads per call), rayon {SMALL['small_batch_rayon'] * 1e6:.1f} µs (a pool already running).")
 
     say("\n## 2. 2,000 items of 1 ms CPU work\n")
     say("A fixed number of multiply-adds per item, calibrated to 1 ms on an idle core; paired rounds "

@@ -83,6 +83,33 @@ fn main() {
         ));
         report.outcomes.into_iter().map(|o| o.ok().unwrap()).sum()
     });
+    // A small batch: what one call costs when there is little to amortise it over (thread spawns).
+    let small: Vec<u64> = (0..16).collect();
+    let small_call = |run: &dyn Fn() -> u64| {
+        median(
+            (0..rounds * 20)
+                .map(|_| {
+                    let start = Instant::now();
+                    black_box(run());
+                    start.elapsed().as_nanos() as f64
+                })
+                .collect(),
+        )
+    };
+    let small_rayon = small_call(&|| {
+        small
+            .par_iter()
+            .map(double)
+            .collect::<Vec<_>>()
+            .iter()
+            .sum()
+    });
+    let small_gilkit = small_call(&|| {
+        let report = batch::run_cpu(&small, &options, |x| Ok::<_, ()>(double(x)));
+        report.outcomes.into_iter().map(|o| o.ok().unwrap()).sum()
+    });
+    println!("small_batch_rayon {small_rayon:.1}");
+    println!("small_batch_gilkit {small_gilkit:.1}");
     println!("rust_sequential_loop {sequential:.1}");
     println!("rayon_par_iter {rayon:.1}");
     println!("gilkit_run_cpu {cpu:.1}");
