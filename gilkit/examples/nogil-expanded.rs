@@ -39,7 +39,9 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 fn is_prime(k: u64) -> bool {
-    (2..k).take_while(|d| d * d <= k).all(|d| k % d != 0)
+    (2..k)
+        .take_while(|d| d * d <= k)
+        .all(|d| !k.is_multiple_of(d))
 }
 
 /// The plain form: the body moves into a closure run by the function's own call site.

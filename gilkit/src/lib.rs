@@ -19,6 +19,7 @@
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
 //! | call Python from async Rust without a pile-up, errors or deadlocks | [`GilSemaphore`], [`GilBatcher`] |
 //! | read records from any Python file object, parse them off the GIL; write back in big chunks | [`file`](mod@file) |
+//! | run one function over many items in parallel: ordered per-item outcomes, deadlines, Ctrl-C, progress; a `concurrent.futures` executor | [`batch`] |
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!
@@ -56,6 +57,7 @@ mod block_on;
 mod cancel;
 mod release;
 
+pub mod batch;
 pub mod callsite;
 pub mod file;
 pub mod python;
@@ -152,4 +154,6 @@ mod guide {
     struct Semaphore;
     #[doc = include_str!("../../docs/file-adapter.md")]
     struct FileAdapter;
+    #[doc = include_str!("../../docs/batch.md")]
+    struct Batch;
 }

@@ -273,7 +273,7 @@ pub fn parse_into(marc: &[u8], opts: &Options, record: &mut Record) -> Result<()
     if !directory.is_ascii() {
         return Err(ParseError::Encoding);
     }
-    if directory.len() % DIRECTORY_ENTRY_LEN != 0 {
+    if !directory.len().is_multiple_of(DIRECTORY_ENTRY_LEN) {
         return Err(ParseError::DirectoryInvalid);
     }
     if directory.is_empty() {
