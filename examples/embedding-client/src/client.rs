@@ -302,10 +302,9 @@ fn batch_results(py: Python<'_>, out: BatchResults, numpy: bool) -> PyResult<Py<
     stats.set_item("failed_batches", s.failed)?;
     stats.set_item("total_embeddings", s.embeddings)?;
     stats.set_item("prompt_tokens", s.prompt_tokens)?;
-    stats.set_item(
-        "avg_batch_latency_ms",
-        s.avg_batch_latency.as_secs_f64() * 1e3,
-    )?;
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    stats.set_item("latency_p50_ms", ms(s.latency_p50))?;
+    stats.set_item("latency_p99_ms", ms(s.latency_p99))?;
     let d = PyDict::new(py);
     d.set_item("embeddings", embeddings)?;
     d.set_item("errors", errs)?;
@@ -385,10 +384,12 @@ impl PyEmbeddingClient {
         Ok(vectors_to_py(numpy)(py, r)?.into_bound(py))
     }
 
-    /// Embeds many batches concurrently; returns `{"embeddings", "errors", "stats", "duration_ms"}`
-    /// with one entry per input batch (`None` in `embeddings` where that batch failed, and the
-    /// exception in `errors`). GIL released while waiting; Ctrl-C cancels the batches still running.
-    #[pyo3(signature = (texts_batch, max_concurrency=None, timeout_ms=None, *, numpy=false))]
+    /// Embeds many batches concurrently on gilkit's batch executor; returns `{"embeddings",
+    /// "errors", "stats", "duration_ms"}` with one entry per input batch (`None` in `embeddings`
+    /// where that batch failed, and the exception in `errors`). `progress(n)` is called (at most
+    /// every 100 ms, and at the end) with the number of batches finished since its last call.
+    /// GIL released while waiting; Ctrl-C cancels the batches still running.
+    #[pyo3(signature = (texts_batch, max_concurrency=None, timeout_ms=None, *, numpy=false, progress=None))]
     fn embed_batch_parallel<'py>(
         &self,
         py: Python<'py>,
@@ -396,11 +397,32 @@ impl PyEmbeddingClient {
         max_concurrency: Option<usize>,
         timeout_ms: Option<f64>,
         numpy: bool,
+        progress: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let batches = convert::batches(texts_batch)?;
         let (conc, timeout) = (concurrency(max_concurrency)?, timeout_from_ms(timeout_ms)?);
-        let r = gilkit::block_on(py, self.inner.embed_batches(&batches, conc, timeout))?;
-        Ok(batch_to_py(numpy)(py, r)?.into_bound(py))
+        if let Some(p) = progress
+            && !p.is_callable()
+        {
+            return Err(PyTypeError::new_err(
+                "progress must be callable, e.g. tqdm(...).update",
+            ));
+        }
+        let client = &*self.inner;
+        client
+            .validate_batches(&batches)
+            .map_err(|e| errors::to_py(py, &e))?;
+        let options = client.batch_options(conc, timeout);
+        let batches = &batches;
+        let report = gilkit::batch::block_on_batch_from_python(
+            py,
+            (0..batches.len()).collect(),
+            &options,
+            progress,
+            |i| client.embed_many(&batches[i]),
+        )?;
+        let out = BatchResults::from_report(report, timeout);
+        Ok(batch_to_py(numpy)(py, Ok(out))?.into_bound(py))
     }
 
     /// `await client.aembed(text)`: like `embed`, for asyncio.

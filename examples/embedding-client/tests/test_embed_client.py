@@ -176,6 +176,19 @@ def test_embed_batch_parallel_timeout_and_numpy(make_client):
     assert_aligned(["also fast"], out["embeddings"][2])
 
 
+def test_embed_batch_parallel_reports_progress(make_client):
+    client = make_client()
+    seen: list[int] = []
+    out = client.embed_batch_parallel(
+        [[f"@slow=30 progress {i}"] for i in range(20)], max_concurrency=4, progress=seen.append
+    )
+    assert out["stats"]["successful_batches"] == 20
+    assert sum(seen) == 20 and all(n > 0 for n in seen)
+    assert out["stats"]["latency_p50_ms"] >= 30
+    with pytest.raises(TypeError, match="progress must be callable"):
+        client.embed_batch_parallel([["x"]], progress=3)
+
+
 @pytest.mark.parametrize(
     "call, exception, message",
     [

@@ -7,16 +7,16 @@
 //! `futures`' `buffered`: it keeps a finished request's place in the window until every earlier
 //! one has finished, so one slow request would hold back the others.)
 //!
-//! [`EmbeddingClient::embed_batches`] is the many-batches form (`embed_batch_parallel` in Python):
-//! each batch succeeds or fails on its own, and the result keeps one slot per input batch.
+//! [`EmbeddingClient::embed_batches`] is the many-batches form (`embed_batch_parallel` in Python),
+//! run on gilkit's batch executor (`gilkit::batch::run_async`): each batch succeeds, fails, times
+//! out on its own, and the result keeps one slot per input batch, in input order.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
+use gilkit::batch::{self, BatchOptions, BatchReport, Outcome};
 
 use crate::config::EmbeddingConfig;
 use crate::error::{EmbedError, InvalidInput, TransportError, TransportKind};
@@ -62,8 +62,10 @@ pub struct BatchStats {
     pub embeddings: usize,
     /// Prompt tokens reported by the provider.
     pub prompt_tokens: u64,
-    /// Mean time from a batch's start to its end.
-    pub avg_batch_latency: Duration,
+    /// Median time from a batch's start to its end (batches that finished by themselves).
+    pub latency_p50: Option<Duration>,
+    /// 99th percentile of the same.
+    pub latency_p99: Option<Duration>,
     /// Wall time of the whole run.
     pub duration: Duration,
 }
@@ -215,83 +217,90 @@ impl EmbeddingClient {
         max_concurrency: Option<usize>,
         timeout: Option<Duration>,
     ) -> Result<BatchResults, EmbedError> {
-        let limits = &self.embedder.limits();
-        let mut estimates = Vec::with_capacity(batches.len());
+        self.validate_batches(batches)?;
+        let options = self.batch_options(max_concurrency, timeout);
+        let indices = (0..batches.len()).collect();
+        let report = batch::run_async(indices, &options, |i| self.embed_many(&batches[i])).await;
+        Ok(BatchResults::from_report(report, timeout))
+    }
+
+    /// Checks every batch as [`EmbeddingClient::embed_batches`] does before sending anything.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput::EmptyBatch`] for an empty batch, and what [`tokens::validate`] reports.
+    pub fn validate_batches(&self, batches: &[Vec<String>]) -> Result<(), EmbedError> {
+        let limits = self.embedder.limits();
         for (batch, texts) in batches.iter().enumerate() {
             if texts.is_empty() {
                 return Err(InvalidInput::EmptyBatch { batch }.into());
             }
-            estimates.push(tokens::validate(texts, limits)?);
+            tokens::validate(texts, &limits)?;
         }
-        let concurrency = max_concurrency
-            .unwrap_or(self.options.max_concurrency)
-            .max(1);
-        let estimates = &estimates;
-        let started = Instant::now();
-        let timed: Vec<(Result<Embeddings, EmbedError>, Duration)> =
-            run_indexed(batches.len(), concurrency, |i| async move {
-                let t0 = Instant::now();
-                let work = self.embed_validated(
-                    &batches[i],
-                    &estimates[i],
-                    limits,
-                    self.options.max_concurrency,
-                );
-                let r = match timeout {
-                    Some(limit) => tokio::time::timeout(limit, work)
-                        .await
-                        .unwrap_or_else(|_| Err(batch_timeout(limit))),
-                    None => work.await,
-                };
-                (r, t0.elapsed())
-            })
-            .await;
+        Ok(())
+    }
+
+    /// The batch-executor options of a many-batches call: `max_concurrency` batches in flight
+    /// (default: the client's), `timeout` per batch.
+    pub fn batch_options(
+        &self,
+        max_concurrency: Option<usize>,
+        timeout: Option<Duration>,
+    ) -> BatchOptions {
+        BatchOptions {
+            max_concurrency: Some(
+                max_concurrency
+                    .unwrap_or(self.options.max_concurrency)
+                    .max(1),
+            ),
+            item_timeout: timeout.filter(|t| !t.is_zero()),
+            ..BatchOptions::default()
+        }
+    }
+}
+
+impl BatchResults {
+    /// Turns the executor's per-batch outcomes into results: a timed-out batch becomes a timeout
+    /// error, a panic a provider error, a cancelled batch [`EmbedError::Cancelled`].
+    pub fn from_report(
+        report: BatchReport<Embeddings, EmbedError>,
+        timeout: Option<Duration>,
+    ) -> Self {
         let mut stats = BatchStats {
-            duration: started.elapsed(),
+            duration: report.stats.duration,
+            latency_p50: report.stats.latency_p50,
+            latency_p99: report.stats.latency_p99,
             ..BatchStats::default()
         };
-        let mut total_latency = Duration::ZERO;
-        let results = timed
+        let results: Vec<_> = report
+            .outcomes
             .into_iter()
-            .map(|(r, dt)| {
-                total_latency += dt;
-                match &r {
-                    Ok(e) => {
-                        stats.succeeded += 1;
-                        stats.embeddings += e.len();
-                        stats.prompt_tokens += e.prompt_tokens();
-                    }
-                    Err(_) => stats.failed += 1,
-                }
-                r
+            .map(|outcome| match outcome {
+                Outcome::Ok(e) => Ok(e),
+                Outcome::Err(e) => Err(e),
+                Outcome::TimedOut => Err(batch_timeout(timeout.unwrap_or_default())),
+                Outcome::Panicked(message) => Err(EmbedError::Provider(format!(
+                    "embedding the batch panicked: {message}"
+                ))),
+                Outcome::Cancelled => Err(EmbedError::Cancelled),
             })
-            .collect::<Vec<_>>();
-        if !results.is_empty() {
-            stats.avg_batch_latency = total_latency / results.len() as u32;
-        }
-        Ok(BatchResults { results, stats })
+            .inspect(|r| match r {
+                Ok(e) => {
+                    stats.succeeded += 1;
+                    stats.embeddings += e.len();
+                    stats.prompt_tokens += e.prompt_tokens();
+                }
+                Err(_) => stats.failed += 1,
+            })
+            .collect();
+        BatchResults { results, stats }
     }
 }
 
 /// Runs `make(i)` for every `i` in `0..n`, at most `limit` at once, and returns the outputs in
-/// index order. Indices, not references, go through the closure: a closure taking references makes
-/// the future not `Send` for every lifetime (rust-lang/rust#64552).
-async fn run_indexed<T, Fut>(n: usize, limit: usize, mut make: impl FnMut(usize) -> Fut) -> Vec<T>
-where
-    Fut: Future<Output = T>,
-{
-    let all = try_run_indexed(n, limit, |i| {
-        let work = make(i);
-        async move { Ok::<T, Infallible>(work.await) }
-    });
-    match all.await {
-        Ok(outputs) => outputs,
-        Err(never) => match never {},
-    }
-}
-
-/// Like [`run_indexed`] for fallible work: the first error is returned at once and the work still
-/// running is dropped (cancelled).
+/// index order; the first error is returned at once and the work still running is dropped
+/// (cancelled). Indices, not references, go through the closure: a closure taking references
+/// makes the future not `Send` for every lifetime (rust-lang/rust#64552).
 async fn try_run_indexed<T, E, Fut>(
     n: usize,
     limit: usize,

@@ -33,7 +33,7 @@ impl Embeddings {
     /// When `dim` is zero with values present, or `values.len()` is not a multiple of `dim`.
     pub fn from_flat(values: Vec<f32>, dim: usize, prompt_tokens: u64) -> Self {
         assert!(
-            (dim == 0 && values.is_empty()) || (dim > 0 && values.len() % dim == 0),
+            (dim == 0 && values.is_empty()) || (dim > 0 && values.len().is_multiple_of(dim)),
             "{} values do not make rows of {dim}",
             values.len()
         );

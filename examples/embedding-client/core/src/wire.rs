@@ -156,7 +156,7 @@ pub fn decode_base64_f32(s: &str) -> Result<Vec<f32>, String> {
     let bytes = B64
         .decode(s)
         .map_err(|e| format!("invalid base64 embedding: {e}"))?;
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(format!(
             "base64 embedding has {} bytes, not a multiple of 4",
             bytes.len()

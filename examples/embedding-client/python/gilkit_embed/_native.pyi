@@ -27,7 +27,8 @@ class _BatchStats(TypedDict):
     failed_batches: int
     total_embeddings: int
     prompt_tokens: int
-    avg_batch_latency_ms: float
+    latency_p50_ms: Optional[float]
+    latency_p99_ms: Optional[float]
 
 class _BatchResult(TypedDict):
     embeddings: list[Optional[Union[_Matrix, npt.NDArray[np.float32]]]]
@@ -103,6 +104,7 @@ class EmbeddingClient:
         timeout_ms: Optional[float] = None,
         *,
         numpy: bool = False,
+        progress: Optional[Callable[[int], object]] = None,
     ) -> _BatchResult: ...
     @overload
     def aembed(self, text: str, *, numpy: Literal[False] = False) -> Awaitable[_Vector]: ...
