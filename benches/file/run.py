@@ -156,12 +156,43 @@ def scaling(path: Path, rounds: int) -> list[str]:
         "| CPU cores used, 1 → 2 threads |",
         "|---|---|---|---|---|",
     ]
-    for name, (mode, how, kw) in MODES.items():
-        one, two, cores_one, cores_two = one_vs_two(path, rounds, mode, how, **kw)
+    files = two_files(path)
+    records = run_one(path, "three_phase", "path")["records"]
+    # Every round runs every way of reading (1 then 2 threads) and the control, so that changes in
+    # the machine's load hit them alike.
+    samples: dict[str, list[tuple[tuple[float, float], tuple[float, float]]]] = {}
+    control = "control: 1 ms Rust spins with the GIL released (no I/O, no Python)"
+    for _ in range(rounds):
+        for name, (mode, how, kw) in MODES.items():
+            one = run_threads(files[:1], mode, how, **kw)
+            two = run_threads(files, mode, how, **kw)
+            samples.setdefault(name, []).append((one, two))
+        samples.setdefault(control, []).append((spin_threads(1), spin_threads(2)))
+    for name, runs in samples.items():
+        one = statistics.median(o[0] for o, _ in runs)
+        two = statistics.median(t[0] for _, t in runs)
+        cores_one = statistics.median(o[1] / o[0] for o, _ in runs)
+        cores_two = statistics.median(t[1] / t[0] for _, t in runs)
+        # The control does the same work per thread as its 1-thread run; its rate is not records.
+        rates = ("", "") if name == control else (f"{records / one:,.0f}", f"{2 * records / two:,.0f}")
         rows.append(
-            f"| {name} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x | {cores_one:.2f} → {cores_two:.2f} |"
+            f"| {name} | {rates[0]} | {rates[1]} | {2 * one / two:.2f}x | {cores_one:.2f} → {cores_two:.2f} |"
         )
     return rows
+
+
+def spin_threads(n_threads: int, calls: int = 200) -> tuple[float, float]:
+    """(wall, CPU) time for `n_threads` threads each making `calls` 1 ms released spins."""
+    threads = [
+        threading.Thread(target=lambda: [ext.spin_released(1000) for _ in range(calls)])
+        for _ in range(n_threads)
+    ]
+    start, cpu = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def buffer_sweep(path: Path, rounds: int) -> list[str]:
@@ -242,9 +273,10 @@ NOTES = """
   the `readinto` row it counts the whole `readinto` call as held, although CPython releases the GIL
   itself during the `read` system call inside it: an upper bound. The ceiling column is what that
   share allows two threads at most: 2 / (1 + share).
-- Throughput and scaling need free cores. The "CPU cores used" column shows what the process got:
-  with the load average noted at the top, one thread already got only about half a core, so no way
-  of reading could scale onto a second core in this run. The target (>= 1.8x on 2 cores) could not
+- Throughput and scaling need free cores. The "CPU cores used" column shows what the process got,
+  and the control row (pure Rust work with the GIL released, which needs nothing but a free core)
+  shows how much a second thread could gain on the machine at that moment: with the load average
+  noted at the top it gained little or nothing, so no way of reading could scale in this run. The target (>= 1.8x on 2 cores) could not
   be shown on this shared machine; the deterministic test
   `test_threads_reading_their_own_file_objects_are_in_phase_2_together` shows that two and three
   threads are inside phase 2 at the same time, and the ceiling column bounds what the GIL allows.
