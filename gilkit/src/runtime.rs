@@ -7,7 +7,7 @@
 //! - **Lazily started.** [`handle`] builds the runtime on first use from the configuration given to
 //!   [`configure`] (or the defaults). After that, `configure` returns
 //!   [`ConfigureError::AlreadyStarted`]: a late configuration is an error, never a silent no-op.
-//! - **Cheap to reach.** The started runtime lives in a leaked, immutable [`Started`] record behind one
+//! - **Cheap to reach.** The started runtime lives in a leaked, immutable `Started` record behind one
 //!   `AtomicPtr`; [`handle`] is one atomic load and an `Arc` clone.
 //! - **Fork-safe.** A child made by `fork()` (Python's `os.fork()`, `multiprocessing` with the fork
 //!   start method) has none of the parent's runtime threads, so the parent's runtime is useless there
@@ -23,7 +23,7 @@
 //!   stop hooks, tokio's live task count and the real uptime, not the configuration echoed back.
 //!
 //! # Memory ordering
-//! `CURRENT` is written with `Release` after the [`Started`] record is fully built and read with
+//! `CURRENT` is written with `Release` after the `Started` record is fully built and read with
 //! `Acquire`, so a reader that sees the pointer sees the whole record. Writers are serialised by
 //! `START_LOCK`. The thread counters are statistics only and use `Relaxed`. `EXITING` is set with
 //! `Release` before the runtime is shut down and read with `Acquire`.
