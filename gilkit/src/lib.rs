@@ -10,6 +10,9 @@
 //! |---|---|
 //! | release the GIL around Rust work | [`detach`] |
 //! | ... and let Ctrl-C stop it | [`detach_interruptible`], [`detach_interruptible_owned`], [`Interruptible`] |
+//! | ... with one attribute on a `#[pyfunction]` or method, checked at compile time | [`nogil`] |
+//! | ... only when the work is long enough to be worth it | [`callsite::CallSite::detach_adaptive`], `#[nogil(adaptive)]` |
+//! | see, per call site, how often and how long the GIL was released | [`mod@callsite`] (`callsite_stats()` in Python) |
 //! | await a future from Python code | [`block_on`] (works inside another runtime) |
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
@@ -55,10 +58,14 @@ mod cancel;
 mod release;
 
 pub mod batch;
+pub mod callsite;
 pub mod file;
 pub mod python;
 pub mod runtime;
 pub mod semaphore;
+
+#[doc(hidden)]
+pub mod __private;
 
 pub use block_on::block_on;
 pub use cancel::{CancelToken, Cancelled};
@@ -68,6 +75,72 @@ pub use release::{
 };
 pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 
+/// Runs a function's body with the GIL released: the attribute form of [`detach`].
+///
+/// Put it on a `#[pyfunction]` (above or below `#[pyfunction]`), on a method inside
+/// `#[pymethods]`, or on the `#[pymethods]` impl block itself (above `#[pymethods]`) with the
+/// methods to release marked `#[nogil]`. The Python signature, text signature and docstring stay
+/// as written: only the body changes. Each function gets a [`callsite::CallSite`] named after it,
+/// so its calls show in [`callsite::call_sites`] and `callsite_stats()`.
+///
+/// | option | effect |
+/// |---|---|
+/// | (none) | the body runs with the GIL released ([`callsite::CallSite::detach`]) |
+/// | `adaptive` | released only when the work is expected to take at least 250 µs ([the adaptive policy](mod@callsite#the-adaptive-policy)) |
+/// | `adaptive(threshold_us = N)` | ... at least `N` µs |
+/// | `adaptive(hint = expr)` | predicts the duration from a size (`usize`) the work follows |
+/// | `interruptible` | Ctrl-C stops the call: the body sees a `token: &CancelToken` to check ([`detach_interruptible`]) |
+/// | `interruptible(token = name)` | the same, with the token named `name` |
+/// | `name = "..."` | the call site's name in the statistics |
+///
+/// An `async fn` becomes a plain function that drives its body with [`block_on`] (GIL released,
+/// Ctrl-C drops the future); for methods this needs the impl-block form, and for functions the
+/// attribute above `#[pyfunction]`, because PyO3 must not see the `async fn` itself.
+/// With `interruptible` or on an `async fn`, a return type that is not a `Result` becomes
+/// `PyResult<_>` (the call can raise `KeyboardInterrupt`); Python sees no difference.
+///
+/// The body must not touch Python: the attribute rejects, at compile time and at the offending
+/// token, `py`, `Python`, `Bound`, `Borrowed`, `PyRef`, `PyRefMut` and parameters of those types,
+/// and a `&mut self` receiver (other threads would get `Already borrowed`: use a frozen class with
+/// interior mutability).
+///
+/// GIL: released for the body (or held, when the adaptive policy says so); held on return.
+///
+/// # Examples
+///
+/// ```
+/// use pyo3::prelude::*;
+///
+/// /// Sums the bytes; other Python threads run meanwhile.
+/// #[gilkit::nogil]
+/// #[pyfunction]
+/// fn checksum(data: Vec<u8>) -> u64 {
+///     data.iter().map(|&b| u64::from(b)).sum()
+/// }
+///
+/// #[pyclass(frozen)]
+/// struct Model {
+///     weights: Vec<f32>,
+/// }
+///
+/// #[gilkit::nogil]
+/// #[pymethods]
+/// impl Model {
+///     /// Scores `x`; released only when scoring is slow enough to be worth it.
+///     #[nogil(adaptive)]
+///     fn score(&self, x: Vec<f32>) -> f32 {
+///         self.weights.iter().zip(&x).map(|(w, v)| w * v).sum()
+///     }
+/// }
+/// # Python::attach(|py| {
+/// #     let f = wrap_pyfunction!(checksum, py).unwrap();
+/// #     assert_eq!(f.call1((vec![1u8, 2, 3],)).unwrap().extract::<u64>().unwrap(), 6);
+/// # });
+/// ```
+///
+/// See the guide chapter `docs/nogil.md` for what the attribute writes and how to choose a policy.
+pub use gilkit_macros::nogil;
+
 /// The guide's chapters, compiled as doctests so their code stays true.
 #[cfg(doctest)]
 mod guide {
@@ -75,6 +148,8 @@ mod guide {
     struct Release;
     #[doc = include_str!("../../docs/runtime.md")]
     struct Runtime;
+    #[doc = include_str!("../../docs/nogil.md")]
+    struct Nogil;
     #[doc = include_str!("../../docs/semaphore.md")]
     struct Semaphore;
     #[doc = include_str!("../../docs/file-adapter.md")]

@@ -128,7 +128,7 @@ fn errors_and_panics_stay_at_their_positions() {
             tokio::time::sleep(Duration::from_micros(mix(i) % 500)).await;
             match i {
                 777 => panic!("deliberate panic in the future of {i}"),
-                i if mix(i) % 97 == 0 => Err(format!("error at {i}")),
+                i if mix(i).is_multiple_of(97) => Err(format!("error at {i}")),
                 i => Ok(i),
             }
         }
@@ -137,7 +137,7 @@ fn errors_and_panics_stay_at_their_positions() {
         let expected = match i {
             1_500 => Outcome::Panicked(format!("deliberate panic making the future of {i}")),
             777 => Outcome::Panicked(format!("deliberate panic in the future of {i}")),
-            i if mix(i) % 97 == 0 => Outcome::Err(format!("error at {i}")),
+            i if mix(i).is_multiple_of(97) => Outcome::Err(format!("error at {i}")),
             i => Outcome::Ok(i),
         };
         assert_eq!(*outcome, expected, "item {i}");

@@ -63,7 +63,7 @@ fn order_is_preserved_for_100_000_items_with_random_durations() {
     };
     let report = batch::run_cpu(&items, &options, |&i| {
         let r = mix(i);
-        if r % 500 == 0 {
+        if r.is_multiple_of(500) {
             thread::sleep(Duration::from_micros(r % 300));
         } else {
             spin(r % 400);

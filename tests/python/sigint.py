@@ -14,6 +14,17 @@ import sys
 import textwrap
 import time
 
+# A child program for `interrupt_after_ready`: format it with `call=<a Python expression>`.
+CHILD_PRELUDE = """
+import gilkit_testext as ext
+print("READY", flush=True)
+try:
+    {call}
+    print("RETURNED", flush=True)
+except KeyboardInterrupt:
+    print("CAUGHT KeyboardInterrupt", flush=True)
+"""
+
 
 def interrupt_after_ready(code: str, settle: float = 0.3, timeout: float = 30.0) -> tuple[float, str]:
     """Run ``code`` (which prints READY, then calls the long operation and prints CAUGHT <type> when

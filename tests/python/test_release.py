@@ -7,7 +7,7 @@ import threading
 import gilkit_testext as ext
 import pytest
 from gil_probe import assert_holds_gil, assert_releases_gil
-from sigint import interrupt_after_ready
+from sigint import CHILD_PRELUDE, interrupt_after_ready
 
 WORK_US = 200_000  # long enough for the OS to schedule the ticker thread on a busy machine
 
@@ -73,17 +73,6 @@ def test_poll_hook_error_cancels_the_work_and_is_raised():
     with pytest.raises(ValueError, match="stop now"):
         ext.run_with_progress(1_000, 5, hook)
     assert len(calls) == 2, "the hook must not run again after it failed"
-
-
-CHILD_PRELUDE = """
-import gilkit_testext as ext
-print("READY", flush=True)
-try:
-    {call}
-    print("RETURNED", flush=True)
-except KeyboardInterrupt:
-    print("CAUGHT KeyboardInterrupt", flush=True)
-"""
 
 
 @pytest.mark.parametrize(

@@ -386,18 +386,17 @@ impl<Fr: Framing> RecordReader<Fr> {
             if refill {
                 self.make_room()?;
             }
-            if refill && self.source.needs_gil() {
-                if let Err(err) = self.fill_attached(py) {
-                    self.read_error = Some(err);
-                }
+            if refill
+                && self.source.needs_gil()
+                && let Err(err) = self.fill_attached(py)
+            {
+                self.read_error = Some(err);
             }
             let started = Instant::now();
             let detached_refill = refill && !self.source.needs_gil();
             let pass = crate::detach(py, || {
-                if detached_refill {
-                    if let Err(err) = self.fill_detached() {
-                        self.read_error = Some(err);
-                    }
+                if detached_refill && let Err(err) = self.fill_detached() {
+                    self.read_error = Some(err);
                 }
                 self.frame_and_parse(&mut parse)
             });
@@ -774,12 +773,12 @@ impl Buffer {
 
     /// Moves `start..end` to the front.
     pub(crate) fn compact(&mut self) {
-        if let Storage::Vec(vec) = &mut self.storage {
-            if self.start > 0 {
-                vec.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
+        if let Storage::Vec(vec) = &mut self.storage
+            && self.start > 0
+        {
+            vec.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
         }
     }
 

@@ -189,12 +189,10 @@ impl Source {
         }
         let has_readinto = obj.hasattr(intern!(py, "readinto"))?;
         if has_readinto || obj.hasattr(intern!(py, "read"))? {
-            if allow_fd {
-                if let Some(fd) = FdSource::try_new(obj, &io)? {
-                    return Ok(Source {
-                        inner: Inner::Fd(fd),
-                    });
-                }
+            if allow_fd && let Some(fd) = FdSource::try_new(obj, &io)? {
+                return Ok(Source {
+                    inner: Inner::Fd(fd),
+                });
             }
             let method = if has_readinto {
                 ReadMethod::ReadInto

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 mod batch;
 mod file;
+mod nogil;
 mod semaphore;
 
 /// Busy CPU work for `micros` microseconds (a spin on the clock: no sleeping, no syscalls to
@@ -170,6 +171,7 @@ fn spawn_attaching_tasks(count: usize, delay_ms: u64, callback: Py<PyAny>) {
 #[pymodule]
 fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gilkit::python::add_runtime_functions(m)?;
+    nogil::register(m)?;
     batch::register(m)?;
     semaphore::register(m)?;
     m.add_function(wrap_pyfunction!(spin_held, m)?)?;

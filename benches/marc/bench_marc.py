@@ -1,0 +1,194 @@
+"""Reading and writing MARC: gilkit_marc vs pymarc 5 vs mrrc, side by side in one run.
+
+Reading: records/s for reading a file and fully iterating fields (tag, data or every subfield's
+code and value). Writing: records/s for MARCWriter.write of already-read records to a BytesIO.
+Threads: 2 threads, each reading its own copy of the file, vs one thread reading both copies.
+Medians over --rounds rounds. Usage:
+
+    python benches/marc/bench_marc.py [--rounds 5] [--big]
+
+--big also runs a ~100 MB file made by repeating the two inputs (written to benches/out/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mrrc
+import pymarc
+
+import gilkit_marc
+
+DATA = Path(__file__).resolve().parents[2] / "examples" / "marc-reader" / "tests" / "data" / "mrrc"
+
+
+def iterate_fields(reader: object) -> int:
+    n = 0
+    for record in reader:  # type: ignore[attr-defined]
+        for field in record.fields:
+            if field.control_field:
+                field.data
+            else:
+                for sub in field.subfields:
+                    sub.code, sub.value
+        n += 1
+    return n
+
+
+def iterate_mrrc(reader: object) -> int:
+    n = 0
+    for record in reader:  # type: ignore[attr-defined]
+        for field in record.fields():
+            if field.is_control_field():
+                field.data
+            else:
+                for sub in field.subfields():
+                    sub.code, sub.value
+        n += 1
+    return n
+
+
+READERS = {
+    "pymarc": lambda p: iterate_fields(pymarc.MARCReader(open(p, "rb"))),
+    "mrrc": lambda p: iterate_mrrc(mrrc.MARCReader(open(p, "rb"))),
+    "gilkit_marc": lambda p: iterate_fields(gilkit_marc.MARCReader(open(p, "rb"))),
+}
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], object]], rounds: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median seconds of each function, running them in turn each round: on a shared, noisy
+    machine a change of load then hits every library alike instead of whichever ran last."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = clock()
+            fn()
+            times[name].append(clock() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def serially(fn: Callable[[Path], object], paths: list[Path]) -> None:
+    for path in paths:
+        fn(path)
+
+
+def in_threads(fn: Callable[[Path], object], paths: list[Path]) -> None:
+    threads = [threading.Thread(target=fn, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--big", action="store_true")
+    args = parser.parse_args()
+    files = [DATA / "10k_records.mrc", DATA / "realistic.mrc"]
+    if args.big:
+        out = Path(__file__).resolve().parents[1] / "out"
+        out.mkdir(exist_ok=True)
+        big = out / "big.mrc"
+        if not big.exists():
+            chunk = b"".join(p.read_bytes() for p in files)
+            big.write_bytes(chunk * (100_000_000 // len(chunk) + 1))
+        files.append(big)
+    print(f"python {sys.version.split()[0]}, nproc {os.cpu_count()}, rounds {args.rounds} (medians)\n")
+
+    print("## Reading (records/s, fully iterating fields)\n")
+    print("| file | records | pymarc | mrrc | gilkit_marc | vs pymarc | vs mrrc |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for path in files:
+        n = READERS["gilkit_marc"](path)
+        rounds = 1 if path.stat().st_size > 10_000_000 else args.rounds
+        t = interleaved({name: functools.partial(fn, path) for name, fn in READERS.items()}, rounds)
+        rate = {k: n / v for k, v in t.items()}
+        print(
+            f"| {path.name} | {n} | {rate['pymarc']:,.0f} | {rate['mrrc']:,.0f} | {rate['gilkit_marc']:,.0f} "
+            f"| {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x |"
+        )
+
+    print("\n## Reading, CPU time of this process (less sensitive to other load than wall time)\n")
+    print("| file | pymarc ms | mrrc ms | gilkit_marc ms | vs pymarc | vs mrrc |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for path in files[:2]:
+        fns = {name: functools.partial(fn, path) for name, fn in READERS.items()}
+        t = interleaved(fns, args.rounds, clock=time.process_time)
+        print(
+            f"| {path.name} | {t['pymarc'] * 1e3:.0f} | {t['mrrc'] * 1e3:.0f} | {t['gilkit_marc'] * 1e3:.1f} "
+            f"| {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x |"
+        )
+
+    print("\n## Where gilkit_marc's time goes (one thread)\n")
+    print("| file | total ms | GIL released ms (read + frame + parse) | released share | max 2-thread speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for path in files[:2]:
+        shares = []
+        for _ in range(args.rounds):
+            reader = gilkit_marc.MARCReader(path)
+            start = time.perf_counter()
+            iterate_fields(reader)
+            total = time.perf_counter() - start
+            shares.append((total, reader.stats()["released_seconds"]))
+        total, released = sorted(shares)[len(shares) // 2]
+        share = released / total
+        # Two threads can overlap only the released part: the held part is serial.
+        bound = 2 / max(2 * (1 - share), 1)
+        print(f"| {path.name} | {total * 1e3:.1f} | {released * 1e3:.1f} | {share:.0%} | {bound:.2f}x |")
+
+    print("\n## Two threads, each reading its own copy of the file\n")
+    print("Speed-up: one thread reading both copies in turn / two threads reading one copy each.\n")
+    print("| file | pymarc 2T rec/s | mrrc 2T rec/s | gilkit_marc 2T rec/s | pymarc speed-up | mrrc speed-up | gilkit_marc speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for path in files[:2]:
+        copies = [path, path]
+        n = 2 * READERS["gilkit_marc"](path)
+        runs: dict[str, Callable[[], object]] = {}
+        for name, fn in READERS.items():
+            runs[f"{name} serial"] = functools.partial(serially, fn, copies)
+            runs[f"{name} threads"] = functools.partial(in_threads, fn, copies)
+        t = interleaved(runs, args.rounds)
+        rates = [f"{n / t[f'{name} threads']:,.0f}" for name in READERS]
+        ups = [f"{t[f'{name} serial'] / t[f'{name} threads']:.2f}x" for name in READERS]
+        print(f"| {path.name} | " + " | ".join(rates + ups) + " |")
+
+    print("\n## Writing (records/s, MARCWriter to BytesIO)\n")
+    print("| file | pymarc | mrrc | gilkit_marc | vs pymarc | vs mrrc |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for path in files[:2]:
+        records = {
+            "pymarc": list(pymarc.MARCReader(open(path, "rb"))),
+            "mrrc": list(mrrc.MARCReader(open(path, "rb"))),
+            "gilkit_marc": list(gilkit_marc.MARCReader(open(path, "rb"))),
+        }
+        writers: dict[str, Any] = {"pymarc": pymarc.MARCWriter, "mrrc": mrrc.MARCWriter, "gilkit_marc": gilkit_marc.MARCWriter}
+
+        def write(name: str) -> None:
+            w = writers[name](io.BytesIO())
+            for r in records[name]:
+                w.write(r)
+            w.close(close_fh=False) if name != "mrrc" else w.close()
+
+        t = interleaved({name: functools.partial(write, name) for name in writers}, args.rounds)
+        n = len(records["gilkit_marc"])
+        print(
+            f"| {path.name} | {n / t['pymarc']:,.0f} | {n / t['mrrc']:,.0f} | {n / t['gilkit_marc']:,.0f} "
+            f"| {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Type stub for the Rust extension ``gilkit_marc._native`` (see ``src/python/``)."""
+
+from os import PathLike
+from typing import Any, BinaryIO
+
+from typing_extensions import Self, disjoint_base
+
+from .record import Record
+
+__all__ = ["MARCReader", "as_marc", "decode_into", "marc8_decode", "read_all"]
+
+_Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+@disjoint_base
+class MARCReader:
+    """pymarc's MARCReader: yields Records, or None for unreadable ones (see current_exception)."""
+
+    permissive: bool
+    to_unicode: bool
+    force_utf8: bool
+    hide_utf8_warnings: bool
+    utf8_handling: str
+    file_encoding: str
+    @property
+    def file_handle(self) -> Any: ...
+    @property
+    def current_chunk(self) -> bytes | None: ...
+    @property
+    def current_exception(self) -> BaseException | None: ...
+    def __new__(
+        cls,
+        marc_target: _Target,
+        to_unicode: bool = True,
+        force_utf8: bool = False,
+        hide_utf8_warnings: bool = False,
+        utf8_handling: str = "strict",
+        file_encoding: str = "iso8859-1",
+        permissive: bool = False,
+    ) -> Self: ...
+    def __iter__(self) -> MARCReader: ...
+    def __next__(self) -> Record | None: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, int | float]: ...
+
+def read_all(
+    target: _Target,
+    threads: int = 1,
+    *,
+    permissive: bool = False,
+    to_unicode: bool = True,
+    force_utf8: bool = False,
+    hide_utf8_warnings: bool = False,
+    utf8_handling: str = "strict",
+    file_encoding: str = "iso8859-1",
+) -> list[Record | None]: ...
+def marc8_decode(data: bytes, quiet: bool, g0: int = 0x42, g1: int = 0x45) -> tuple[str, list[str], bool, int, int]: ...
+def decode_into(
+    record: Record,
+    data: bytes,
+    to_unicode: bool,
+    force_utf8: bool,
+    hide_utf8_warnings: bool,
+    utf8_handling: str,
+    file_encoding: str,
+) -> bool: ...
+def as_marc(record: Record) -> bytes | None: ...

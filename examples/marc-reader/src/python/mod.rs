@@ -1,0 +1,90 @@
+//! The extension module `gilkit_marc._native`.
+//!
+//! `gilkit_marc`'s public API is Python (`python/gilkit_marc/`); this module provides the parts
+//! that must be fast: the reader ([`reader`]), building Python objects ([`build`]), serialising
+//! records ([`write`](mod@write)) and MARC-8 decoding. See each function for what it does with the GIL.
+
+mod build;
+mod reader;
+mod write;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::marc8;
+use crate::parse;
+use reader::PyOptions;
+
+/// `(text, messages, ok, g0, g1)`: MARC-8 `data` decoded as pymarc does from the working sets
+/// `g0`/`g1`, and the sets afterwards; `ok` is false where pymarc raises. Holds the GIL
+/// (strings are short).
+#[pyfunction]
+#[pyo3(signature = (data, quiet, g0=0x42, g1=0x45))]
+fn marc8_decode(
+    data: &[u8],
+    quiet: bool,
+    g0: u32,
+    g1: u32,
+) -> (String, Vec<String>, bool, u32, u32) {
+    let mut sets = marc8::Sets { g0, g1 };
+    match marc8::decode_with(data, quiet, &mut sets) {
+        Ok(d) => (d.text, d.messages, true, sets.g0, sets.g1),
+        Err(e) => (String::new(), e.messages, false, sets.g0, sets.g1),
+    }
+}
+
+/// Fills `record` (a fresh `Record`) from transmission-format `data` if the Rust parser can
+/// reproduce pymarc's result exactly; returns whether it did. Holds the GIL (one record).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn decode_into(
+    py: Python<'_>,
+    record: &Bound<'_, PyAny>,
+    data: &[u8],
+    to_unicode: bool,
+    force_utf8: bool,
+    hide_utf8_warnings: bool,
+    utf8_handling: &str,
+    file_encoding: &str,
+) -> PyResult<bool> {
+    let opts = PyOptions::new(
+        to_unicode,
+        force_utf8,
+        hide_utf8_warnings,
+        utf8_handling,
+        file_encoding,
+    )
+    .resolve(py);
+    let Ok(rec) = parse::parse(data, &opts) else {
+        return Ok(false);
+    };
+    let builder = build::Builder::get(py)?;
+    build::write_messages(py, &rec.messages)?;
+    record.setattr("leader", builder.leader(py, &rec)?)?;
+    let fields = record.getattr("fields")?;
+    fields
+        .cast::<PyList>()?
+        .call_method1("extend", (builder.fields(py, &rec, to_unicode)?,))?;
+    Ok(true)
+}
+
+/// `record.as_marc()` for plain records (leader position 9 updated as pymarc does), or `None`
+/// when the Python serialiser must run (see [`write`](mod@write)). Holds the GIL.
+#[pyfunction]
+fn as_marc<'py>(
+    py: Python<'py>,
+    record: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    write::as_marc(py, record)
+}
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<reader::MarcReader>()?;
+    m.add_function(wrap_pyfunction!(reader::read_all, m)?)?;
+    m.add_function(wrap_pyfunction!(marc8_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_into, m)?)?;
+    m.add_function(wrap_pyfunction!(as_marc, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! `Record.as_marc()` in Rust: transmission format from the Python objects, byte for byte as pymarc.
+//!
+//! Only plain records take this path: exact `Record`/`Field`/`RawField`/`Subfield`/`Indicators`/
+//! `Leader` instances (read through their slots, see [`super::build`]) holding `str` (or `bytes`
+//! in `RawField`s), three-character ASCII tags, and text the target encoding can represent.
+//! Anything else returns `None` and `Record.as_marc` runs the Python serialiser, which gives
+//! pymarc's result or pymarc's exception (a subclass overriding `as_marc`, a `None` control field
+//! written as `"None"`, an unencodable character...). Holds the GIL throughout.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use super::build::{Builder, RecordSlot, is_exactly};
+use crate::parse::{END_OF_FIELD, END_OF_RECORD, LEADER_LEN, SUBFIELD_INDICATOR};
+
+/// Appends `s` encoded as UTF-8 or Latin-1; `None` if it cannot be (Python decides then).
+fn push_text(out: &mut Vec<u8>, s: &Bound<'_, PyAny>, latin1: bool) -> Option<()> {
+    let s = s.cast::<PyString>().ok()?.to_str().ok()?;
+    if !latin1 || s.is_ascii() {
+        out.extend_from_slice(s.as_bytes());
+        return Some(());
+    }
+    for ch in s.chars() {
+        out.push(u8::try_from(u32::from(ch)).ok()?);
+    }
+    Some(())
+}
+
+fn push_bytes(out: &mut Vec<u8>, b: &Bound<'_, PyAny>) -> Option<()> {
+    out.extend_from_slice(b.cast::<PyBytes>().ok()?.as_bytes());
+    Some(())
+}
+
+fn push_ascii(out: &mut Vec<u8>, s: &Bound<'_, PyAny>) -> Option<()> {
+    let s = s.cast::<PyString>().ok()?.to_str().ok()?;
+    s.is_ascii().then(|| out.extend_from_slice(s.as_bytes()))
+}
+
+/// `record.as_marc()`, including its update of leader position 9, or `None` to let Python do it.
+pub(crate) fn as_marc<'py>(
+    py: Python<'py>,
+    record: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let builder = Builder::get(py)?;
+    let mut out = Vec::new();
+    Ok(serialise(record, builder, &mut out)?.map(|()| PyBytes::new(py, &out)))
+}
+
+/// Appends `record.as_marc()` to `out`; `None` (and `out` possibly extended) if Python must do it.
+pub(crate) fn serialise(
+    record: &Bound<'_, PyAny>,
+    builder: &Builder,
+    out: &mut Vec<u8>,
+) -> PyResult<Option<()>> {
+    macro_rules! some {
+        ($e:expr) => {
+            match $e {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        };
+    }
+    let py = record.py();
+    let classes = builder.classes();
+    let leader = some!(builder.record_slot(record, RecordSlot::Leader)?);
+    let text = some!(builder.leader_text(&leader)?);
+    let text = some!(text.cast::<PyString>().ok()).to_str()?;
+    if text.len() != LEADER_LEN || !text.is_ascii() {
+        return Ok(None);
+    }
+    let mut leader_bytes: [u8; LEADER_LEN] = text.as_bytes().try_into().expect("checked length");
+    // pymarc: `if self.to_unicode: self.leader.coding_scheme = "a"`.
+    let to_unicode = some!(builder.record_slot(record, RecordSlot::ToUnicode)?);
+    if to_unicode.is_truthy()? && leader_bytes[9] != b'a' {
+        leader_bytes[9] = b'a';
+        let updated = std::str::from_utf8(&leader_bytes).expect("ASCII");
+        builder.set_leader_text(&leader, PyString::new(py, updated).into_any())?;
+    }
+    let force_utf8 = some!(builder.record_slot(record, RecordSlot::ForceUtf8)?);
+    let latin1 = !(leader_bytes[9] == b'a' || force_utf8.is_truthy()?);
+    let fields = some!(builder.record_slot(record, RecordSlot::Fields)?);
+    let fields = some!(fields.cast::<PyList>().ok());
+
+    let mut directory = Vec::with_capacity(fields.len() * 12 + 1);
+    let mut body = Vec::new();
+    for field in fields.iter() {
+        let (raw, [tag, data, indicators, subfields, control]) =
+            some!(builder.field_slots(&field)?);
+        let tag = some!(tag);
+        let tag = some!(tag.cast::<PyString>().ok()).to_str()?;
+        if tag.len() != 3 || !tag.is_ascii() {
+            return Ok(None);
+        }
+        let control = some!(control);
+        let start = body.len();
+        if control.is_truthy()? {
+            let data = some!(data);
+            some!(if raw {
+                push_bytes(&mut body, &data)
+            } else {
+                push_text(&mut body, &data, latin1)
+            });
+        } else {
+            let indicators = some!(indicators);
+            if !indicators.is_none() {
+                if !is_exactly(&indicators, classes.indicators) {
+                    return Ok(None);
+                }
+                let pair = indicators.cast::<PyTuple>()?;
+                for i in 0..2 {
+                    let ind = pair.get_borrowed_item(i)?;
+                    some!(if raw {
+                        push_ascii(&mut body, &ind)
+                    } else {
+                        push_text(&mut body, &ind, latin1)
+                    });
+                }
+            }
+            let subfields = some!(subfields);
+            let subfields = some!(subfields.cast::<PyList>().ok());
+            for sub in subfields.iter() {
+                if !is_exactly(&sub, classes.subfield) {
+                    return Ok(None);
+                }
+                let sub = sub.cast::<PyTuple>()?;
+                let (code, value) = (sub.get_borrowed_item(0)?, sub.get_borrowed_item(1)?);
+                body.push(SUBFIELD_INDICATOR);
+                some!(if raw {
+                    push_ascii(&mut body, &code).and_then(|()| push_bytes(&mut body, &value))
+                } else {
+                    push_text(&mut body, &code, latin1)
+                        .and_then(|()| push_text(&mut body, &value, latin1))
+                });
+            }
+        }
+        body.push(END_OF_FIELD);
+        directory.extend_from_slice(tag.as_bytes());
+        push_number(&mut directory, body.len() - start, 4);
+        push_number(&mut directory, start, 5);
+    }
+    directory.push(END_OF_FIELD);
+    body.push(END_OF_RECORD);
+    let base_address = LEADER_LEN + directory.len();
+    out.reserve(base_address + body.len());
+    push_number(out, base_address + body.len(), 5);
+    out.extend_from_slice(&leader_bytes[5..12]);
+    push_number(out, base_address, 5);
+    out.extend_from_slice(&leader_bytes[17..]);
+    out.extend_from_slice(&directory);
+    out.extend_from_slice(&body);
+    Ok(Some(()))
+}
+
+/// Appends `n` zero-padded to `width` digits, wider if it needs more (Python's `f"{n:05d}"`).
+fn push_number(out: &mut Vec<u8>, n: usize, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(len)));
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn push_number_pads_like_python() {
+        for (n, width, expected) in [
+            (0, 5, "00000"),
+            (42, 4, "0042"),
+            (123456, 5, "123456"),
+            (9999, 4, "9999"),
+        ] {
+            let mut out = Vec::new();
+            super::push_number(&mut out, n, width);
+            assert_eq!(out, expected.as_bytes());
+        }
+    }
+}

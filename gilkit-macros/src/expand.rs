@@ -1,0 +1,317 @@
+//! The expansion: a function whose body runs through a `gilkit` call site, or an impl block whose
+//! marked methods do.
+//!
+//! Only the body changes (and, for `interruptible` and `async fn`, a return type that is not
+//! already a `Result` becomes `PyResult<_>`): the parameters stay as written, so PyO3 derives the
+//! same Python signature, text signature and docstring whether it sees the function before or
+//! after this attribute. The `Python<'_>` token the release needs is the function's own `py`
+//! parameter when it has one, and otherwise comes from `Python::attach`, which costs one
+//! thread-local read in a function called from Python (the thread is attached already).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Attribute, ImplItem, Item, ItemFn, ItemImpl, ReturnType, Type};
+
+use crate::check;
+use crate::options::{Errors, Options};
+
+/// The attribute's entry point: dispatches on what it is attached to.
+pub(crate) fn nogil(args: TokenStream, item: TokenStream) -> TokenStream {
+    let parsed = match syn::parse2::<Item>(item.clone()) {
+        Ok(parsed) => parsed,
+        Err(e) => return with_original(e, item),
+    };
+    match parsed {
+        Item::Fn(func) => {
+            let name = func.sig.ident.to_string();
+            let original = quote!(#func);
+            match Options::parse(args).and_then(|opts| expand_fn(func, opts, name)) {
+                Ok(tokens) => tokens,
+                Err(e) => with_original(e, original),
+            }
+        }
+        Item::Impl(block) => expand_impl(args, block),
+        other => {
+            let message = "`#[gilkit::nogil]` goes on a function: a method in `#[pymethods]`, a \
+                           `#[pyfunction]`, or a plain `fn`; or on a `#[pymethods]` impl block whose \
+                           methods are marked `#[nogil]`";
+            let span = item_keyword_span(&other);
+            with_original(syn::Error::new(span, message), item)
+        }
+    }
+}
+
+/// The impl-block form: `#[gilkit::nogil]` above `#[pymethods]`, methods marked `#[nogil]`.
+fn expand_impl(args: TokenStream, mut block: ItemImpl) -> TokenStream {
+    let mut errors = Errors::default();
+    if !args.is_empty() {
+        errors.push(syn::Error::new(
+            args.span(),
+            "options go on the methods (`#[nogil(adaptive)] fn ...`), not on the impl block",
+        ));
+    }
+    let type_name = match &*block.self_ty {
+        Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
+        _ => None,
+    }
+    .unwrap_or_else(|| "Self".into());
+    let mut marked = 0;
+    let mut rewritten = Vec::with_capacity(block.items.len());
+    for item in std::mem::take(&mut block.items) {
+        let ImplItem::Fn(method) = item else {
+            rewritten.push(item);
+            continue;
+        };
+        let (marks, attrs): (Vec<Attribute>, Vec<Attribute>) =
+            method.attrs.iter().cloned().partition(is_nogil_attr);
+        let mut method = method;
+        method.attrs = attrs;
+        let Some(mark) = marks.into_iter().next() else {
+            rewritten.push(ImplItem::Fn(method));
+            continue;
+        };
+        marked += 1;
+        let args = match &mark.meta {
+            syn::Meta::List(list) => list.tokens.clone(),
+            _ => TokenStream::new(),
+        };
+        let func = ItemFn {
+            attrs: method.attrs.clone(),
+            vis: method.vis.clone(),
+            sig: method.sig.clone(),
+            block: Box::new(method.block.clone()),
+        };
+        let name = format!("{type_name}.{}", method.sig.ident);
+        match Options::parse(args).and_then(|opts| expand_fn(func, opts, name)) {
+            Ok(tokens) => match syn::parse2::<ImplItem>(tokens) {
+                Ok(item) => rewritten.push(item),
+                Err(e) => {
+                    errors.push(e);
+                    rewritten.push(ImplItem::Fn(method));
+                }
+            },
+            Err(e) => {
+                errors.push(e);
+                rewritten.push(ImplItem::Fn(method));
+            }
+        }
+    }
+    if marked == 0 {
+        errors.push(syn::Error::new(
+            block.impl_token.span,
+            "no method of this impl block is marked `#[nogil]`\nhelp: mark the methods whose body \
+             should run with the GIL released, e.g. `#[nogil] fn work(&self) -> u64 { ... }`",
+        ));
+    }
+    block.items = rewritten;
+    match errors.finish() {
+        Ok(()) => quote!(#block),
+        Err(e) => {
+            let errors = e.to_compile_error();
+            quote!(#errors #block)
+        }
+    }
+}
+
+/// `#[nogil]`, `#[gilkit::nogil]`, `#[nogil(...)]`: the marks the impl-block form consumes.
+fn is_nogil_attr(attr: &Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "nogil")
+}
+
+/// Rewrites one function; `name` is its call site's name unless `name = "..."` overrides it.
+fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<TokenStream> {
+    let ItemFn {
+        attrs,
+        vis,
+        mut sig,
+        block,
+    } = func;
+    let body = quote!(#block);
+    let mut errors = Errors::default();
+    check::check(&sig, &body, "nogil", &mut errors);
+
+    if let Some(constness) = &sig.constness {
+        errors.push(syn::Error::new(
+            constness.span,
+            "a `const fn` cannot release the GIL: releasing happens at run time\nhelp: remove `const`, \
+             or remove `#[nogil]`",
+        ));
+    }
+    let is_async = sig.asyncness.is_some();
+    if is_async {
+        if let Some(a) = &opts.adaptive {
+            errors.push(syn::Error::new(
+                a.span,
+                "`adaptive` does not apply to an `async fn`: its body always runs through \
+                 `gilkit::block_on` with the GIL released\nhelp: remove `adaptive`",
+            ));
+        }
+        if let Some(i) = &opts.interruptible {
+            errors.push(syn::Error::new(
+                i.span,
+                "an `async fn` is interruptible already: Ctrl-C drops its future at the next \
+                 `.await`\nhelp: remove `interruptible`",
+            ));
+        }
+    }
+    if let Some(i) = &opts.interruptible {
+        if let Some((_, span)) = check::param_names(&sig)
+            .into_iter()
+            .find(|(n, _)| *n == i.token)
+        {
+            errors.push(syn::Error::new(
+                span,
+                format!(
+                    "`{token}` is the name `interruptible` gives the cancel token, and this \
+                     parameter has it too\nhelp: name the token differently: \
+                     `interruptible(token = cancel)`",
+                    token = i.token
+                ),
+            ));
+        } else if !is_async && !check::mentions(&body, &i.token) {
+            errors.push(syn::Error::new(
+                i.span,
+                format!(
+                    "the body never looks at `{token}`, so Ctrl-C could not stop it early\nhelp: \
+                     check `{token}.is_cancelled()` in the body's loops and return early when it is \
+                     set, or remove `interruptible`",
+                    token = i.token
+                ),
+            ));
+        }
+        if let Some(hint) = opts.adaptive.as_ref().and_then(|a| a.hint.as_ref()) {
+            errors.push(syn::Error::new_spanned(
+                hint,
+                "`hint` cannot be combined with `interruptible`\nhelp: use `adaptive` without a \
+                 hint (the moving average of past durations decides)",
+            ));
+        }
+    }
+    errors.finish()?;
+
+    // The call site: a static in the function's body, named after the function.
+    let name = opts.name.as_ref().map_or(default_name, syn::LitStr::value);
+    let site = format_ident!("__GILKIT_CALL_SITE", span = Span::mixed_site());
+    let threshold = opts
+        .adaptive
+        .as_ref()
+        .and_then(|a| a.threshold_us.as_ref())
+        .map(|n| quote_spanned!(n.span()=> .with_threshold(::gilkit::__private::micros(#n))));
+    // `line!()` spanned at the function's name reports the function's line, not the attribute's
+    // (which, in the impl-block form, is the same for every method).
+    let line = quote_spanned!(sig.ident.span()=> ::core::line!());
+    let site_static = quote! {
+        static #site: ::gilkit::__private::CallSite = ::gilkit::__private::CallSite::new(
+            #name, ::core::module_path!(), ::core::file!(), #line,
+        ) #threshold;
+    };
+
+    let py = format_ident!("__gilkit_py", span = Span::mixed_site());
+    let ret_ty: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    // Annotating the closure's return type lets `?` in the body convert its errors; it is left
+    // out when the type has elided lifetimes, which a closure signature cannot express.
+    let annotated = (!has_elided_lifetime_or_impl(&ret_ty)).then(|| quote!(-> #ret_ty));
+
+    let call = if is_async {
+        let fut = match &annotated {
+            Some(_) => quote!(::gilkit::__private::future_of::<#ret_ty, _>(async move #block)),
+            None => quote!(async move #block),
+        };
+        quote!(#site.block_on(#py, #fut))
+    } else if let Some(i) = &opts.interruptible {
+        let token = &i.token;
+        let closure = quote!(move |#token: &::gilkit::CancelToken| #annotated #block);
+        if opts.adaptive.is_some() {
+            quote!(#site.detach_interruptible_adaptive(#py, #closure))
+        } else {
+            quote!(#site.detach_interruptible(#py, #closure))
+        }
+    } else {
+        let closure = quote!(move || #annotated #block);
+        match &opts.adaptive {
+            Some(a) => match &a.hint {
+                Some(hint) => {
+                    let size = format_ident!("__gilkit_size", span = Span::mixed_site());
+                    let hint = quote_spanned!(hint.span()=> let #size: usize = #hint;);
+                    quote!({ #hint #site.detach_adaptive_sized(#py, #size, #closure) })
+                }
+                None => quote!(#site.detach_adaptive(#py, #closure)),
+            },
+            None => quote!(#site.detach(#py, #closure)),
+        }
+    };
+
+    // `interruptible` and `async fn` can fail with the exception a signal handler raised: merge
+    // it into a `Result` return type, or make the return type `PyResult<_>`.
+    let fallible = is_async || opts.interruptible.is_some();
+    let call = if fallible && returns_result(&ret_ty) {
+        quote!(::gilkit::__private::flatten(#call))
+    } else {
+        if fallible {
+            sig.output = syn::parse_quote!(-> ::gilkit::__private::PyResult<#ret_ty>);
+        }
+        call
+    };
+    let call = match check::python_param(&sig) {
+        Some(own) => quote!({ let #py = #own; #call }),
+        None => quote!(::gilkit::__private::attach(|#py| #call)),
+    };
+    sig.asyncness = None;
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig {
+            #site_static
+            #call
+        }
+    })
+}
+
+/// `Result<..>`, `PyResult<..>`, `io::Result<..>`: return types that can carry a `PyErr`.
+fn returns_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "Result" || s.ident == "PyResult"),
+        _ => false,
+    }
+}
+
+fn has_elided_lifetime_or_impl(ty: &Type) -> bool {
+    let text = quote!(#ty).to_string();
+    text.contains("impl ")
+        || text.contains("'_")
+        || text.contains("& ")
+        || text.starts_with('&')
+        || text.contains("dyn ")
+}
+
+/// The keyword that says what an item is (`struct`, `enum`, ...), for "not a function" errors.
+fn item_keyword_span(item: &Item) -> Span {
+    match item {
+        Item::Struct(i) => i.struct_token.span,
+        Item::Enum(i) => i.enum_token.span,
+        Item::Const(i) => i.const_token.span,
+        Item::Static(i) => i.static_token.span,
+        Item::Mod(i) => i.mod_token.span,
+        Item::Trait(i) => i.trait_token.span,
+        Item::Type(i) => i.type_token.span,
+        Item::Use(i) => i.use_token.span,
+        Item::Union(i) => i.union_token.span,
+        other => other.span(),
+    }
+}
+
+/// The error followed by the item as written, so that the rest of the crate still sees it.
+fn with_original(error: syn::Error, item: TokenStream) -> TokenStream {
+    let error = error.to_compile_error();
+    quote!(#error #item)
+}

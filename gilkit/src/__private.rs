@@ -1,0 +1,39 @@
+//! What `#[gilkit::nogil]` expansions call. Not a public API: names and signatures here change
+//! with the macro, never to be used by hand.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use crate::callsite::CallSite;
+pub use pyo3::PyResult;
+use pyo3::{PyErr, Python};
+
+/// The `Python` token for a function without a `py` parameter. Called from Python, the thread is
+/// attached already and this is one thread-local read; called from Rust without the GIL, it
+/// attaches first.
+#[inline(always)]
+pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+    Python::attach(f)
+}
+
+/// Merges the exception of an interrupted call into the function's own `Result`.
+#[inline(always)]
+pub fn flatten<T, E: From<PyErr>>(result: PyResult<Result<T, E>>) -> Result<T, E> {
+    match result {
+        Ok(inner) => inner,
+        Err(e) => Err(E::from(e)),
+    }
+}
+
+/// Fixes an `async` block's output type, so that `?` in the body knows what to convert into.
+#[inline(always)]
+pub fn future_of<T, F: Future<Output = T>>(fut: F) -> F {
+    fut
+}
+
+/// `adaptive(threshold_us = N)`: a call through a function keeps lints about `Duration`
+/// constructors (`clippy::duration_suboptimal_units`) off the user's literal.
+#[inline(always)]
+pub const fn micros(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
