@@ -395,6 +395,8 @@ def test_writer_to_bytesio_in_large_chunks():
 def test_writer_to_a_path_and_to_gzip_round_trips(tmp_path):
     ext.file_write(tmp_path / "out.txt", LINES)
     assert (tmp_path / "out.txt").read_bytes() == DATA
+    ext.file_write(str(tmp_path / "closed.txt"), LINES, close=True)
+    assert (tmp_path / "closed.txt").read_bytes() == DATA
     with gzip.open(tmp_path / "out.gz", "wb") as gz:
         ext.file_write(gz, MARC, terminator=b"", capacity=10_000)
     with gzip.open(tmp_path / "out.gz", "rb") as gz:

@@ -81,6 +81,39 @@ impl<F: Framing + ?Sized> Framing for &mut F {
     }
 }
 
+/// A [`Framing`] from a closure, for one-off formats.
+///
+/// # Examples
+///
+/// ```
+/// use gilkit::file::{Frame, Framing, from_fn};
+///
+/// // Fixed-size records of 4 bytes.
+/// let mut fixed = from_fn(|buf: &[u8], _at_eof: bool| {
+///     Ok(if buf.len() >= 4 { Frame::record(4) } else { Frame::Incomplete { needed: Some(4) } })
+/// });
+/// assert_eq!(fixed.next_record(b"abcdef", false).unwrap(), Frame::record(4));
+/// ```
+pub fn from_fn<F>(f: F) -> FromFn<F>
+where
+    F: FnMut(&[u8], bool) -> Result<Frame, FramingError> + Send,
+{
+    FromFn(f)
+}
+
+/// The [`Framing`] made by [`from_fn`].
+#[derive(Clone, Debug)]
+pub struct FromFn<F>(F);
+
+impl<F> Framing for FromFn<F>
+where
+    F: FnMut(&[u8], bool) -> Result<Frame, FramingError> + Send,
+{
+    fn next_record(&mut self, buf: &[u8], at_eof: bool) -> Result<Frame, FramingError> {
+        (self.0)(buf, at_eof)
+    }
+}
+
 /// What a [`Framing`] found at the start of the input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {

@@ -41,7 +41,8 @@ mod source;
 mod writer;
 
 pub use framing::{
-    Delimited, Frame, Framing, FramingError, InvalidLength, LengthEncoding, LengthPrefixed, Lines,
+    Delimited, Frame, Framing, FramingError, FromFn, InvalidLength, LengthEncoding, LengthPrefixed,
+    Lines, from_fn,
 };
 pub use io::PyReader;
 pub use reader::{ReadError, ReaderOptions, ReaderStats, RecordReader, Records};

@@ -81,7 +81,8 @@ enum Sink {
         /// `io.RawIOBase`: `write` returning `None` means "would block".
         raw: bool,
     },
-    File(File),
+    /// A file opened by path; `None` once closed.
+    File(Option<File>),
 }
 
 impl PyWriter {
@@ -101,9 +102,9 @@ impl PyWriter {
                 .import(intern!(py, "os"))?
                 .call_method1(intern!(py, "fspath"), (obj,))?
                 .extract()?;
-            Sink::File(
+            Sink::File(Some(
                 crate::detach(py, || File::create(&path)).map_err(|err| os_error(err, &path))?,
-            )
+            ))
         } else {
             let io = py.import(intern!(py, "io"))?;
             if obj.is_instance(&io.getattr(intern!(py, "TextIOBase"))?)? {
@@ -180,7 +181,11 @@ impl PyWriter {
                 self.stats.python_calls += 1;
                 obj.bind(py).call_method0(intern!(py, "flush"))?;
             }
-            Sink::File(file) => crate::detach(py, || file.flush())?,
+            Sink::File(file) => {
+                if let Some(file) = file {
+                    crate::detach(py, || file.flush())?;
+                }
+            }
         }
         Ok(())
     }
@@ -205,7 +210,11 @@ impl PyWriter {
                 self.stats.python_calls += 1;
                 obj.bind(py).call_method0(intern!(py, "close")).map(drop)
             }
-            Sink::File(file) => crate::detach(py, || file.sync_data()).map_err(PyErr::from),
+            // Dropping the file closes it (like `io.FileIO.close`, without an fsync).
+            Sink::File(file) => {
+                file.take();
+                Ok(())
+            }
         };
         match (flushed, closed) {
             (Err(flush), Err(close)) => {
@@ -234,7 +243,7 @@ impl PyWriter {
 
     fn check_open(&self) -> PyResult<()> {
         if self.closed {
-            Err(PyValueError::new_err("I/O operation on closed file."))
+            Err(closed_error())
         } else {
             Ok(())
         }
@@ -254,6 +263,7 @@ impl PyWriter {
         }
         match &mut self.sink {
             Sink::File(file) => {
+                let file = file.as_mut().ok_or_else(closed_error)?;
                 let buf = &self.buf;
                 crate::detach(py, || file.write_all(buf))?;
                 self.stats.bytes_written += self.buf.len() as u64;
@@ -321,13 +331,16 @@ impl PyWriter {
     }
 }
 
+/// What `io` raises for an operation on a closed file.
+fn closed_error() -> PyErr {
+    PyValueError::new_err("I/O operation on closed file.")
+}
+
 impl Write for PyWriter {
     /// Buffers `data`; a full buffer is written out (re-acquiring the GIL for a file object).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.closed {
-            return Err(io::Error::other(PyValueError::new_err(
-                "I/O operation on closed file.",
-            )));
+            return Err(io::Error::other(closed_error()));
         }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= self.capacity {
@@ -352,7 +365,9 @@ impl Drop for PyWriter {
         }
         if let Sink::File(file) = &mut self.sink {
             // Nothing to report to: the same as a dropped BufWriter.
-            let _ = file.write_all(&self.buf);
+            if let Some(file) = file {
+                let _ = file.write_all(&self.buf);
+            }
             return;
         }
         let _ = Python::try_attach(|py| {
