@@ -48,13 +48,13 @@ FORMATS = ["txt", "md", "html", "json", "csv", "pdf", "txt.gz", "html.gz", "md.g
 # Queries with a known right source: (query, source, headword of the entry that answers it).
 QUERIES = [
     ("a blackguard whose faulty vision sees things as they are, not as they ought to be", "devil", "cynic"),
-    ("a person who talks when you wish him to listen", "devil", "bore"),
+    ("someone skilled at getting around the law", "devil", "lawyer"),
     ("a period of cheating between two periods of fighting", "devil", "peace"),
     ("a person of low taste, more interested in himself than in me", "devil", "egotist"),
     ("a bug that disappears or changes its behaviour when you try to observe it", "jargon", "heisenbug"),
     ("an off-by-one error when counting the posts of a fence", "jargon", "fencepost error"),
     ("the smoke that makes electronic chips work; when it escapes they stop working", "jargon", "magic smoke"),
-    ("a chain of seemingly unrelated tasks you must do before the real job", "jargon", "yak shaving"),
+    ("a seemingly pointless activity that turns out to be needed to solve the real problem", "jargon", "yak shaving"),
 ]
 
 

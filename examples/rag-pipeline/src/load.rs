@@ -381,24 +381,36 @@ fn pdf_text(bytes: &[u8]) -> Result<String, String> {
     }
 }
 
-/// A JSON document as text: every string and number with the key path that leads to it, one per
-/// line (`title: ...`, `entries.term: ...`), in document order.
+/// A JSON document as text: every string, number and boolean with the key that holds it, one per
+/// line (`title: ...`, `term: ...`), in document order. Only the innermost key is kept: full key
+/// paths (`entries.term`) repeat on every line and drown the content for an embedding model.
 fn json_text(source: &str) -> Result<String, String> {
     let value: serde_json::Value = serde_json::from_str(source).map_err(|e| e.to_string())?;
     let mut out = String::new();
-    let mut stack: Vec<(String, &serde_json::Value)> = vec![(String::new(), &value)];
-    while let Some((key, value)) = stack.pop() {
+    // An explicit stack instead of recursion: deeply nested input must not overflow a worker's stack.
+    // `None` marks the end of an object inside an array: a blank line, so that records stay
+    // paragraphs for the splitter.
+    let mut stack: Vec<Option<(&str, &serde_json::Value)>> = vec![Some(("", &value))];
+    while let Some(item) = stack.pop() {
+        let Some((key, value)) = item else {
+            if !out.is_empty() && !out.ends_with("\n\n") {
+                out.push('\n');
+            }
+            continue;
+        };
         match value {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map.iter().rev() {
-                    let path = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
-                    stack.push((path, v));
+            serde_json::Value::Object(map) => stack.extend(map.iter().rev().map(|(k, v)| Some((k.as_str(), v)))),
+            serde_json::Value::Array(items) => {
+                for v in items.iter().rev() {
+                    if v.is_object() {
+                        stack.push(None);
+                    }
+                    stack.push(Some((key, v)));
                 }
             }
-            serde_json::Value::Array(items) => stack.extend(items.iter().rev().map(|v| (key.clone(), v))),
-            serde_json::Value::String(s) => push_field(&mut out, &key, s),
-            serde_json::Value::Number(n) => push_field(&mut out, &key, &n.to_string()),
-            serde_json::Value::Bool(b) => push_field(&mut out, &key, if *b { "true" } else { "false" }),
+            serde_json::Value::String(s) => push_field(&mut out, key, s),
+            serde_json::Value::Number(n) => push_field(&mut out, key, &n.to_string()),
+            serde_json::Value::Bool(b) => push_field(&mut out, key, if *b { "true" } else { "false" }),
             serde_json::Value::Null => {}
         }
     }
@@ -459,7 +471,9 @@ mod tests {
     #[test]
     fn json_and_csv_keep_keys() {
         let doc = load("d.json", br#"{"title": "X", "entries": [{"term": "a", "n": 2}]}"#).unwrap();
-        assert_eq!(doc.text, "title: X\nentries.term: a\nentries.n: 2\n");
+        assert_eq!(doc.text, "title: X\nterm: a\nn: 2\n\n");
+        let doc = load("l.json", br#"[{"a": 1}, {"a": 2}, "x"]"#).unwrap();
+        assert_eq!(doc.text, "a: 1\n\na: 2\n\nx\n");
         let doc = load("d.csv", b"term,definition\nfoo,\"a, b\"\n").unwrap();
         assert_eq!(doc.text, "term: foo\ndefinition: a, b\n\n");
     }

@@ -1,0 +1,45 @@
+"""Typed stub of the Rust extension behind gilkit_rag (see gilkit_rag.ParallelRAG for the documented API)."""
+
+from os import PathLike
+from typing import Any, Callable, Sequence
+
+class RagError(Exception): ...
+class DatabaseLockedError(RagError): ...
+class CorruptDatabaseError(RagError): ...
+class ModelMismatchError(RagError): ...
+class DatabaseNotFoundError(RagError): ...
+class EmbeddingError(RagError): ...
+
+class Database:
+    def __init__(self, db_dir: str | PathLike[str], embedder: Any, max_workers: int | None = None) -> None: ...
+    @property
+    def db_dir(self) -> str: ...
+    def ingest(
+        self,
+        paths: Sequence[str | PathLike[str]],
+        *,
+        include: Sequence[str] = ...,
+        exclude: Sequence[str] = ...,
+        splitter: str = "recursive",
+        chunk_size: int = 800,
+        chunk_overlap: int = 100,
+        embed_batch: int = 32,
+        embed_concurrency: int = 1,
+        retries: int = 2,
+        retry_backoff: float = 0.2,
+        commit_every: int = 256,
+        progress: Callable[[int, int, int, int], Any] | None = None,
+    ) -> dict[str, Any]: ...
+    def query(self, text: str, k: int = 5) -> list[dict[str, Any]]: ...
+    def stats(self) -> dict[str, Any]: ...
+
+def load_and_split(
+    path: str | PathLike[str], splitter: str = "recursive", chunk_size: int = 800, chunk_overlap: int = 100
+) -> tuple[str, str, list[dict[str, Any]]]: ...
+def load_and_split_many(
+    paths: Sequence[str | PathLike[str]],
+    max_workers: int | None = None,
+    splitter: str = "recursive",
+    chunk_size: int = 800,
+    chunk_overlap: int = 100,
+) -> tuple[int, int, int]: ...
