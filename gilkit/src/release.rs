@@ -420,6 +420,7 @@ fn spawn_error(err: std::io::Error) -> PyErr {
 /// # Examples
 ///
 /// ```
+/// # pyo3::Python::initialize();
 /// let answer = gilkit::try_attach(|py| py.version_info().major);
 /// assert_eq!(answer, Some(3));
 /// ```

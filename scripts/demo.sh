@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# README command 1: set everything up (venv, PyPI packages, every maturin package in release mode),
+# then run the main job offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+source .venv/bin/activate
+
+echo
+echo "==> Python threads running Rust work in parallel (gilkit_testext)"
+python scripts/parallel_demo.py

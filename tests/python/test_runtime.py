@@ -1,0 +1,125 @@
+"""The shared runtime: configuration, measured info, fork safety, clean interpreter exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from conftest import run_python
+
+
+def test_configure_before_start_then_error_after_start():
+    proc = run_python(
+        """
+        import gilkit_testext as ext
+        ext.configure_runtime(worker_threads=3, thread_name="probe-worker")
+        info = ext.runtime_info()
+        assert info["started"] is False, info
+        assert info["config"]["worker_threads"] == 3
+        ext.block_on_sleep(1)  # starts the runtime
+        info = ext.runtime_info()
+        assert info["started"] is True and info["worker_threads"] == 3, info
+        try:
+            ext.configure_runtime(worker_threads=1)
+        except RuntimeError as e:
+            assert "already running" in str(e) and "3 worker threads" in str(e), e
+            print("OK")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "OK"
+
+
+def test_configure_rejects_zero_with_value_error():
+    proc = run_python(
+        """
+        import gilkit_testext as ext
+        try:
+            ext.configure_runtime(worker_threads=0)
+        except ValueError as e:
+            assert "worker_threads" in str(e), e
+            print("OK")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "OK"
+
+
+def test_runtime_info_is_measured():
+    proc = run_python(
+        """
+        import time, gilkit_testext as ext
+        ext.configure_runtime(worker_threads=2)
+        ext.block_on_sleep(1)
+        ext.spawn_attaching_tasks(4, 300, lambda: None)  # 4 sleeping tasks + 4 blocking sleepers
+        time.sleep(0.1)
+        info = ext.runtime_info()
+        assert info["worker_threads"] == 2, info
+        assert info["tasks_alive"] >= 4, info  # async tasks; blocking ones are threads
+        assert info["blocking_threads"] >= 4, info
+        assert info["uptime_s"] > 0.1, info
+        assert info["cpu_count"] == len(__import__("os").sched_getaffinity(0)), info
+        print("OK")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "OK"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_fork_after_start_gives_child_a_working_runtime():
+    proc = run_python(
+        """
+        import os, gilkit_testext as ext
+        ext.block_on_sleep(1)  # the parent's runtime is running
+        pid = os.fork()
+        if pid == 0:
+            try:
+                # Would hang forever on the parent's (thread-less) runtime.
+                slept = ext.block_on_sleep(20)
+                info = ext.runtime_info()
+                os._exit(0 if slept >= 20 and info["started"] and info["uptime_s"] < 5 else 3)
+            except BaseException:
+                os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        print("CHILD", os.waitstatus_to_exitcode(status))
+        assert ext.block_on_sleep(5) >= 5  # the parent's runtime still works
+        """,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "CHILD 0"
+
+
+def test_exit_with_tasks_in_flight_is_clean():
+    proc = run_python(
+        """
+        import gilkit_testext as ext
+        ext.block_on_sleep(1)
+        calls = []
+        # Tasks that will try to re-attach while, or after, the interpreter exits.
+        ext.spawn_attaching_tasks(16, 50, lambda: calls.append(1))
+        ext.spawn_attaching_tasks(16, 1500, lambda: calls.append(1))
+        print("EXITING", flush=True)
+        """,
+        timeout=30,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert proc.stdout.strip() == "EXITING"
+    assert "panicked" not in proc.stderr and "Fatal" not in proc.stderr, proc.stderr
+
+
+def test_exit_while_tasks_are_inside_block_on_of_other_threads():
+    proc = run_python(
+        """
+        import threading, gilkit_testext as ext
+        threading.Thread(target=ext.block_on_forever, daemon=True).start()
+        threading.Thread(target=ext.block_on_sleep, args=(60_000,), daemon=True).start()
+        import time; time.sleep(0.2)
+        print("EXITING", flush=True)
+        """,
+        timeout=30,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "Fatal" not in proc.stderr, proc.stderr
