@@ -47,6 +47,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod batch;
 mod block_on;
 mod cancel;
 mod release;
@@ -68,4 +69,6 @@ mod guide {
     struct Release;
     #[doc = include_str!("../../docs/runtime.md")]
     struct Runtime;
+    #[doc = include_str!("../../docs/batch.md")]
+    struct Batch;
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+mod batch;
+
 /// Busy CPU work for `micros` microseconds (a spin on the clock: no sleeping, no syscalls to
 /// speak of), returning the number of iterations so it cannot be optimised away.
 fn spin_for(duration: Duration) -> u64 {
@@ -166,6 +168,7 @@ fn spawn_attaching_tasks(count: usize, delay_ms: u64, callback: Py<PyAny>) {
 #[pymodule]
 fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gilkit::python::add_runtime_functions(m)?;
+    batch::register(m)?;
     m.add_function(wrap_pyfunction!(spin_held, m)?)?;
     m.add_function(wrap_pyfunction!(spin_released, m)?)?;
     m.add_function(wrap_pyfunction!(spin_bare_detach, m)?)?;

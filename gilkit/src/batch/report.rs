@@ -1,0 +1,166 @@
+//! What a batch returns: [`BatchReport`] (one [`Outcome`] per item, in input order) and
+//! [`BatchStats`].
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::{ItemError, Outcome};
+
+/// The result of a batch: one outcome per input item, in input order, and statistics.
+///
+/// # Examples
+///
+/// ```
+/// use gilkit::batch::{self, BatchOptions};
+///
+/// let words = ["7", "x", "35"];
+/// let report = batch::run_cpu(&words, &BatchOptions::default(), |w| w.parse::<u32>());
+/// assert_eq!(report.stats.succeeded, 2);
+/// let results = report.into_results();
+/// assert_eq!(results[2], Ok(35));
+/// assert!(results[1].as_ref().unwrap_err().is_failed());
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a report holds the batch's results and errors"]
+pub struct BatchReport<T, E> {
+    /// One outcome per input item, at the item's position.
+    pub outcomes: Vec<Outcome<T, E>>,
+    /// Counts, duration, throughput and latency.
+    pub stats: BatchStats,
+}
+
+impl<T, E> BatchReport<T, E> {
+    /// The outcomes as `Result`s, in input order.
+    pub fn into_results(self) -> Vec<Result<T, ItemError<E>>> {
+        self.outcomes
+            .into_iter()
+            .map(Outcome::into_result)
+            .collect()
+    }
+
+    /// Returns `true` when every item succeeded.
+    #[must_use]
+    pub fn all_ok(&self) -> bool {
+        self.stats.succeeded == self.stats.total
+    }
+}
+
+/// Why a batch stopped before every item ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// [`BatchOptions::deadline`](super::BatchOptions::deadline) passed.
+    Deadline,
+    /// [`BatchOptions::token`](super::BatchOptions::token) was cancelled.
+    Cancelled,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Deadline => "the batch deadline passed",
+            Self::Cancelled => "the batch was cancelled",
+        })
+    }
+}
+
+/// Statistics of one batch. The five outcome counts add up to `total`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchStats {
+    /// Items in the batch.
+    pub total: usize,
+    /// Items whose work returned `Ok`.
+    pub succeeded: usize,
+    /// Items whose work returned `Err`.
+    pub failed: usize,
+    /// Items whose work panicked.
+    pub panicked: usize,
+    /// Items over their timeout or unfinished at the deadline.
+    pub timed_out: usize,
+    /// Items unfinished when the batch was cancelled.
+    pub cancelled: usize,
+    /// Why the batch stopped early, if it did.
+    pub stopped: Option<StopReason>,
+    /// Wall time of the whole batch.
+    pub duration: Duration,
+    /// CPU workers (`run_cpu`) or futures in flight at most (`run_async`).
+    pub concurrency: usize,
+    /// Median latency of the items that finished by themselves (`Ok`, `Err`, `Panicked`): from
+    /// the item's start to its end. `None` when no item finished.
+    pub latency_p50: Option<Duration>,
+    /// 99th percentile latency, as `latency_p50` (2 significant digits).
+    pub latency_p99: Option<Duration>,
+    /// Longest latency, as `latency_p50`.
+    pub latency_max: Option<Duration>,
+}
+
+impl BatchStats {
+    /// Items that finished by themselves (`Ok`, `Err` or `Panicked`) per second of the batch.
+    #[must_use]
+    pub fn throughput(&self) -> f64 {
+        let seconds = self.duration.as_secs_f64();
+        if seconds == 0.0 {
+            0.0
+        } else {
+            (self.succeeded + self.failed + self.panicked) as f64 / seconds
+        }
+    }
+
+    pub(crate) fn new<T, E>(
+        outcomes: &[Outcome<T, E>],
+        stopped: Option<StopReason>,
+        duration: Duration,
+        concurrency: usize,
+        latency: &Latency,
+    ) -> Self {
+        let mut stats = Self {
+            total: outcomes.len(),
+            stopped,
+            duration,
+            concurrency,
+            ..Self::default()
+        };
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Ok(_) => stats.succeeded += 1,
+                Outcome::Err(_) => stats.failed += 1,
+                Outcome::Panicked(_) => stats.panicked += 1,
+                Outcome::TimedOut => stats.timed_out += 1,
+                Outcome::Cancelled => stats.cancelled += 1,
+            }
+        }
+        if !latency.histogram.is_empty() {
+            let at = |q| Duration::from_nanos(latency.histogram.value_at_quantile(q));
+            stats.latency_p50 = Some(at(0.5));
+            stats.latency_p99 = Some(at(0.99));
+            stats.latency_max = Some(Duration::from_nanos(latency.histogram.max()));
+        }
+        stats
+    }
+}
+
+/// Per-item latencies of one worker, merged at the end: a log-bucketed histogram (2 significant
+/// digits), so memory stays bounded whatever the batch size.
+pub(crate) struct Latency {
+    histogram: Histogram<u64>,
+}
+
+impl Latency {
+    pub(crate) fn new() -> Self {
+        Self {
+            histogram: Histogram::new(2).expect("2 significant digits is a valid precision"),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record(&mut self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        // Auto-resizing histogram: recording never fails for a positive value.
+        let _ = self.histogram.record(nanos.max(1));
+    }
+
+    pub(crate) fn merge(&mut self, other: &Self) {
+        let _ = self.histogram.add(&other.histogram);
+    }
+}
