@@ -50,7 +50,7 @@ QUERIES = [
     ("a blackguard whose faulty vision sees things as they are, not as they ought to be", "devil", "cynic"),
     ("someone skilled at getting around the law", "devil", "lawyer"),
     ("a period of cheating between two periods of fighting", "devil", "peace"),
-    ("a person of low taste, more interested in himself than in me", "devil", "egotist"),
+    ("what is an egotist? someone more interested in himself than in me", "devil", "egotist"),
     ("a bug that disappears or changes its behaviour when you try to observe it", "jargon", "heisenbug"),
     ("an off-by-one error when counting the posts of a fence", "jargon", "fencepost error"),
     ("the smoke that makes electronic chips work; when it escapes they stop working", "jargon", "magic smoke"),

@@ -13,7 +13,7 @@
 //! | [`embed`] | the [`Embedder`] seam |
 //! | [`store`] | the crash-safe segment store with exact cosine search |
 //! | [`pipeline`] | [`ingest`] (the stages, waves, retries, commits) and [`query`] |
-//! | `parallel` | the order-keeping parallel map of the CPU stages |
+//! | `parallel` | the order-keeping parallel map of the stages, over `gilkit::batch` |
 //! | `python` | the `gilkit_rag._native` extension module |
 //!
 //! # Example
@@ -58,6 +58,8 @@ pub mod store;
 
 pub use embed::{EmbedError, Embedder};
 pub use gilkit::CancelToken;
-pub use pipeline::{Failure, IngestError, IngestOptions, IngestReport, Progress, QueryError, Stage, ingest, query};
+pub use pipeline::{
+    Failure, IngestError, IngestOptions, IngestReport, Progress, QueryError, Stage, ingest, query,
+};
 pub use split::{Chunk, SplitKind, Splitter, SplitterConfig};
 pub use store::{ChunkMeta, Hit, OpenMode, Store, StoreError, StoreStats};

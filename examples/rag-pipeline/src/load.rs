@@ -135,7 +135,10 @@ impl fmt::Display for LoadError {
             ),
             LoadErrorKind::Empty => write!(f, "{path}: the file holds no text"),
             LoadErrorKind::InvalidUtf8 { offset } => {
-                write!(f, "{path}: not valid UTF-8 (first bad byte at offset {offset}); save it as UTF-8")
+                write!(
+                    f,
+                    "{path}: not valid UTF-8 (first bad byte at offset {offset}); save it as UTF-8"
+                )
             }
             LoadErrorKind::Gzip(e) => write!(f, "{path}: corrupt or truncated gzip data: {e}"),
             LoadErrorKind::Parse(e) => write!(f, "{path}: cannot parse the file: {e}"),
@@ -215,8 +218,14 @@ impl Filter {
     }
 
     fn keeps(&self, relative: &Path) -> bool {
-        let included = self.include.as_ref().is_none_or(|set| set.is_match(relative));
-        let excluded = self.exclude.as_ref().is_some_and(|set| set.is_match(relative));
+        let included = self
+            .include
+            .as_ref()
+            .is_none_or(|set| set.is_match(relative));
+        let excluded = self
+            .exclude
+            .as_ref()
+            .is_some_and(|set| set.is_match(relative));
         included && !excluded
     }
 }
@@ -268,7 +277,8 @@ pub fn discover(paths: &[PathBuf], filter: &Filter) -> (Vec<PathBuf>, Vec<LoadEr
 /// # Errors
 /// [`LoadError`] with the reason; see [`LoadErrorKind`].
 pub fn load_file(path: &Path) -> Result<LoadedDocument, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, LoadErrorKind::Io(e.to_string())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| LoadError::new(path, LoadErrorKind::Io(e.to_string())))?;
     load_bytes(path, &bytes)
 }
 
@@ -278,7 +288,8 @@ pub fn load_file(path: &Path) -> Result<LoadedDocument, LoadError> {
 /// [`LoadError`] with the reason; see [`LoadErrorKind`].
 pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedDocument, LoadError> {
     let fail = |kind| LoadError::new(path, kind);
-    let (format, gz) = Format::for_path(path).ok_or_else(|| fail(LoadErrorKind::UnsupportedFormat))?;
+    let (format, gz) =
+        Format::for_path(path).ok_or_else(|| fail(LoadErrorKind::UnsupportedFormat))?;
     if bytes.is_empty() {
         return Err(fail(LoadErrorKind::Empty));
     }
@@ -322,10 +333,33 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedDocument, LoadError
 /// The visible text of an HTML page: text nodes outside `head`, `script`, `style`, `noscript`,
 /// `template` and `svg`, with a line break after each block element so paragraphs stay apart.
 fn html_text(source: &str) -> String {
-    const HIDDEN: &[&str] = &["head", "script", "style", "noscript", "template", "svg", "title"];
+    const HIDDEN: &[&str] = &[
+        "head", "script", "style", "noscript", "template", "svg", "title",
+    ];
     const BLOCK: &[&str] = &[
-        "p", "div", "section", "article", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
-        "header", "footer", "nav", "table", "ul", "ol", "dd", "dt",
+        "p",
+        "div",
+        "section",
+        "article",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "blockquote",
+        "header",
+        "footer",
+        "nav",
+        "table",
+        "ul",
+        "ol",
+        "dd",
+        "dt",
     ];
     let document = Html::parse_document(source);
     let mut out = String::with_capacity(source.len() / 2);
@@ -350,7 +384,9 @@ fn html_text(source: &str) -> String {
                 }
                 stack.extend(node.children().rev().map(|c| (c, false)));
             }
-            Node::Document | Node::Fragment => stack.extend(node.children().rev().map(|c| (c, false))),
+            Node::Document | Node::Fragment => {
+                stack.extend(node.children().rev().map(|c| (c, false)))
+            }
             _ => {}
         }
     }
@@ -399,7 +435,9 @@ fn json_text(source: &str) -> Result<String, String> {
             continue;
         };
         match value {
-            serde_json::Value::Object(map) => stack.extend(map.iter().rev().map(|(k, v)| Some((k.as_str(), v)))),
+            serde_json::Value::Object(map) => {
+                stack.extend(map.iter().rev().map(|(k, v)| Some((k.as_str(), v))))
+            }
             serde_json::Value::Array(items) => {
                 for v in items.iter().rev() {
                     if v.is_object() {
@@ -410,7 +448,9 @@ fn json_text(source: &str) -> Result<String, String> {
             }
             serde_json::Value::String(s) => push_field(&mut out, key, s),
             serde_json::Value::Number(n) => push_field(&mut out, key, &n.to_string()),
-            serde_json::Value::Bool(b) => push_field(&mut out, key, if *b { "true" } else { "false" }),
+            serde_json::Value::Bool(b) => {
+                push_field(&mut out, key, if *b { "true" } else { "false" })
+            }
             serde_json::Value::Null => {}
         }
     }
@@ -451,8 +491,14 @@ mod tests {
 
     #[test]
     fn formats_from_extensions() {
-        assert_eq!(Format::for_path(Path::new("a/b.TXT")), Some((Format::Text, false)));
-        assert_eq!(Format::for_path(Path::new("b.html.gz")), Some((Format::Html, true)));
+        assert_eq!(
+            Format::for_path(Path::new("a/b.TXT")),
+            Some((Format::Text, false))
+        );
+        assert_eq!(
+            Format::for_path(Path::new("b.html.gz")),
+            Some((Format::Html, true))
+        );
         assert_eq!(Format::for_path(Path::new("b.gz")), None);
         assert_eq!(Format::for_path(Path::new("b.docx")), None);
     }
@@ -470,7 +516,11 @@ mod tests {
 
     #[test]
     fn json_and_csv_keep_keys() {
-        let doc = load("d.json", br#"{"title": "X", "entries": [{"term": "a", "n": 2}]}"#).unwrap();
+        let doc = load(
+            "d.json",
+            br#"{"title": "X", "entries": [{"term": "a", "n": 2}]}"#,
+        )
+        .unwrap();
         assert_eq!(doc.text, "title: X\nterm: a\nn: 2\n\n");
         let doc = load("l.json", br#"[{"a": 1}, {"a": 2}, "x"]"#).unwrap();
         assert_eq!(doc.text, "a: 1\n\na: 2\n\nx\n");
@@ -485,9 +535,16 @@ mod tests {
         let err = load("u.txt", b"ok \xff\xfe").unwrap_err();
         assert_eq!(err.kind, LoadErrorKind::InvalidUtf8 { offset: 3 });
         assert!(load("t.pdf", b"%PDF-1.4\n1 0 obj").unwrap_err().is_parse());
-        assert!(load("t.txt.gz", b"\x1f\x8b\x08\x00garbage").unwrap_err().is_parse());
+        assert!(
+            load("t.txt.gz", b"\x1f\x8b\x08\x00garbage")
+                .unwrap_err()
+                .is_parse()
+        );
         assert!(load("j.json", b"{\"a\": ").unwrap_err().is_parse());
-        assert_eq!(load("x.bin", b"abc").unwrap_err().kind, LoadErrorKind::UnsupportedFormat);
+        assert_eq!(
+            load("x.bin", b"abc").unwrap_err().kind,
+            LoadErrorKind::UnsupportedFormat
+        );
     }
 
     #[test]
@@ -496,6 +553,9 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(b"# Title\n\nbody").unwrap();
         let doc = load("n.md.gz", &enc.finish().unwrap()).unwrap();
-        assert_eq!((doc.format, doc.text.as_str()), (Format::Markdown, "# Title\n\nbody"));
+        assert_eq!(
+            (doc.format, doc.text.as_str()),
+            (Format::Markdown, "# Title\n\nbody")
+        );
     }
 }

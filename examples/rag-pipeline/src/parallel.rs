@@ -1,17 +1,14 @@
-//! A parallel map over a slice, in input order, for the pipeline's CPU-bound stages.
+//! The pipeline's parallel map, in input order, over gilkit's batch executor.
 //!
-//! Workers are scoped threads that claim items through one atomic cursor (no lock on the hot path);
-//! each result is written to its input's slot, so the output order is the input order. A panic in
-//! `f` is caught per item and reported as `Err(message)` in that item's slot: one bad document can
-//! never take down the batch or shift the results.
-//!
-//! # Memory ordering
-//! The cursor is only a ticket dispenser (`fetch_add`, `Relaxed`): each index is handed out once,
-//! and results travel back through the scoped threads' join, which synchronizes everything.
+//! [`gilkit::batch::run_cpu`] does the work: workers claim items through an atomic cursor, each
+//! result lands in its input's slot, a panic is caught per item. This module only adapts its
+//! per-item [`Outcome`] to what the pipeline needs: the value, the panic message of an item that
+//! panicked (one bad document never takes down the batch or shifts the results), or `None` for an
+//! item that did not run because the ingest was cancelled.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::convert::Infallible;
+
+use gilkit::batch::{self, BatchOptions, Outcome};
 
 use crate::CancelToken;
 
@@ -20,57 +17,31 @@ pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Applies `f` to every item with `workers` threads; `Err` holds the panic message of an item whose
-/// `f` panicked. Items not started when `cancel` fires are `None`.
+/// Applies `f` to every item with `workers` threads (the caller's included); `Err` holds the panic
+/// message of an item whose `f` panicked. Items not finished when `cancel` fires are `None`.
 pub(crate) fn map<I: Sync, T: Send>(
     items: &[I],
     workers: usize,
     cancel: &CancelToken,
     f: impl Fn(&I) -> T + Sync,
 ) -> Vec<Option<Result<T, String>>> {
-    let workers = workers.clamp(1, items.len().max(1));
-    let cursor = AtomicUsize::new(0);
-    let run = || {
-        let mut done = Vec::new();
-        loop {
-            let i = cursor.fetch_add(1, Ordering::Relaxed);
-            if i >= items.len() || cancel.is_cancelled() {
-                return done;
-            }
-            let out = catch_unwind(AssertUnwindSafe(|| f(&items[i]))).map_err(|p| panic_message(&*p));
-            done.push((i, out));
-        }
+    let options = BatchOptions {
+        workers: Some(workers.max(1)),
+        token: Some(cancel.clone()),
+        ..BatchOptions::default()
     };
-    let mut slots: Vec<Option<Result<T, String>>> = (0..items.len()).map(|_| None).collect();
-    if workers == 1 {
-        for (i, out) in run() {
-            slots[i] = Some(out);
-        }
-        return slots;
-    }
-    let results = Mutex::new(&mut slots);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                // One lock per worker at the end, not per item.
-                let done = run();
-                let mut slots = results.lock().unwrap_or_else(|e| e.into_inner());
-                for (i, out) in done {
-                    slots[i] = Some(out);
-                }
-            });
-        }
-    });
-    slots
-}
-
-/// The message of a caught panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "panic with a non-string payload".to_owned())
+    let report = batch::run_cpu(items, &options, |item| Ok::<T, Infallible>(f(item)));
+    report
+        .outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::Ok(value) => Some(Ok(value)),
+            Outcome::Panicked(message) => Some(Err(message)),
+            Outcome::Err(never) => match never {},
+            // No deadline or item timeout is set: only cancellation leaves items undone.
+            Outcome::TimedOut | Outcome::Cancelled => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

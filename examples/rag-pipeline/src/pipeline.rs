@@ -245,7 +245,10 @@ struct Prepared {
 
 /// The key a file is stored under: its absolute, canonical path (so `./a.txt` and `a.txt` are one).
 pub fn source_key(path: &Path) -> String {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).to_string_lossy().into_owned()
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError> {
@@ -268,7 +271,9 @@ fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError
     }
     let bytes = std::fs::read(path).map_err(io)?;
     let hash = blake3::hash(&bytes).to_hex().to_string();
-    let format = Format::for_path(path).map_or("unknown", |(f, _)| f.name()).to_owned();
+    let format = Format::for_path(path)
+        .map_or("unknown", |(f, _)| f.name())
+        .to_owned();
     let file = FileState {
         hash,
         size: bytes.len() as u64,
@@ -314,7 +319,9 @@ pub fn ingest(
     // 1. Discover.
     let t = Instant::now();
     let (files, walk_errors) = load::discover(paths, &opts.filter);
-    report.failures.extend(walk_errors.into_iter().map(Failure::from));
+    report
+        .failures
+        .extend(walk_errors.into_iter().map(Failure::from));
     let mut seen = HashSet::new();
     let files: Vec<(PathBuf, String)> = files
         .into_iter()
@@ -354,7 +361,9 @@ pub fn ingest(
                 report.unchanged += 1;
                 touched.push((source.clone(), state));
             }
-            Some(Ok(Ok(Loaded::Changed(file, text)))) => texts.push((path.clone(), source.clone(), file, text)),
+            Some(Ok(Ok(Loaded::Changed(file, text)))) => {
+                texts.push((path.clone(), source.clone(), file, text))
+            }
         }
     }
 
@@ -423,7 +432,10 @@ pub fn ingest(
                 Slot::Failed(e) => Some(e),
                 _ => None,
             }) {
-                let failed_chunks = slots.iter().filter(|s| matches!(s, Slot::Failed(_))).count();
+                let failed_chunks = slots
+                    .iter()
+                    .filter(|s| matches!(s, Slot::Failed(_)))
+                    .count();
                 report.failures.push(Failure {
                     path: doc.path,
                     stage: Stage::Embed,
@@ -493,13 +505,18 @@ fn embed_wave(
     progress: &Progress,
     cancel: &CancelToken,
 ) -> (Vec<Slot>, usize) {
-    let texts: Vec<&str> = wave.iter().flat_map(|d| d.chunks.iter().map(|c| c.text.as_str())).collect();
+    let texts: Vec<&str> = wave
+        .iter()
+        .flat_map(|d| d.chunks.iter().map(|c| c.text.as_str()))
+        .collect();
     let batches: Vec<&[&str]> = texts.chunks(opts.embed_batch.max(1)).collect();
     let retried = AtomicUsize::new(0);
     let outcomes = parallel::map(&batches, opts.embed_concurrency, cancel, |batch| {
         let mut attempt = 0;
         loop {
-            let result = embedder.embed_passages(batch).and_then(|v| check_vectors(v, batch.len()));
+            let result = embedder
+                .embed_passages(batch)
+                .and_then(|v| check_vectors(v, batch.len()));
             match result {
                 Err(e) if e.is_retryable() && attempt < opts.retries && !cancel.is_cancelled() => {
                     std::thread::sleep(opts.retry_backoff * 2u32.saturating_pow(attempt));
@@ -540,10 +557,14 @@ fn check_vectors(vectors: Vec<Vec<f32>>, n: usize) -> Result<Vec<Vec<f32>>, Embe
     }
     let dim = vectors.first().map_or(0, Vec::len);
     if dim == 0 || vectors.iter().any(|v| v.len() != dim) {
-        return Err(EmbedError::permanent("the embedder returned vectors of different or zero lengths"));
+        return Err(EmbedError::permanent(
+            "the embedder returned vectors of different or zero lengths",
+        ));
     }
     if vectors.iter().flatten().any(|x| !x.is_finite()) {
-        return Err(EmbedError::permanent("the embedder returned NaN or infinite values"));
+        return Err(EmbedError::permanent(
+            "the embedder returned NaN or infinite values",
+        ));
     }
     Ok(vectors)
 }
@@ -580,7 +601,12 @@ impl std::error::Error for QueryError {}
 ///
 /// # Errors
 /// [`QueryError`] if the query cannot be embedded or the store holds another model's vectors.
-pub fn query(store: &Store, embedder: &dyn Embedder, text: &str, k: usize) -> Result<Vec<Hit>, QueryError> {
+pub fn query(
+    store: &Store,
+    embedder: &dyn Embedder,
+    text: &str,
+    k: usize,
+) -> Result<Vec<Hit>, QueryError> {
     let given = embedder.model_id();
     if let Some((stored, _)) = store.model()
         && stored != given

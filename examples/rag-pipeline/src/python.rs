@@ -90,18 +90,35 @@ struct PyEmbedder {
 }
 
 impl PyEmbedder {
-    fn call(&self, method: &str, arg: impl for<'py> IntoPyObject<'py>, rows: Option<usize>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn call(
+        &self,
+        method: &str,
+        arg: impl for<'py> IntoPyObject<'py>,
+        rows: Option<usize>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         gilkit::try_attach(|py| {
-            let out = self.obj.bind(py).call_method1(method, (arg,)).map_err(|e| {
-                // Errors about the input or the model's settings will fail again; others may not.
-                let permanent = e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
-                    || e.is_instance_of::<PyValueError>(py);
-                let msg = format!("{method} raised {e}");
-                if permanent { EmbedError::permanent(msg) } else { EmbedError::transient(msg) }
-            })?;
+            let out = self
+                .obj
+                .bind(py)
+                .call_method1(method, (arg,))
+                .map_err(|e| {
+                    // Errors about the input or the model's settings will fail again; others may not.
+                    let permanent = e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
+                        || e.is_instance_of::<PyValueError>(py);
+                    let msg = format!("{method} raised {e}");
+                    if permanent {
+                        EmbedError::permanent(msg)
+                    } else {
+                        EmbedError::transient(msg)
+                    }
+                })?;
             to_rows(&out, rows).map_err(|e| EmbedError::permanent(format!("{method} returned {e}")))
         })
-        .unwrap_or_else(|| Err(EmbedError::permanent("the Python interpreter is shutting down")))
+        .unwrap_or_else(|| {
+            Err(EmbedError::permanent(
+                "the Python interpreter is shutting down",
+            ))
+        })
     }
 }
 
@@ -114,13 +131,19 @@ fn to_rows(out: &Bound<'_, PyAny>, rows: Option<usize>) -> Result<Vec<Vec<f32>>,
         let flat = buf.to_vec(out.py()).map_err(|e| e.to_string())?;
         let shape = buf.shape().to_vec();
         return match (shape.as_slice(), rows) {
-            ([n, d], Some(_)) => Ok(if *d == 0 { vec![Vec::new(); *n] } else { flat.chunks(*d).map(<[f32]>::to_vec).collect() }),
+            ([n, d], Some(_)) => Ok(if *d == 0 {
+                vec![Vec::new(); *n]
+            } else {
+                flat.chunks(*d).map(<[f32]>::to_vec).collect()
+            }),
             ([_], None) => Ok(vec![flat]),
             _ => Err(format!("an array of shape {shape:?}")),
         };
     }
     match rows {
-        Some(_) => out.extract::<Vec<Vec<f32>>>().map_err(|e| format!("something that is not a list of vectors ({e})")),
+        Some(_) => out
+            .extract::<Vec<Vec<f32>>>()
+            .map_err(|e| format!("something that is not a list of vectors ({e})")),
         None => out
             .extract::<Vec<f32>>()
             .map(|v| vec![v])
@@ -139,7 +162,8 @@ impl Embedder for PyEmbedder {
 
     fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         let mut rows = self.call("embed_query", text, None)?;
-        rows.pop().ok_or_else(|| EmbedError::permanent("embed_query returned nothing"))
+        rows.pop()
+            .ok_or_else(|| EmbedError::permanent("embed_query returned nothing"))
     }
 }
 
@@ -182,14 +206,22 @@ impl Database {
 impl Database {
     #[new]
     #[pyo3(signature = (db_dir, embedder, max_workers=None))]
-    fn new(db_dir: PathBuf, embedder: Bound<'_, PyAny>, max_workers: Option<usize>) -> PyResult<Self> {
+    fn new(
+        db_dir: PathBuf,
+        embedder: Bound<'_, PyAny>,
+        max_workers: Option<usize>,
+    ) -> PyResult<Self> {
         let model_id: String = embedder
             .getattr("model_id")
             .and_then(|m| m.extract())
-            .map_err(|_| PyValueError::new_err("the embedder must have a `model_id` string attribute"))?;
+            .map_err(|_| {
+                PyValueError::new_err("the embedder must have a `model_id` string attribute")
+            })?;
         for method in ["embed_passages", "embed_query"] {
             if !embedder.hasattr(method)? {
-                return Err(PyValueError::new_err(format!("the embedder must have a `{method}` method")));
+                return Err(PyValueError::new_err(format!(
+                    "the embedder must have a `{method}` method"
+                )));
             }
         }
         if max_workers == Some(0) {
@@ -233,10 +265,14 @@ impl Database {
             ))
         })?;
         if embed_batch == 0 || embed_concurrency == 0 {
-            return Err(PyValueError::new_err("embed_batch and embed_concurrency must be at least 1"));
+            return Err(PyValueError::new_err(
+                "embed_batch and embed_concurrency must be at least 1",
+            ));
         }
         if !(retry_backoff.is_finite() && retry_backoff >= 0.0) {
-            return Err(PyValueError::new_err("retry_backoff must be a non-negative number of seconds"));
+            return Err(PyValueError::new_err(
+                "retry_backoff must be a non-negative number of seconds",
+            ));
         }
         let opts = IngestOptions {
             splitter: SplitterConfig {
@@ -244,7 +280,8 @@ impl Database {
                 size: chunk_size,
                 overlap: chunk_overlap,
             },
-            filter: Filter::new(&include, &exclude).map_err(|e| PyValueError::new_err(e.to_string()))?,
+            filter: Filter::new(&include, &exclude)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?,
             workers: self.workers,
             embed_batch,
             embed_concurrency,
@@ -273,7 +310,8 @@ impl Database {
                 let mut cache = self.cache.lock();
                 *cache = None; // drop the snapshot before taking the writer's lock
                 let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
-                let report = pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
+                let report =
+                    pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
                 store.release_lock();
                 *cache = Some((stamp(&self.dir), store));
                 report
@@ -293,7 +331,9 @@ impl Database {
             return Err(PyValueError::new_err("the query text is empty"));
         }
         if !self.dir.join("MANIFEST").exists() {
-            return Err(store_err(StoreError::NotFound { dir: self.dir.clone() }));
+            return Err(store_err(StoreError::NotFound {
+                dir: self.dir.clone(),
+            }));
         }
         let embedder = Arc::clone(&self.embedder);
         let hits = py
@@ -321,7 +361,9 @@ impl Database {
 
     /// Counts describing the database, as a dict. Releases the GIL while loading.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats: StoreStats = py.detach(|| self.with_snapshot(Store::stats)).map_err(store_err)?;
+        let stats: StoreStats = py
+            .detach(|| self.with_snapshot(Store::stats))
+            .map_err(store_err)?;
         let d = PyDict::new(py);
         d.set_item("documents", stats.documents)?;
         d.set_item("chunks", stats.chunks)?;
@@ -380,13 +422,15 @@ fn load_and_split<'py>(
     chunk_size: usize,
     chunk_overlap: usize,
 ) -> PyResult<(String, String, Bound<'py, PyList>)> {
-    let kind = SplitKind::parse(splitter).ok_or_else(|| PyValueError::new_err(format!("unknown splitter {splitter:?}")))?;
+    let kind = SplitKind::parse(splitter)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown splitter {splitter:?}")))?;
     let config = SplitterConfig {
         kind,
         size: chunk_size,
         overlap: chunk_overlap,
     };
-    let splitter = crate::split::Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let splitter =
+        crate::split::Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let (doc, chunks) = py
         .detach(|| {
             let doc = crate::load::load_file(&path)?;
@@ -423,14 +467,18 @@ fn load_and_split_many(
     chunk_size: usize,
     chunk_overlap: usize,
 ) -> PyResult<(usize, usize, usize)> {
-    let kind = SplitKind::parse(splitter).ok_or_else(|| PyValueError::new_err(format!("unknown splitter {splitter:?}")))?;
+    let kind = SplitKind::parse(splitter)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown splitter {splitter:?}")))?;
     let config = SplitterConfig {
         kind,
         size: chunk_size,
         overlap: chunk_overlap,
     };
-    let splitter = crate::split::Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let workers = max_workers.unwrap_or_else(crate::parallel::default_workers).max(1);
+    let splitter =
+        crate::split::Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let workers = max_workers
+        .unwrap_or_else(crate::parallel::default_workers)
+        .max(1);
     Ok(py.detach(|| {
         let token = gilkit::CancelToken::new();
         let out = crate::parallel::map(&paths, workers, &token, |p| {
@@ -459,9 +507,15 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_and_split_many, m)?)?;
     m.add("RagError", py.get_type::<RagError>())?;
     m.add("DatabaseLockedError", py.get_type::<DatabaseLockedError>())?;
-    m.add("CorruptDatabaseError", py.get_type::<CorruptDatabaseError>())?;
+    m.add(
+        "CorruptDatabaseError",
+        py.get_type::<CorruptDatabaseError>(),
+    )?;
     m.add("ModelMismatchError", py.get_type::<ModelMismatchError>())?;
-    m.add("DatabaseNotFoundError", py.get_type::<DatabaseNotFoundError>())?;
+    m.add(
+        "DatabaseNotFoundError",
+        py.get_type::<DatabaseNotFoundError>(),
+    )?;
     m.add("EmbeddingError", py.get_type::<EmbeddingError>())?;
     Ok(())
 }

@@ -118,7 +118,9 @@ pub struct Splitter {
 
 impl fmt::Debug for Splitter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Splitter").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Splitter")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,14 +145,21 @@ impl Splitter {
         }
         let chunk_config = || ChunkConfig::new(config.size).with_overlap(config.overlap);
         let (text, tokens) = match config.kind {
-            SplitKind::Recursive => (Some(TextSplitter::new(chunk_config().map_err(|_| err)?)), None),
+            SplitKind::Recursive => (
+                Some(TextSplitter::new(chunk_config().map_err(|_| err)?)),
+                None,
+            ),
             SplitKind::Tokens => {
                 let sized = chunk_config().map_err(|_| err)?.with_sizer(cl100k());
                 (None, Some(TextSplitter::new(sized)))
             }
             SplitKind::Character | SplitKind::Sentence => (None, None),
         };
-        Ok(Splitter { config, text, tokens })
+        Ok(Splitter {
+            config,
+            text,
+            tokens,
+        })
     }
 
     /// The configuration this splitter was built with.
@@ -161,15 +170,23 @@ impl Splitter {
     /// Splits `text` into chunks, in document order.
     pub fn split(&self, text: &str) -> Vec<Chunk> {
         let ranges: Vec<(usize, usize)> = match self.config.kind {
-            SplitKind::Character => char_windows(text, 0, text.len(), self.config.size, self.config.overlap),
+            SplitKind::Character => {
+                char_windows(text, 0, text.len(), self.config.size, self.config.overlap)
+            }
             SplitKind::Sentence => sentence_chunks(text, self.config.size, self.config.overlap),
             SplitKind::Recursive => {
                 let splitter = self.text.as_ref().expect("built for Recursive");
-                splitter.chunk_indices(text).map(|(at, s)| (at, at + s.len())).collect()
+                splitter
+                    .chunk_indices(text)
+                    .map(|(at, s)| (at, at + s.len()))
+                    .collect()
             }
             SplitKind::Tokens => {
                 let splitter = self.tokens.as_ref().expect("built for Tokens");
-                splitter.chunk_indices(text).map(|(at, s)| (at, at + s.len())).collect()
+                splitter
+                    .chunk_indices(text)
+                    .map(|(at, s)| (at, at + s.len()))
+                    .collect()
             }
         };
         with_char_offsets(text, &ranges)
@@ -206,7 +223,13 @@ fn with_char_offsets(text: &str, ranges: &[(usize, usize)]) -> Vec<Chunk> {
 }
 
 /// Fixed windows of `size` characters over `text[from..to]`, each `size - overlap` after the last.
-fn char_windows(text: &str, from: usize, to: usize, size: usize, overlap: usize) -> Vec<(usize, usize)> {
+fn char_windows(
+    text: &str,
+    from: usize,
+    to: usize,
+    size: usize,
+    overlap: usize,
+) -> Vec<(usize, usize)> {
     let offsets: Vec<usize> = text[from..to]
         .char_indices()
         .map(|(i, _)| from + i)
@@ -235,7 +258,13 @@ fn sentence_chunks(text: &str, size: usize, overlap: usize) -> Vec<(usize, usize
         .filter_map(|(at, s)| {
             let lead = s.len() - s.trim_start().len();
             let trimmed = s.trim();
-            (!trimmed.is_empty()).then(|| (at + lead, at + lead + trimmed.len(), trimmed.chars().count()))
+            (!trimmed.is_empty()).then(|| {
+                (
+                    at + lead,
+                    at + lead + trimmed.len(),
+                    trimmed.chars().count(),
+                )
+            })
         })
         .collect();
     let mut out = Vec::new();
@@ -261,7 +290,8 @@ fn sentence_chunks(text: &str, size: usize, overlap: usize) -> Vec<(usize, usize
         // Start the next chunk at the earliest of the last sentences that fit in `overlap`, but
         // always move forward by at least one sentence.
         let mut next = j + 1;
-        while next > i + 1 && text[sentences[next - 1].0..sentences[j].1].chars().count() <= overlap {
+        while next > i + 1 && text[sentences[next - 1].0..sentences[j].1].chars().count() <= overlap
+        {
             next -= 1;
         }
         i = next;
@@ -275,7 +305,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn splitter(kind: SplitKind, size: usize, overlap: usize) -> Splitter {
-        Splitter::new(SplitterConfig { kind, size, overlap }).unwrap()
+        Splitter::new(SplitterConfig {
+            kind,
+            size,
+            overlap,
+        })
+        .unwrap()
     }
 
     /// The invariants every splitter keeps, whatever the text.
@@ -285,23 +320,39 @@ mod tests {
         let mut covered = vec![false; text.len()];
         for (i, c) in chunks.iter().enumerate() {
             assert_eq!(c.position, i);
-            assert_eq!(c.text, &text[c.start_byte..c.end_byte], "offsets point at the chunk's text");
+            assert_eq!(
+                c.text,
+                &text[c.start_byte..c.end_byte],
+                "offsets point at the chunk's text"
+            );
             assert_eq!(c.start_char, text[..c.start_byte].chars().count());
             assert_eq!(c.end_char - c.start_char, c.text.chars().count());
             assert!(!c.text.is_empty());
             if s.config().kind != SplitKind::Tokens {
-                assert!(c.text.chars().count() <= size, "chunk of {} chars > {size}", c.text.chars().count());
+                assert!(
+                    c.text.chars().count() <= size,
+                    "chunk of {} chars > {size}",
+                    c.text.chars().count()
+                );
             } else {
                 assert!(cl100k().encode_ordinary(&c.text).len() <= size);
             }
             if i > 0 {
-                assert!(c.start_byte >= chunks[i - 1].start_byte, "chunks in document order");
+                assert!(
+                    c.start_byte >= chunks[i - 1].start_byte,
+                    "chunks in document order"
+                );
             }
-            covered[c.start_byte..c.end_byte].iter_mut().for_each(|b| *b = true);
+            covered[c.start_byte..c.end_byte]
+                .iter_mut()
+                .for_each(|b| *b = true);
         }
         // Coverage: every non-whitespace character of the text is in some chunk.
         for (at, ch) in text.char_indices() {
-            assert!(ch.is_whitespace() || covered[at], "{ch:?} at byte {at} not covered");
+            assert!(
+                ch.is_whitespace() || covered[at],
+                "{ch:?} at byte {at} not covered"
+            );
         }
     }
 
@@ -332,7 +383,12 @@ mod tests {
     #[test]
     fn multibyte_offsets() {
         let text = "Ünïcödé façade — naïve café. Ωμέγα. 日本語のテキスト。";
-        for kind in [SplitKind::Character, SplitKind::Recursive, SplitKind::Sentence, SplitKind::Tokens] {
+        for kind in [
+            SplitKind::Character,
+            SplitKind::Recursive,
+            SplitKind::Sentence,
+            SplitKind::Tokens,
+        ] {
             check(text, &splitter(kind, 7, 2));
         }
     }
@@ -340,8 +396,15 @@ mod tests {
     #[test]
     fn invalid_configs_are_rejected() {
         for (size, overlap) in [(0, 0), (10, 10), (10, 20)] {
-            let cfg = SplitterConfig { kind: SplitKind::Character, size, overlap };
-            assert_eq!(Splitter::new(cfg).unwrap_err(), SplitConfigError { size, overlap });
+            let cfg = SplitterConfig {
+                kind: SplitKind::Character,
+                size,
+                overlap,
+            };
+            assert_eq!(
+                Splitter::new(cfg).unwrap_err(),
+                SplitConfigError { size, overlap }
+            );
         }
     }
 

@@ -140,7 +140,12 @@ impl fmt::Display for StoreError {
                 stored.1, stored.0, given.0, given.1
             ),
             StoreError::NotFound { dir } => {
-                write!(f, "{}: no database here; run `gilkit-rag ingest PATH --db {}` first", dir.display(), dir.display())
+                write!(
+                    f,
+                    "{}: no database here; run `gilkit-rag ingest PATH --db {}` first",
+                    dir.display(),
+                    dir.display()
+                )
             }
         }
     }
@@ -310,7 +315,9 @@ impl Store {
     /// database in `dir`.
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Store, StoreError> {
         if mode == OpenMode::ReadOnly && !dir.join(MANIFEST).exists() {
-            return Err(StoreError::NotFound { dir: dir.to_owned() });
+            return Err(StoreError::NotFound {
+                dir: dir.to_owned(),
+            });
         }
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let lock_path = dir.join(LOCK);
@@ -326,20 +333,28 @@ impl Store {
         };
         match locked {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { dir: dir.to_owned() }),
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.to_owned(),
+                });
+            }
             Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
         }
 
         let manifest_path = dir.join(MANIFEST);
         let manifest: Manifest = match fs::read(&manifest_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&manifest_path, e.to_string()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::corrupt(&manifest_path, e.to_string()))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Manifest::default(),
             Err(e) => return Err(StoreError::io(&manifest_path, e)),
         };
         if manifest.format != FORMAT_VERSION {
             return Err(StoreError::corrupt(
                 &manifest_path,
-                format!("format version {} (this build reads {FORMAT_VERSION})", manifest.format),
+                format!(
+                    "format version {} (this build reads {FORMAT_VERSION})",
+                    manifest.format
+                ),
             ));
         }
         let mut store = Store {
@@ -390,7 +405,10 @@ impl Store {
         let path = self.dir.join(segment_name(seg.id));
         let bytes = fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
         if bytes.len() as u64 != seg.bytes || bytes.len() < HEADER_LEN + 4 {
-            return Err(StoreError::corrupt(&path, format!("{} bytes, manifest says {}", bytes.len(), seg.bytes)));
+            return Err(StoreError::corrupt(
+                &path,
+                format!("{} bytes, manifest says {}", bytes.len(), seg.bytes),
+            ));
         }
         let (body, tail) = bytes.split_at(bytes.len() - 4);
         let crc = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
@@ -404,13 +422,22 @@ impl Store {
         let rows = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
         let meta_len = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes")) as usize;
         let vec_bytes = rows * dim * 4;
-        if Some(dim) != self.manifest.dim || rows != seg.rows || HEADER_LEN + vec_bytes + meta_len != body.len() {
-            return Err(StoreError::corrupt(&path, "header does not match the manifest"));
+        if Some(dim) != self.manifest.dim
+            || rows != seg.rows
+            || HEADER_LEN + vec_bytes + meta_len != body.len()
+        {
+            return Err(StoreError::corrupt(
+                &path,
+                "header does not match the manifest",
+            ));
         }
         let meta: Vec<ChunkMeta> = serde_json::from_slice(&body[HEADER_LEN + vec_bytes..])
             .map_err(|e| StoreError::corrupt(&path, format!("chunk metadata: {e}")))?;
         if meta.len() != rows {
-            return Err(StoreError::corrupt(&path, "metadata count does not match the rows"));
+            return Err(StoreError::corrupt(
+                &path,
+                "metadata count does not match the rows",
+            ));
         }
         self.segment_base.insert(seg.id, self.meta.len());
         self.vectors.extend(
@@ -427,7 +454,9 @@ impl Store {
         for doc in self.manifest.documents.values() {
             if let Some(&base) = self.segment_base.get(&doc.segment) {
                 let start = base + doc.first_row;
-                self.live[start..start + doc.rows].iter_mut().for_each(|l| *l = true);
+                self.live[start..start + doc.rows]
+                    .iter_mut()
+                    .for_each(|l| *l = true);
             }
         }
     }
@@ -435,11 +464,17 @@ impl Store {
     /// Deletes segment and temporary files that the manifest does not reference: what a process
     /// killed mid-commit, or a compaction, left behind.
     fn remove_unreferenced(&self) -> Result<(), StoreError> {
-        let keep: Vec<String> = self.manifest.segments.iter().map(|s| segment_name(s.id)).collect();
+        let keep: Vec<String> = self
+            .manifest
+            .segments
+            .iter()
+            .map(|s| segment_name(s.id))
+            .collect();
         let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = name.ends_with(".tmp") || (name.starts_with("seg-") && !keep.contains(&name));
+            let stale =
+                name.ends_with(".tmp") || (name.starts_with("seg-") && !keep.contains(&name));
             if stale {
                 fs::remove_file(entry.path()).map_err(|e| StoreError::io(&entry.path(), e))?;
             }
@@ -478,7 +513,12 @@ impl Store {
         if rows == 0 {
             return Ok(());
         }
-        let dim = docs.iter().flat_map(|d| d.chunks.first()).map(|(_, v)| v.len()).next().unwrap_or(0);
+        let dim = docs
+            .iter()
+            .flat_map(|d| d.chunks.first())
+            .map(|(_, v)| v.len())
+            .next()
+            .unwrap_or(0);
         match (&self.manifest.model, self.manifest.dim) {
             (Some(m), Some(d)) if m != model || d != dim => {
                 return Err(StoreError::ModelMismatch {
@@ -505,14 +545,23 @@ impl Store {
             };
             manifest.documents.insert(doc.source, entry);
             for (chunk, mut v) in doc.chunks {
-                assert_eq!(v.len(), dim, "all vectors of a commit have the same dimension");
+                assert_eq!(
+                    v.len(),
+                    dim,
+                    "all vectors of a commit have the same dimension"
+                );
                 crate::embed::normalize(&mut v);
                 vectors.extend_from_slice(&v);
                 meta.push(chunk);
             }
         }
         let (bytes, crc) = self.write_segment(id, dim, &vectors, &meta)?;
-        manifest.segments.push(SegmentEntry { id, rows, bytes, crc32: crc });
+        manifest.segments.push(SegmentEntry {
+            id,
+            rows,
+            bytes,
+            crc32: crc,
+        });
         self.write_manifest(&manifest)?;
 
         self.manifest = manifest;
@@ -529,7 +578,10 @@ impl Store {
     /// [`StoreError::Io`].
     pub fn remove(&mut self, sources: &[String]) -> Result<usize, StoreError> {
         let mut manifest = self.manifest.clone();
-        let removed = sources.iter().filter(|s| manifest.documents.remove(*s).is_some()).count();
+        let removed = sources
+            .iter()
+            .filter(|s| manifest.documents.remove(*s).is_some())
+            .count();
         if removed > 0 {
             self.write_manifest(&manifest)?;
             self.manifest = manifest;
@@ -589,7 +641,13 @@ impl Store {
         Ok(true)
     }
 
-    fn write_segment(&self, id: u64, dim: usize, vectors: &[f32], meta: &[ChunkMeta]) -> Result<(u64, u32), StoreError> {
+    fn write_segment(
+        &self,
+        id: u64,
+        dim: usize,
+        vectors: &[f32],
+        meta: &[ChunkMeta],
+    ) -> Result<(u64, u32), StoreError> {
         let meta_json = serde_json::to_vec(meta).expect("chunk metadata serializes");
         let mut buf = Vec::with_capacity(HEADER_LEN + vectors.len() * 4 + meta_json.len() + 4);
         buf.extend_from_slice(MAGIC);
@@ -636,7 +694,8 @@ impl Store {
         let mut q = query.to_vec();
         crate::embed::normalize(&mut q);
         // A min-heap of the best k so far (scores ordered by total_cmp through OrdF32).
-        let mut heap: BinaryHeap<std::cmp::Reverse<(OrdF32, usize)>> = BinaryHeap::with_capacity(k + 1);
+        let mut heap: BinaryHeap<std::cmp::Reverse<(OrdF32, usize)>> =
+            BinaryHeap::with_capacity(k + 1);
         for (row, v) in self.vectors.chunks_exact(dim).enumerate() {
             if !self.live[row] {
                 continue;

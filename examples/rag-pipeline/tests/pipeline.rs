@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gilkit_rag::{
-    CancelToken, EmbedError, Embedder, IngestOptions, OpenMode, Progress, SplitKind, SplitterConfig, Stage, Store,
+    CancelToken, EmbedError, Embedder, IngestOptions, OpenMode, Progress, SplitKind,
+    SplitterConfig, Stage, Store,
 };
 
 const DIM: usize = 64;
@@ -95,7 +96,12 @@ fn write_corpus(dir: &Path, n: usize) -> Vec<PathBuf> {
         .map(|i| {
             let path = dir.join(format!("doc{i:03}.txt"));
             let text: String = (0..6)
-                .map(|s| format!("Sentence {s} of doc{i} talks about topic {}.\n\n", (i * 7 + s) % 13))
+                .map(|s| {
+                    format!(
+                        "Sentence {s} of doc{i} talks about topic {}.\n\n",
+                        (i * 7 + s) % 13
+                    )
+                })
                 .collect();
             std::fs::write(&path, text).unwrap();
             path
@@ -104,21 +110,36 @@ fn write_corpus(dir: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 fn ingest(store: &mut Store, emb: &Fake, paths: &[PathBuf]) -> gilkit_rag::IngestReport {
-    gilkit_rag::ingest(store, emb, paths, &opts(), &Progress::default(), &CancelToken::new()).unwrap()
+    gilkit_rag::ingest(
+        store,
+        emb,
+        paths,
+        &opts(),
+        &Progress::default(),
+        &CancelToken::new(),
+    )
+    .unwrap()
 }
 
 /// Every stored chunk's vector is the vector of its own text: searching with it finds it first.
 fn assert_aligned(store: &Store, texts: &[String]) {
     for text in texts {
         let hits = store.search(&fake_vector(text), 1);
-        assert_eq!(&hits[0].chunk.text, text, "the vector stored for a chunk belongs to another chunk");
+        assert_eq!(
+            &hits[0].chunk.text, text,
+            "the vector stored for a chunk belongs to another chunk"
+        );
         assert!(hits[0].score > 0.9999);
     }
 }
 
 fn stored_texts(store: &Store) -> Vec<String> {
     // All live chunks, found through an exhaustive search.
-    store.search(&fake_vector("anything"), usize::MAX >> 8).into_iter().map(|h| h.chunk.text).collect()
+    store
+        .search(&fake_vector("anything"), usize::MAX >> 8)
+        .into_iter()
+        .map(|h| h.chunk.text)
+        .collect()
 }
 
 #[test]
@@ -134,24 +155,53 @@ fn failed_batches_never_misalign_chunks_and_vectors() {
         ..Fake::default()
     };
     let mut store = Store::open(&dir.path().join("db"), OpenMode::ReadWrite).unwrap();
-    let report = ingest(&mut store, &emb, &[docs.clone()]);
+    let report = ingest(&mut store, &emb, std::slice::from_ref(&docs));
 
     // doc007 and whatever shared its failing batches are reported, whole, as embed failures.
     assert!(!report.failures.is_empty());
-    assert!(report.failures.iter().all(|f| f.stage == Stage::Embed && f.failed_chunks > 0));
-    assert!(report.failures.iter().any(|f| f.path.ends_with("doc007.txt")));
-    assert!(report.failures.iter().all(|f| f.reason.contains("injected failure")));
+    assert!(
+        report
+            .failures
+            .iter()
+            .all(|f| f.stage == Stage::Embed && f.failed_chunks > 0)
+    );
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.path.ends_with("doc007.txt"))
+    );
+    assert!(
+        report
+            .failures
+            .iter()
+            .all(|f| f.reason.contains("injected failure"))
+    );
     // The flaky batch succeeded on its retry.
-    assert!((1..=2).contains(&report.retried_batches), "doc13 spans two batches; both may need a retry");
-    assert!(store.document(&gilkit_rag::pipeline::source_key(&docs.join("doc013.txt"))).is_some());
+    assert!(
+        (1..=2).contains(&report.retried_batches),
+        "doc13 spans two batches; both may need a retry"
+    );
+    assert!(
+        store
+            .document(&gilkit_rag::pipeline::source_key(&docs.join("doc013.txt")))
+            .is_some()
+    );
     assert_eq!(report.documents + report.failures.len(), 30);
 
     let texts = stored_texts(&store);
     assert_eq!(texts.len(), report.chunks);
-    assert!(texts.iter().all(|t| !t.contains("doc7 ")), "no chunk of a failed document is stored");
+    assert!(
+        texts.iter().all(|t| !t.contains("doc7 ")),
+        "no chunk of a failed document is stored"
+    );
     assert_aligned(&store, &texts);
     for f in &report.failures {
-        assert!(store.document(&gilkit_rag::pipeline::source_key(&f.path)).is_none());
+        assert!(
+            store
+                .document(&gilkit_rag::pipeline::source_key(&f.path))
+                .is_none()
+        );
     }
 
     // The next run retries exactly the failed documents.
@@ -173,7 +223,10 @@ fn incremental_reingest_skips_unchanged_and_replaces_changed() {
     let first = ingest(&mut store, &emb, &paths);
     assert_eq!((first.documents, first.unchanged), (12, 0));
     let chunks = store.stats().chunks;
-    let doc0_chunks = stored_texts(&store).iter().filter(|t| t.contains("doc0 ")).count();
+    let doc0_chunks = stored_texts(&store)
+        .iter()
+        .filter(|t| t.contains("doc0 "))
+        .count();
     assert!(doc0_chunks > 0);
     drop(store);
 
@@ -185,8 +238,12 @@ fn incremental_reingest_skips_unchanged_and_replaces_changed() {
     assert_eq!(emb.calls.load(Ordering::SeqCst), 0);
 
     // Same content, new mtime: recorded, not re-embedded.
-    let f = std::fs::File::options().write(true).open(&paths[1]).unwrap();
-    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&paths[1])
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
     drop(f);
     // Changed content: its chunks are replaced.
     std::fs::write(&paths[0], "A brand new text about zebras.\n\nNothing else.").unwrap();
@@ -195,7 +252,10 @@ fn incremental_reingest_skips_unchanged_and_replaces_changed() {
     assert_eq!(emb.texts.load(Ordering::SeqCst), third.chunks);
     let texts = stored_texts(&store);
     assert!(texts.iter().any(|t| t.contains("zebras")));
-    assert!(!texts.iter().any(|t| t.contains("doc0 ")), "the old chunks of a changed file are gone");
+    assert!(
+        !texts.iter().any(|t| t.contains("doc0 ")),
+        "the old chunks of a changed file are gone"
+    );
     let stats = store.stats();
     assert_eq!(stats.documents, 12);
     assert_eq!(stats.chunks, chunks - doc0_chunks + third.chunks);
@@ -218,7 +278,11 @@ fn leftovers_of_a_killed_commit_are_ignored_and_removed() {
     drop(store);
     // What a process killed mid-commit leaves: a complete but unreferenced segment, half-written
     // temporary files.
-    std::fs::write(db.join("seg-000099.seg"), b"GKRAGSG1 complete but never committed").unwrap();
+    std::fs::write(
+        db.join("seg-000099.seg"),
+        b"GKRAGSG1 complete but never committed",
+    )
+    .unwrap();
     std::fs::write(db.join("seg-000100.seg.tmp"), b"GKRAG").unwrap();
     std::fs::write(db.join("MANIFEST.tmp"), b"{\"format\": 1, \"segm").unwrap();
 
@@ -257,21 +321,40 @@ fn one_writer_at_a_time_and_one_model_per_database() {
     let db = dir.path().join("db");
     let mut store = Store::open(&db, OpenMode::ReadWrite).unwrap();
     ingest(&mut store, &Fake::default(), &paths);
-    assert!(Store::open(&db, OpenMode::ReadWrite).unwrap_err().is_locked());
-    assert!(Store::open(&db, OpenMode::ReadOnly).unwrap_err().is_locked());
+    assert!(
+        Store::open(&db, OpenMode::ReadWrite)
+            .unwrap_err()
+            .is_locked()
+    );
+    assert!(
+        Store::open(&db, OpenMode::ReadOnly)
+            .unwrap_err()
+            .is_locked()
+    );
     std::fs::write(&paths[0], "changed").unwrap();
     let other = Fake {
         model: Some("other/2"),
         ..Fake::default()
     };
-    let err = gilkit_rag::ingest(&mut store, &other, &paths, &opts(), &Progress::default(), &CancelToken::new())
-        .unwrap_err();
+    let err = gilkit_rag::ingest(
+        &mut store,
+        &other,
+        &paths,
+        &opts(),
+        &Progress::default(),
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("other/2"), "{err}");
     let err = gilkit_rag::query(&store, &other, "x", 3).unwrap_err();
     assert!(matches!(err, gilkit_rag::QueryError::ModelMismatch { .. }));
     store.release_lock();
     assert!(Store::open(&db, OpenMode::ReadOnly).is_ok());
-    assert!(Store::open(&dir.path().join("none"), OpenMode::ReadOnly).unwrap_err().is_not_found());
+    assert!(
+        Store::open(&dir.path().join("none"), OpenMode::ReadOnly)
+            .unwrap_err()
+            .is_not_found()
+    );
 }
 
 #[test]
@@ -328,7 +411,8 @@ fn cancellation_keeps_committed_documents_consistent() {
     let mut store = Store::open(&db, OpenMode::ReadWrite).unwrap();
     let mut o = opts();
     o.embed_concurrency = 1;
-    let report = gilkit_rag::ingest(&mut store, &emb, &paths, &o, &Progress::default(), &token).unwrap();
+    let report =
+        gilkit_rag::ingest(&mut store, &emb, &paths, &o, &Progress::default(), &token).unwrap();
     assert!(report.cancelled);
     assert!(report.documents < 20);
     drop(store);
