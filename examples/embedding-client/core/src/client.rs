@@ -1,0 +1,326 @@
+//! [`EmbeddingClient`]: validation, request splitting, concurrent dispatch, ordered reassembly.
+//!
+//! A call is validated whole before anything is sent ([`crate::tokens::validate`]), split into
+//! requests within the provider's limits ([`crate::tokens::plan_requests`]), and the requests run
+//! concurrently (up to `max_concurrency`), each result written to the slot of its request's index,
+//! so reassembly is a concatenation in index order and cannot misalign vectors and texts. (Not
+//! `futures`' `buffered`: it keeps a finished request's place in the window until every earlier
+//! one has finished, so one slow request would hold back the others.)
+//!
+//! [`EmbeddingClient::embed_batches`] is the many-batches form (`embed_batch_parallel` in Python):
+//! each batch succeeds or fails on its own, and the result keeps one slot per input batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use futures_util::{StreamExt, stream};
+
+use crate::config::EmbeddingConfig;
+use crate::error::{EmbedError, InvalidInput, TransportError, TransportKind};
+use crate::openai::OpenAiEmbedder;
+use crate::provider::{Embedder, Embeddings};
+use crate::tokens::{self, Limits};
+
+/// Splitting and concurrency settings of a client over any [`Embedder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Most inputs per request (capped by the provider's limits).
+    pub max_batch_size: usize,
+    /// Most requests of one call in flight at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            max_batch_size: Limits::OPENAI.max_inputs_per_request,
+            max_concurrency: 64,
+        }
+    }
+}
+
+/// The outcome of [`EmbeddingClient::embed_batches`]: one result per input batch, in input order.
+#[derive(Debug)]
+pub struct BatchResults {
+    /// `results[i]` is batch `i`'s vectors or its error.
+    pub results: Vec<Result<Embeddings, EmbedError>>,
+    /// Totals of the run.
+    pub stats: BatchStats,
+}
+
+/// Totals of one [`EmbeddingClient::embed_batches`] run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchStats {
+    /// Batches that succeeded.
+    pub succeeded: usize,
+    /// Batches that failed.
+    pub failed: usize,
+    /// Vectors returned.
+    pub embeddings: usize,
+    /// Prompt tokens reported by the provider.
+    pub prompt_tokens: u64,
+    /// Mean time from a batch's start to its end.
+    pub avg_batch_latency: Duration,
+    /// Wall time of the whole run.
+    pub duration: Duration,
+}
+
+/// An embedding client: one provider (with its connection pool), shared by every call and thread.
+///
+/// Cheap to share: wrap it in an `Arc` (the Python package does) or clone the `Arc` inside.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), gilkit_embed::EmbedError> {
+/// use gilkit_embed::{EmbeddingClient, EmbeddingConfig};
+///
+/// let client = EmbeddingClient::new(EmbeddingConfig::from_env()?)?;
+/// let vectors = client.embed_many(&["a cat".to_string(), "a dog".to_string()]).await?;
+/// assert_eq!(vectors.len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EmbeddingClient {
+    embedder: Arc<dyn Embedder>,
+    http: Option<Arc<OpenAiEmbedder>>,
+    options: ClientOptions,
+}
+
+impl std::fmt::Debug for EmbeddingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingClient")
+            .field("model", &self.embedder.model())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddingClient {
+    /// A client of an OpenAI-compatible HTTP endpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`EmbedError::InvalidInput`] for a bad configuration.
+    pub fn new(config: EmbeddingConfig) -> Result<Self, EmbedError> {
+        let options = ClientOptions {
+            max_batch_size: config.max_batch_size,
+            max_concurrency: config.max_concurrency,
+        };
+        let http = Arc::new(OpenAiEmbedder::new(config)?);
+        Ok(EmbeddingClient {
+            embedder: http.clone(),
+            http: Some(http),
+            options,
+        })
+    }
+
+    /// A client over any provider (for example an in-process Python model).
+    pub fn with_embedder(embedder: Arc<dyn Embedder>, options: ClientOptions) -> Self {
+        EmbeddingClient {
+            embedder,
+            http: None,
+            options: ClientOptions {
+                max_batch_size: options.max_batch_size.max(1),
+                max_concurrency: options.max_concurrency.max(1),
+            },
+        }
+    }
+
+    /// The provider.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// The HTTP provider, when this client is one (for its stats and configuration).
+    pub fn http(&self) -> Option<&OpenAiEmbedder> {
+        self.http.as_deref()
+    }
+
+    /// The splitting and concurrency settings.
+    pub fn options(&self) -> ClientOptions {
+        self.options
+    }
+
+    /// Embeds one text.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] for an empty or too long text (before any request); otherwise whatever the
+    /// provider reports.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the request.
+    pub async fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let texts = [text.to_owned()];
+        Ok(self.embed_many(&texts).await?.into_flat())
+    }
+
+    /// Embeds `texts`: one vector per text, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] before any request when a text is empty or too long or the list is empty;
+    /// otherwise the first failed request's error (the others are abandoned: a partial result could
+    /// not be aligned with the input).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons every request of the call.
+    pub async fn embed_many(&self, texts: &[String]) -> Result<Embeddings, EmbedError> {
+        let limits = self.embedder.limits();
+        let estimates = tokens::validate(texts, &limits)?;
+        self.embed_validated(texts, &estimates, &limits, self.options.max_concurrency)
+            .await
+    }
+
+    async fn embed_validated(
+        &self,
+        texts: &[String],
+        estimates: &[usize],
+        limits: &Limits,
+        concurrency: usize,
+    ) -> Result<Embeddings, EmbedError> {
+        let plan = tokens::plan_requests(estimates, limits, self.options.max_batch_size);
+        if let [only] = plan.as_slice() {
+            return self.embedder.embed(&texts[only.clone()]).await;
+        }
+        let parts = try_run_indexed(plan.len(), concurrency, |i| {
+            self.embedder.embed(&texts[plan[i].clone()])
+        })
+        .await?;
+        Embeddings::concat(parts).map_err(EmbedError::Provider)
+    }
+
+    /// Embeds many batches concurrently; each batch succeeds or fails on its own.
+    ///
+    /// Up to `max_concurrency` batches (default: the client's) run at once; `timeout` bounds each
+    /// batch. The result has exactly one entry per input batch, in input order.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] before any request when a batch is empty or holds an empty or too long
+    /// text. Failures of individual batches are reported in [`BatchResults::results`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons every batch still running.
+    pub async fn embed_batches(
+        &self,
+        batches: &[Vec<String>],
+        max_concurrency: Option<usize>,
+        timeout: Option<Duration>,
+    ) -> Result<BatchResults, EmbedError> {
+        let limits = &self.embedder.limits();
+        let mut estimates = Vec::with_capacity(batches.len());
+        for (batch, texts) in batches.iter().enumerate() {
+            if texts.is_empty() {
+                return Err(InvalidInput::EmptyBatch { batch }.into());
+            }
+            estimates.push(tokens::validate(texts, limits)?);
+        }
+        let concurrency = max_concurrency
+            .unwrap_or(self.options.max_concurrency)
+            .max(1);
+        let estimates = &estimates;
+        let started = Instant::now();
+        let timed: Vec<(Result<Embeddings, EmbedError>, Duration)> =
+            run_indexed(batches.len(), concurrency, |i| async move {
+                let t0 = Instant::now();
+                let work = self.embed_validated(
+                    &batches[i],
+                    &estimates[i],
+                    limits,
+                    self.options.max_concurrency,
+                );
+                let r = match timeout {
+                    Some(limit) => tokio::time::timeout(limit, work)
+                        .await
+                        .unwrap_or_else(|_| Err(batch_timeout(limit))),
+                    None => work.await,
+                };
+                (r, t0.elapsed())
+            })
+            .await;
+        let mut stats = BatchStats {
+            duration: started.elapsed(),
+            ..BatchStats::default()
+        };
+        let mut total_latency = Duration::ZERO;
+        let results = timed
+            .into_iter()
+            .map(|(r, dt)| {
+                total_latency += dt;
+                match &r {
+                    Ok(e) => {
+                        stats.succeeded += 1;
+                        stats.embeddings += e.len();
+                        stats.prompt_tokens += e.prompt_tokens();
+                    }
+                    Err(_) => stats.failed += 1,
+                }
+                r
+            })
+            .collect::<Vec<_>>();
+        if !results.is_empty() {
+            stats.avg_batch_latency = total_latency / results.len() as u32;
+        }
+        Ok(BatchResults { results, stats })
+    }
+}
+
+/// Runs `make(i)` for every `i` in `0..n`, at most `limit` at once, and returns the outputs in
+/// index order. Indices, not references, go through the closure: a closure taking references makes
+/// the future not `Send` for every lifetime (rust-lang/rust#64552).
+async fn run_indexed<T, Fut>(n: usize, limit: usize, mut make: impl FnMut(usize) -> Fut) -> Vec<T>
+where
+    Fut: Future<Output = T>,
+{
+    let all = try_run_indexed(n, limit, |i| {
+        let work = make(i);
+        async move { Ok::<T, Infallible>(work.await) }
+    });
+    match all.await {
+        Ok(outputs) => outputs,
+        Err(never) => match never {},
+    }
+}
+
+/// Like [`run_indexed`] for fallible work: the first error is returned at once and the work still
+/// running is dropped (cancelled).
+async fn try_run_indexed<T, E, Fut>(
+    n: usize,
+    limit: usize,
+    mut make: impl FnMut(usize) -> Fut,
+) -> Result<Vec<T>, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut finished = stream::iter(0..n)
+        .map(|i| {
+            let work = make(i);
+            async move { (i, work.await) }
+        })
+        .buffer_unordered(limit.max(1));
+    while let Some((i, out)) = finished.next().await {
+        slots[i] = Some(out?);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|slot| slot.expect("every index ran to completion"))
+        .collect())
+}
+
+fn batch_timeout(limit: Duration) -> EmbedError {
+    EmbedError::Transport(TransportError {
+        kind: TransportKind::Timeout,
+        message: format!("the batch did not finish within {} ms", limit.as_millis()),
+        request_id: None,
+        attempts: 0,
+    })
+}

@@ -1,0 +1,430 @@
+//! `EmbeddingConfig` and `EmbeddingClient` for Python.
+//!
+//! The client is a frozen pyclass over an `Arc` of the Rust client, so any number of Python threads
+//! call it at once without a borrow flag or lock; each call extracts its texts with the GIL, then
+//! runs with the GIL released (`gilkit::block_on`: Ctrl-C drops the call and its requests), then
+//! converts the vectors with the GIL. The `a*` variants return asyncio awaitables instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gilkit_embed::breaker::BreakerConfig;
+use gilkit_embed::ratelimit::RateLimitConfig;
+use gilkit_embed::retry::RetryPolicy;
+use gilkit_embed::tokens::Limits;
+use gilkit_embed::wire::EncodingFormat;
+use gilkit_embed::{BatchResults, EmbedError, EmbeddingClient, EmbeddingConfig, Embeddings};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::{aio, convert, errors};
+
+/// Which provider a config describes.
+#[derive(Clone)]
+pub(crate) enum Provider {
+    Http(EmbeddingConfig),
+}
+
+/// How to reach an embedding model: an OpenAI-compatible HTTP endpoint
+/// (`EmbeddingConfig.openai(...)`) or a Python callable run in-process (`EmbeddingConfig.local(...)`).
+#[pyclass(name = "EmbeddingConfig", module = "gilkit_embed", frozen)]
+#[derive(Clone)]
+pub struct PyEmbeddingConfig {
+    pub(crate) provider: Provider,
+}
+
+fn seconds(name: &str, s: f64) -> PyResult<Duration> {
+    if !s.is_finite() || s <= 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds, got {s}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+#[pymethods]
+impl PyEmbeddingConfig {
+    /// An OpenAI-compatible endpoint. `api_key=None` reads `OPENAI_API_KEY` (and `base_url=None`
+    /// reads `OPENAI_BASE_URL`, else the OpenAI API); pass `api_key=""` for servers that need none.
+    #[staticmethod]
+    #[pyo3(signature = (
+        api_key=None, model=None, base_url=None, timeout=60.0, max_retries=2, dimensions=None, *,
+        encoding_format="base64", max_batch_size=2048, max_concurrency=64, connect_timeout=5.0,
+        requests_per_minute=None, tokens_per_minute=None, rate_limits_from_headers=false,
+        circuit_breaker_threshold=Some(10), circuit_breaker_cooldown=10.0, initial_retry_delay=0.5,
+        max_tokens_per_input=8192, max_tokens_per_request=300_000,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn openai(
+        api_key: Option<String>,
+        model: Option<String>,
+        base_url: Option<String>,
+        timeout: f64,
+        max_retries: u32,
+        dimensions: Option<u32>,
+        encoding_format: &str,
+        max_batch_size: usize,
+        max_concurrency: usize,
+        connect_timeout: f64,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u32>,
+        rate_limits_from_headers: bool,
+        circuit_breaker_threshold: Option<u32>,
+        circuit_breaker_cooldown: f64,
+        initial_retry_delay: f64,
+        max_tokens_per_input: usize,
+        max_tokens_per_request: usize,
+    ) -> PyResult<Self> {
+        let mut config = match api_key {
+            Some(key) => EmbeddingConfig::openai(key),
+            None => {
+                EmbeddingConfig::from_env().map_err(|e| PyValueError::new_err(e.to_string()))?
+            }
+        };
+        if let Some(url) = base_url {
+            config.base_url = url;
+        }
+        if let Some(model) = model {
+            config.model = model;
+        }
+        config.timeout = seconds("timeout", timeout)?;
+        config.connect_timeout = seconds("connect_timeout", connect_timeout)?;
+        config.retry = RetryPolicy {
+            max_retries,
+            initial_delay: seconds("initial_retry_delay", initial_retry_delay)?,
+            ..RetryPolicy::default()
+        };
+        config.dimensions = dimensions;
+        config.encoding_format = match encoding_format {
+            "float" => EncodingFormat::Float,
+            "base64" => EncodingFormat::Base64,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "encoding_format must be 'float' or 'base64', got {other:?}"
+                )));
+            }
+        };
+        config.max_batch_size = max_batch_size;
+        config.max_concurrency = max_concurrency;
+        config.rate_limit = RateLimitConfig {
+            requests_per_minute,
+            tokens_per_minute,
+            from_headers: rate_limits_from_headers,
+        };
+        config.breaker = circuit_breaker_threshold.map(|threshold| BreakerConfig {
+            threshold,
+            cooldown: Duration::from_secs_f64(circuit_breaker_cooldown.max(0.0)),
+        });
+        config.limits = Limits {
+            max_tokens_per_input,
+            max_tokens_per_request,
+            ..Limits::OPENAI
+        };
+        config
+            .validate()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyEmbeddingConfig {
+            provider: Provider::Http(config),
+        })
+    }
+
+    /// `"openai"` or `"local"`.
+    #[getter]
+    fn provider(&self) -> &'static str {
+        match self.provider {
+            Provider::Http(_) => "openai",
+        }
+    }
+
+    /// The model name.
+    #[getter]
+    fn model(&self) -> String {
+        match &self.provider {
+            Provider::Http(c) => c.model.clone(),
+        }
+    }
+
+    /// The base URL (`None` for a local model).
+    #[getter]
+    fn base_url(&self) -> Option<String> {
+        match &self.provider {
+            Provider::Http(c) => Some(c.base_url.clone()),
+        }
+    }
+
+    /// Every setting as a dict (the API key masked).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("provider", self.provider())?;
+        d.set_item("model", self.model())?;
+        match &self.provider {
+            Provider::Http(c) => {
+                d.set_item("base_url", &c.base_url)?;
+                d.set_item("api_key_set", !c.api_key.is_empty())?;
+                d.set_item("timeout", c.timeout.as_secs_f64())?;
+                d.set_item("connect_timeout", c.connect_timeout.as_secs_f64())?;
+                d.set_item("max_retries", c.retry.max_retries)?;
+                d.set_item("initial_retry_delay", c.retry.initial_delay.as_secs_f64())?;
+                d.set_item("dimensions", c.dimensions)?;
+                d.set_item("encoding_format", c.encoding_format.as_str())?;
+                d.set_item("max_batch_size", c.max_batch_size)?;
+                d.set_item("max_concurrency", c.max_concurrency)?;
+                d.set_item("requests_per_minute", c.rate_limit.requests_per_minute)?;
+                d.set_item("tokens_per_minute", c.rate_limit.tokens_per_minute)?;
+                d.set_item("rate_limits_from_headers", c.rate_limit.from_headers)?;
+                d.set_item("circuit_breaker_threshold", c.breaker.map(|b| b.threshold))?;
+                d.set_item(
+                    "circuit_breaker_cooldown",
+                    c.breaker.map(|b| b.cooldown.as_secs_f64()),
+                )?;
+                d.set_item("max_tokens_per_input", c.limits.max_tokens_per_input)?;
+                d.set_item("max_tokens_per_request", c.limits.max_tokens_per_request)?;
+                d.set_item("max_inputs_per_request", c.limits.max_inputs_per_request)?;
+            }
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.provider {
+            Provider::Http(c) => format!(
+                "EmbeddingConfig.openai(model={:?}, base_url={:?}, api_key={}, timeout={}, max_retries={})",
+                c.model,
+                c.base_url,
+                if c.api_key.is_empty() { "''" } else { "'***'" },
+                c.timeout.as_secs_f64(),
+                c.retry.max_retries
+            ),
+        }
+    }
+}
+
+/// An embedding client: one connection pool (or one local model batcher) shared by all threads.
+#[pyclass(name = "EmbeddingClient", module = "gilkit_embed", frozen)]
+pub struct PyEmbeddingClient {
+    inner: Arc<EmbeddingClient>,
+    config: Py<PyEmbeddingConfig>,
+}
+
+type Vectors = Result<Embeddings, EmbedError>;
+
+fn vectors_to_py(numpy: bool) -> fn(Python<'_>, Vectors) -> PyResult<Py<PyAny>> {
+    if numpy {
+        |py, r| Ok(convert::vectors(py, r.map_err(|e| errors::to_py(py, &e))?, true)?.unbind())
+    } else {
+        |py, r| Ok(convert::vectors(py, r.map_err(|e| errors::to_py(py, &e))?, false)?.unbind())
+    }
+}
+
+fn vector_to_py(numpy: bool) -> fn(Python<'_>, Vectors) -> PyResult<Py<PyAny>> {
+    if numpy {
+        |py, r| Ok(convert::vector(py, r.map_err(|e| errors::to_py(py, &e))?, true)?.unbind())
+    } else {
+        |py, r| Ok(convert::vector(py, r.map_err(|e| errors::to_py(py, &e))?, false)?.unbind())
+    }
+}
+
+fn batch_to_py(
+    numpy: bool,
+) -> fn(Python<'_>, Result<BatchResults, EmbedError>) -> PyResult<Py<PyAny>> {
+    if numpy {
+        |py, r| batch_results(py, r.map_err(|e| errors::to_py(py, &e))?, true)
+    } else {
+        |py, r| batch_results(py, r.map_err(|e| errors::to_py(py, &e))?, false)
+    }
+}
+
+/// GraphBit's result shape, aligned: `embeddings[i]` and `errors[i]` describe input batch `i`.
+fn batch_results(py: Python<'_>, out: BatchResults, numpy: bool) -> PyResult<Py<PyAny>> {
+    let embeddings = PyList::empty(py);
+    let errs = PyList::empty(py);
+    for r in out.results {
+        match r {
+            Ok(e) => {
+                embeddings.append(convert::vectors(py, e, numpy)?)?;
+                errs.append(py.None())?;
+            }
+            Err(e) => {
+                embeddings.append(py.None())?;
+                errs.append(errors::to_py_value(py, &e))?;
+            }
+        }
+    }
+    let s = &out.stats;
+    let stats = PyDict::new(py);
+    stats.set_item("total_batches", s.succeeded + s.failed)?;
+    stats.set_item("successful_batches", s.succeeded)?;
+    stats.set_item("failed_batches", s.failed)?;
+    stats.set_item("total_embeddings", s.embeddings)?;
+    stats.set_item("prompt_tokens", s.prompt_tokens)?;
+    stats.set_item(
+        "avg_batch_latency_ms",
+        s.avg_batch_latency.as_secs_f64() * 1e3,
+    )?;
+    let d = PyDict::new(py);
+    d.set_item("embeddings", embeddings)?;
+    d.set_item("errors", errs)?;
+    d.set_item("stats", stats)?;
+    d.set_item("duration_ms", s.duration.as_secs_f64() * 1e3)?;
+    Ok(d.into_any().unbind())
+}
+
+fn timeout_from_ms(timeout_ms: Option<f64>) -> PyResult<Option<Duration>> {
+    timeout_ms
+        .map(|ms| seconds("timeout_ms", ms / 1e3))
+        .transpose()
+}
+
+fn concurrency(max_concurrency: Option<usize>) -> PyResult<Option<usize>> {
+    if max_concurrency == Some(0) {
+        return Err(PyValueError::new_err("max_concurrency must be at least 1"));
+    }
+    Ok(max_concurrency)
+}
+
+#[pymethods]
+impl PyEmbeddingClient {
+    #[new]
+    fn new(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let config = config.cast::<PyEmbeddingConfig>().map_err(|_| {
+            PyTypeError::new_err(
+                "EmbeddingClient(config) needs an EmbeddingConfig, e.g. EmbeddingConfig.openai(...)",
+            )
+        })?;
+        let inner = match &config.get().provider {
+            Provider::Http(c) => {
+                EmbeddingClient::new(c.clone()).map_err(|e| errors::to_py(py, &e))?
+            }
+        };
+        Ok(PyEmbeddingClient {
+            inner: Arc::new(inner),
+            config: config.clone().unbind(),
+        })
+    }
+
+    /// The configuration this client was made with.
+    #[getter]
+    fn config(&self, py: Python<'_>) -> Py<PyEmbeddingConfig> {
+        self.config.clone_ref(py)
+    }
+
+    /// Embeds one text. GIL released while waiting.
+    #[pyo3(signature = (text, *, numpy=false))]
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        numpy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let text = [convert::text(text)?];
+        let r = gilkit::block_on(py, self.inner.embed_many(&text))?;
+        Ok(vector_to_py(numpy)(py, r)?.into_bound(py))
+    }
+
+    /// Embeds a list of texts: one vector per text, in order. GIL released while waiting.
+    #[pyo3(signature = (texts, *, numpy=false))]
+    fn embed_many<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        numpy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let texts = convert::texts(texts, "texts")?;
+        let r = gilkit::block_on(py, self.inner.embed_many(&texts))?;
+        Ok(vectors_to_py(numpy)(py, r)?.into_bound(py))
+    }
+
+    /// Embeds many batches concurrently; returns `{"embeddings", "errors", "stats", "duration_ms"}`
+    /// with one entry per input batch (`None` in `embeddings` where that batch failed, and the
+    /// exception in `errors`). GIL released while waiting.
+    #[pyo3(signature = (texts_batch, max_concurrency=None, timeout_ms=None, *, numpy=false))]
+    fn embed_batch_parallel<'py>(
+        &self,
+        py: Python<'py>,
+        texts_batch: &Bound<'py, PyAny>,
+        max_concurrency: Option<usize>,
+        timeout_ms: Option<f64>,
+        numpy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let batches = convert::batches(texts_batch)?;
+        let (conc, timeout) = (concurrency(max_concurrency)?, timeout_from_ms(timeout_ms)?);
+        let r = gilkit::block_on(py, self.inner.embed_batches(&batches, conc, timeout))?;
+        Ok(batch_to_py(numpy)(py, r)?.into_bound(py))
+    }
+
+    /// `await client.aembed(text)`: like `embed`, for asyncio.
+    #[pyo3(signature = (text, *, numpy=false))]
+    fn aembed<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        numpy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let texts = vec![convert::text(text)?];
+        let client = self.inner.clone();
+        aio::spawn(
+            py,
+            async move { client.embed_many(&texts).await },
+            vector_to_py(numpy),
+        )
+    }
+
+    /// `await client.aembed_many(texts)`: like `embed_many`, for asyncio.
+    #[pyo3(signature = (texts, *, numpy=false))]
+    fn aembed_many<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        numpy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let texts = convert::texts(texts, "texts")?;
+        let client = self.inner.clone();
+        aio::spawn(
+            py,
+            async move { client.embed_many(&texts).await },
+            vectors_to_py(numpy),
+        )
+    }
+
+    /// `await client.aembed_batch_parallel(texts_batch)`: like `embed_batch_parallel`, for asyncio.
+    #[pyo3(signature = (texts_batch, max_concurrency=None, timeout_ms=None, *, numpy=false))]
+    fn aembed_batch_parallel<'py>(
+        &self,
+        py: Python<'py>,
+        texts_batch: &Bound<'py, PyAny>,
+        max_concurrency: Option<usize>,
+        timeout_ms: Option<f64>,
+        numpy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let batches = convert::batches(texts_batch)?;
+        let (conc, timeout) = (concurrency(max_concurrency)?, timeout_from_ms(timeout_ms)?);
+        let client = self.inner.clone();
+        aio::spawn(
+            py,
+            async move { client.embed_batches(&batches, conc, timeout).await },
+            batch_to_py(numpy),
+        )
+    }
+
+    /// Counters of this client's provider (HTTP attempts, retries, ... or the local batcher's).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("model", self.inner.embedder().model())?;
+        if let Some(http) = self.inner.http() {
+            let s = http.stats();
+            d.set_item("attempts", s.attempts)?;
+            d.set_item("retries", s.retries)?;
+            d.set_item("succeeded_requests", s.succeeded)?;
+            d.set_item("failed_requests", s.failed)?;
+            d.set_item("prompt_tokens", s.prompt_tokens)?;
+            d.set_item("rate_limited_ms", s.rate_limited_ms)?;
+            d.set_item("circuit_open", http.circuit_open())?;
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("EmbeddingClient(model={:?})", self.inner.embedder().model())
+    }
+}
