@@ -171,22 +171,22 @@ def files_of(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def run_map(fn: Callable[[Any], Any], items: list[Any], workers: int | None) -> tuple[float, list[Any]]:
+    """Applies ``fn`` to every item, in a plain loop (``workers=None``) or a thread pool; returns
+    the wall time and the results."""
+    t = time.perf_counter()
+    if workers is None:
+        out = [fn(x) for x in items]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            out = list(pool.map(fn, items))
+    return time.perf_counter() - t, out
+
+
 def python_stages(files: list[Path], workers: int | None) -> dict[str, float]:
     """Load then split (stage by stage, like the Rust pipeline); returns seconds per stage."""
-    t = time.perf_counter()
-    if workers is None:
-        texts = [py_load(p) for p in files]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            texts = list(pool.map(py_load, files))
-    load = time.perf_counter() - t
-    t = time.perf_counter()
-    if workers is None:
-        chunks = [py_split(x) for x in texts]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            chunks = list(pool.map(py_split, texts))
-    split = time.perf_counter() - t
+    load, texts = run_map(py_load, files, workers)
+    split, chunks = run_map(py_split, texts, workers)
     return {"load": load, "split": split, "docs": len(texts), "chunks": sum(map(len, chunks))}
 
 

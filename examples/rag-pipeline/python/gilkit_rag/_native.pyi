@@ -1,7 +1,22 @@
 """Typed stub of the Rust extension behind gilkit_rag (see gilkit_rag.ParallelRAG for the documented API)."""
 
 from os import PathLike
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "Database",
+    "OpenAIEmbedder",
+    "load_and_split",
+    "load_and_split_many",
+    "RagError",
+    "DatabaseLockedError",
+    "CorruptDatabaseError",
+    "ModelMismatchError",
+    "DatabaseNotFoundError",
+    "EmbeddingError",
+]
 
 class RagError(Exception): ...
 class DatabaseLockedError(RagError): ...
@@ -10,6 +25,7 @@ class ModelMismatchError(RagError): ...
 class DatabaseNotFoundError(RagError): ...
 class EmbeddingError(RagError): ...
 
+@final
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``/v1/embeddings`` endpoint, embedded from Rust (gilkit-embed).
 
@@ -18,8 +34,8 @@ class OpenAIEmbedder:
     client (``max_retries``). Both methods release the GIL; they raise ``EmbeddingError``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model: str = "text-embedding-3-small",
         *,
         base_url: str | None = None,
@@ -27,14 +43,15 @@ class OpenAIEmbedder:
         dimensions: int | None = None,
         timeout: float = 60.0,
         max_retries: int = 2,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def model_id(self) -> str: ...
     def embed_passages(self, texts: list[str]) -> list[list[float]]: ...
     def embed_query(self, text: str) -> list[float]: ...
 
+@final
 class Database:
-    def __init__(self, db_dir: str | PathLike[str], embedder: Any, max_workers: int | None = None) -> None: ...
+    def __new__(cls, db_dir: str | PathLike[str], embedder: Any, max_workers: int | None = None) -> Self: ...
     @property
     def db_dir(self) -> str: ...
     def ingest(

@@ -213,17 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; documents committed so far are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except EmbeddingError as e:
+    except (EmbeddingError, RagError, ValueError) as e:
         print(f"gilkit-rag: {e}", file=sys.stderr)
-        return EXIT_EMBEDDER
-    except RagError as e:
-        print(f"gilkit-rag: {e}", file=sys.stderr)
-        return EXIT_DATABASE
-    except ValueError as e:
-        print(f"gilkit-rag: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        # EmbeddingError is a RagError: test it first.
+        if isinstance(e, EmbeddingError):
+            return EXIT_EMBEDDER
+        return EXIT_DATABASE if isinstance(e, RagError) else EXIT_USAGE
     except ImportError as e:
-        print(f"gilkit-rag: {e} (pip install 'gilkit_rag[openai]')", file=sys.stderr)
+        print(f"gilkit-rag: {e} (answers need the openai package: pip install 'gilkit_rag[openai]')", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # the chat or embedding endpoint (openai's APIError and friends)
         if type(e).__module__.startswith("openai"):
