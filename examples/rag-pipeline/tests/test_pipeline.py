@@ -206,3 +206,49 @@ def test_query_results_are_typed_and_sorted(tmp_path: Path) -> None:
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     source_text = Path(hits[0].source).read_text(encoding="utf-8")
     assert source_text[hits[0].start_char : hits[0].end_char] == hits[0].text
+
+
+INTERRUPT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[3])
+    from conftest import HashEmbedder
+    from gilkit_rag import ParallelRAG
+    rag = ParallelRAG(sys.argv[1], embedder=HashEmbedder(delay=0.05))
+    try:
+        rag.ingest([sys.argv[2]], embed_batch=4, commit_every=8, chunk_size=120, chunk_overlap=0, progress=False)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_the_ingest_and_keeps_what_was_committed(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 60)
+    db = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPT_SCRIPT, str(db), str(tmp_path / "docs"), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(db.glob("seg-*.seg")) if db.exists() else []) < 2:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the ingest finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in out
+    rag = ParallelRAG(db, embedder=HashEmbedder())
+    stats = rag.stats()
+    assert 0 < stats.documents < 60, "stopped early, with the committed documents kept"
+    assert_aligned(rag)
+
+
+def test_tqdm_progress_bars(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_docs(tmp_path / "docs", 5)
+    report = ParallelRAG(tmp_path / "db", embedder=HashEmbedder(delay=0.15)).ingest([tmp_path / "docs"], progress=True, embed_batch=2)
+    err = capsys.readouterr().err
+    assert report.documents == 5
+    assert "documents" in err and "embedded" in err and f"{report.chunks}/{report.chunks}" in err
