@@ -8,7 +8,8 @@ Three pipelines over the same files:
 * ``python-threads``: the same functions through ``concurrent.futures.ThreadPoolExecutor``
   (``max_workers`` = CPUs);
 * ``gilkit_rag``: ``ParallelRAG.ingest`` (Rust loaders and splitter on worker threads, GIL released),
-  whose report gives the wall time of each stage.
+  whose report gives the wall time of each stage; also with one worker, to separate the per-core
+  speed of the Rust stages from their parallel scaling.
 
 CPU stages (load, split) run on the bundled corpus and on a 10x copy made at bench time, with a
 trivial embedder so that only load and split are measured. The embed stage runs on a sample of
@@ -203,13 +204,19 @@ def gilkit_stages(files_root: Path, workers: int) -> dict[str, float]:
 
 def cpu_table(label: str, root: Path, rounds: int, workers: int) -> list[str]:
     files = files_of(root)
-    runs: dict[str, list[dict[str, float]]] = {"python-seq": [], "python-threads": [], "gilkit_rag": []}
+    runs: dict[str, list[dict[str, float]]] = {
+        "python-seq": [],
+        "python-threads": [],
+        "gilkit_rag (1 worker)": [],
+        "gilkit_rag": [],
+    }
     # One untimed round first: imports (pypdf), the page cache, the tokenizer tables.
     python_stages(files, None)
     gilkit_stages(root, workers)
     for _ in range(rounds):  # interleaved, so that machine noise hits all three alike
         runs["python-seq"].append(python_stages(files, None))
         runs["python-threads"].append(python_stages(files, workers))
+        runs["gilkit_rag (1 worker)"].append(gilkit_stages(root, 1))
         runs["gilkit_rag"].append(gilkit_stages(root, workers))
     med = {k: {s: statistics.median(r[s] for r in v) for s in ("load", "split", "docs", "chunks")} for k, v in runs.items()}
     base = med["python-seq"]

@@ -381,6 +381,9 @@ class ParallelRAG:
     def query(self, text: str, k: int = 5) -> list[QueryHit]:
         """The ``k`` chunks most similar to ``text``, best first (exact cosine similarity).
 
+        Releases the GIL while it loads (first call or after a change) and searches the index; holds
+        it only to embed the query with a Python embedder.
+
         Raises :class:`DatabaseNotFoundError` before the first ingest, :class:`EmbeddingError` if the
         query cannot be embedded, :class:`ModelMismatchError` for another model's database.
         """
@@ -425,7 +428,9 @@ class ParallelRAG:
         return Answer(text=response.choices[0].message.content or "", hits=hits)
 
     def stats(self) -> DbStats:
-        """Counts describing the database. Raises :class:`DatabaseNotFoundError` before the first ingest."""
+        """Counts describing the database (releases the GIL while loading the index).
+
+        Raises :class:`DatabaseNotFoundError` before the first ingest."""
         return DbStats(**self._db.stats())
 
     def __repr__(self) -> str:
