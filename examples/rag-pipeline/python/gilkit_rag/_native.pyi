@@ -1,0 +1,85 @@
+"""Typed stub of the Rust extension behind gilkit_rag (see gilkit_rag.ParallelRAG for the documented API)."""
+
+from os import PathLike
+from typing import Any, Callable, Sequence, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "Database",
+    "OpenAIEmbedder",
+    "load_and_split",
+    "load_and_split_many",
+    "RagError",
+    "DatabaseLockedError",
+    "CorruptDatabaseError",
+    "ModelMismatchError",
+    "DatabaseNotFoundError",
+    "EmbeddingError",
+]
+
+class RagError(Exception): ...
+class DatabaseLockedError(RagError): ...
+class CorruptDatabaseError(RagError): ...
+class ModelMismatchError(RagError): ...
+class DatabaseNotFoundError(RagError): ...
+class EmbeddingError(RagError): ...
+
+@final
+class OpenAIEmbedder:
+    """Any OpenAI-compatible ``/v1/embeddings`` endpoint, embedded from Rust (gilkit-embed).
+
+    ``api_key`` defaults to ``$OPENAI_API_KEY`` (a placeholder for local servers that need none),
+    ``base_url`` to ``$OPENAI_BASE_URL`` (else OpenAI's). Retries 408/409/429/5xx like the official
+    client (``max_retries``). Both methods release the GIL; they raise ``EmbeddingError``.
+    """
+
+    def __new__(
+        cls,
+        model: str = "text-embedding-3-small",
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        dimensions: int | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+    ) -> Self: ...
+    @property
+    def model_id(self) -> str: ...
+    def embed_passages(self, texts: list[str]) -> list[list[float]]: ...
+    def embed_query(self, text: str) -> list[float]: ...
+
+@final
+class Database:
+    def __new__(cls, db_dir: str | PathLike[str], embedder: Any, max_workers: int | None = None) -> Self: ...
+    @property
+    def db_dir(self) -> str: ...
+    def ingest(
+        self,
+        paths: Sequence[str | PathLike[str]],
+        *,
+        include: Sequence[str] = ...,
+        exclude: Sequence[str] = ...,
+        splitter: str = "recursive",
+        chunk_size: int = 800,
+        chunk_overlap: int = 100,
+        embed_batch: int = 32,
+        embed_concurrency: int = 1,
+        retries: int = 2,
+        retry_backoff: float = 0.2,
+        commit_every: int = 256,
+        progress: Callable[[int, int, int, int], Any] | None = None,
+    ) -> dict[str, Any]: ...
+    def query(self, text: str, k: int = 5) -> list[dict[str, Any]]: ...
+    def stats(self) -> dict[str, Any]: ...
+
+def load_and_split(
+    path: str | PathLike[str], splitter: str = "recursive", chunk_size: int = 800, chunk_overlap: int = 100
+) -> tuple[str, str, list[dict[str, Any]]]: ...
+def load_and_split_many(
+    paths: Sequence[str | PathLike[str]],
+    max_workers: int | None = None,
+    splitter: str = "recursive",
+    chunk_size: int = 800,
+    chunk_overlap: int = 100,
+) -> tuple[int, int, int]: ...

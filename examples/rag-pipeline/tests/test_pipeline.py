@@ -1,0 +1,254 @@
+"""The pipeline from Python: alignment under injected embedding failures, incremental re-ingest,
+a kill in the middle of an ingest, progress, GIL release, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HashEmbedder
+from gil_probe import assert_releases_gil
+
+from gilkit_rag import (
+    DatabaseNotFoundError,
+    ModelMismatchError,
+    ParallelRAG,
+    ProgressUpdate,
+    load_and_split_many,
+)
+
+
+def write_docs(folder: Path, n: int, marker: str = "") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"doc{i:03d}.md"
+        paras = [f"Paragraph {j} of document number {i}{marker}: " + "words " * 20 for j in range(4)]
+        p.write_text("\n\n".join(paras), encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+def assert_aligned(rag: ParallelRAG) -> int:
+    """Every stored chunk carries its own vector: querying with a chunk's text finds that chunk
+    first with similarity 1. Returns the number of chunks checked."""
+    hits = rag.query("anything", k=1_000_000)
+    for hit in hits:
+        top = rag.query(hit.text, k=1)[0]
+        assert top.text == hit.text and top.score > 0.9999, "a chunk is stored with another chunk's vector"
+    return len(hits)
+
+
+def test_failed_batches_are_reported_and_never_stored_misaligned(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 20)
+    # Every batch holding a chunk of document 7 fails, also on retry.
+    emb = HashEmbedder(fail_if=lambda t: "document number 7:" in t)
+    rag = ParallelRAG(tmp_path / "db", embedder=emb, max_workers=2)
+    report = rag.ingest([tmp_path / "docs"], chunk_size=120, chunk_overlap=0, embed_batch=3, retries=1, retry_backoff=0.001, progress=False)
+
+    failed = {Path(f.path).name for f in report.failures}
+    assert "doc007.md" in failed
+    assert all(f.stage == "embed" and "injected embedding failure" in f.reason for f in report.failures)
+    assert report.documents == 20 - len(failed)
+    n = assert_aligned(rag)
+    assert n == report.chunks == rag.stats().chunks
+    assert not any("number 7:" in h.text for h in rag.query("Paragraph 1 of document number 7", k=n))
+    # Retried: each failing batch was attempted twice.
+    assert emb.calls > -(-report.chunks // 3)
+
+    # A healthy embedder next time stores exactly what failed.
+    rag2 = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
+    again = rag2.ingest([tmp_path / "docs"], chunk_size=120, chunk_overlap=0, progress=False)
+    assert again.documents == len(failed) and again.unchanged == report.documents
+    assert rag2.stats().documents == 20
+    assert_aligned(rag2)
+
+
+def test_embedder_returning_wrong_shapes_fails_the_batch(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 3)
+
+    class Short(HashEmbedder):
+        def embed_passages(self, texts: list[str]) -> np.ndarray:
+            return super().embed_passages(texts)[:-1]  # one vector missing
+
+    report = ParallelRAG(tmp_path / "db", embedder=Short()).ingest([tmp_path / "docs"], progress=False)
+    assert report.documents == 0 and len(report.failures) == 3
+    assert all("returned 1 vectors for 2 texts" in f.reason or "vectors for" in f.reason for f in report.failures)
+
+
+def test_incremental_reingest(tmp_path: Path) -> None:
+    paths = write_docs(tmp_path / "docs", 10)
+    emb = HashEmbedder()
+    rag = ParallelRAG(tmp_path / "db", embedder=emb)
+    first = rag.ingest([tmp_path / "docs"], progress=False)
+    assert (first.documents, first.unchanged) == (10, 0)
+
+    calls = emb.calls
+    second = rag.ingest([tmp_path / "docs"], progress=False)
+    assert (second.documents, second.unchanged, second.chunks) == (0, 10, 0)
+    assert emb.calls == calls, "an unchanged file must cause no embedding"
+
+    paths[3].write_text("Completely different: a text about lighthouses.", encoding="utf-8")
+    third = rag.ingest([tmp_path / "docs"], progress=False)
+    assert (third.documents, third.unchanged) == (1, 9)
+    hits = rag.query("Completely different: a text about lighthouses.", k=3)
+    assert Path(hits[0].source).name == "doc003.md" and hits[0].score > 0.9999
+    texts = [h.text for h in rag.query("x", k=10_000)]
+    assert not any("document number 3:" in t for t in texts), "old chunks of the changed file are gone"
+    assert rag.stats().documents == 10
+    assert_aligned(rag)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[3])
+    from conftest import HashEmbedder
+    from gilkit_rag import ParallelRAG
+    rag = ParallelRAG(sys.argv[1], embedder=HashEmbedder(delay=0.05))
+    rag.ingest([sys.argv[2]], embed_batch=4, commit_every=8, chunk_size=120, chunk_overlap=0, progress=False)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_kill_during_ingest_then_reopen(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 60)
+    db = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(db), str(tmp_path / "docs"), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        # Wait for a few commits, then kill without warning.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            segments = list(db.glob("seg-*.seg")) if db.exists() else []
+            if len(segments) >= 3:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the ingest finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+
+    rag = ParallelRAG(db, embedder=HashEmbedder())
+    stats = rag.stats()
+    assert 0 < stats.documents < 60
+    assert_aligned(rag)
+    report = rag.ingest([tmp_path / "docs"], chunk_size=120, chunk_overlap=0, progress=False)
+    assert report.unchanged == stats.documents and report.documents == 60 - stats.documents
+    assert not list(db.glob("*.tmp"))
+    assert rag.stats().documents == 60
+    assert_aligned(rag)
+
+
+def test_progress_counts_add_up(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 40)
+    updates: list[ProgressUpdate] = []
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder(delay=0.01))
+    report = rag.ingest([tmp_path / "docs"], progress=updates.append, embed_batch=4)
+    assert updates, "the callback was called"
+    last = updates[-1]
+    assert last.files_total == last.files_done == 40
+    assert last.chunks_total == last.chunks_done == report.chunks
+    done = [u.chunks_done for u in updates]
+    assert done == sorted(done)
+
+
+def test_cpu_stages_release_the_gil(corpus: Path) -> None:
+    files = sorted(p for p in corpus.rglob("*") if p.is_file()) * 3
+    docs, chunks, failed = assert_releases_gil(lambda: load_and_split_many(files, max_workers=2))
+    assert docs == len(files) and failed == 0 and chunks >= docs
+
+
+def test_ingest_releases_the_gil(tmp_path: Path, corpus: Path) -> None:
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
+    report = assert_releases_gil(lambda: rag.ingest([corpus / "devil"], progress=False))
+    assert report.documents > 100
+
+
+def test_errors(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 2)
+    with pytest.raises(DatabaseNotFoundError, match="gilkit-rag ingest"):
+        ParallelRAG(tmp_path / "nothing", embedder=HashEmbedder()).query("x")
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
+    with pytest.raises(ValueError, match="overlap"):
+        rag.ingest([tmp_path / "docs"], chunk_size=100, chunk_overlap=100)
+    with pytest.raises(ValueError, match="unknown splitter"):
+        rag.ingest([tmp_path / "docs"], splitter="paragraphs")
+    rag.ingest([tmp_path / "docs"], progress=False)
+    other = ParallelRAG(tmp_path / "db", embedder=HashEmbedder(model_id="test/other"))
+    with pytest.raises(ModelMismatchError, match="test/other"):
+        other.query("x")
+    with pytest.raises(ModelMismatchError):
+        other.ingest([tmp_path / "docs"], progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        rag.query("   ")
+    with pytest.raises(TypeError):
+        ParallelRAG(tmp_path / "db", embedder=42)
+
+
+def test_query_results_are_typed_and_sorted(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 5)
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
+    rag.ingest([tmp_path / "docs"], chunk_size=200, chunk_overlap=0, progress=False)
+    hits = rag.query(("Paragraph 2 of document number 4: " + "words " * 20).rstrip(), k=3)
+    assert len(hits) == 3
+    assert hits[0].score > 0.9999 and Path(hits[0].source).name == "doc004.md"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    source_text = Path(hits[0].source).read_text(encoding="utf-8")
+    assert source_text[hits[0].start_char : hits[0].end_char] == hits[0].text
+
+
+INTERRUPT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[3])
+    from conftest import HashEmbedder
+    from gilkit_rag import ParallelRAG
+    rag = ParallelRAG(sys.argv[1], embedder=HashEmbedder(delay=0.05))
+    try:
+        rag.ingest([sys.argv[2]], embed_batch=4, commit_every=8, chunk_size=120, chunk_overlap=0, progress=False)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_the_ingest_and_keeps_what_was_committed(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 60)
+    db = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPT_SCRIPT, str(db), str(tmp_path / "docs"), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(db.glob("seg-*.seg")) if db.exists() else []) < 2:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the ingest finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in out
+    rag = ParallelRAG(db, embedder=HashEmbedder())
+    stats = rag.stats()
+    assert 0 < stats.documents < 60, "stopped early, with the committed documents kept"
+    assert_aligned(rag)
+
+
+def test_tqdm_progress_bars(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_docs(tmp_path / "docs", 5)
+    report = ParallelRAG(tmp_path / "db", embedder=HashEmbedder(delay=0.15)).ingest([tmp_path / "docs"], progress=True, embed_batch=2)
+    err = capsys.readouterr().err
+    assert report.documents == 5
+    assert "documents" in err and "embedded" in err and f"{report.chunks}/{report.chunks}" in err
