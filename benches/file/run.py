@@ -1,6 +1,6 @@
 """Benchmarks of the file adapter (issue 4), written to benches/results/file.md.
 
-Input: ../shared/data/marc/mrrc/10k_records.mrc (10,000 MARC records, 2.6 MB) and a larger file made
+Input: examples/marc-reader/tests/data/mrrc/10k_records.mrc (copied from ../shared/data/marc; 10,000 MARC records, 2.6 MB) and a larger file made
 by repeating it (generated here, under benches/out/, not committed). Every record is parsed for real
 (leader, directory, every field located, subfields counted, UTF-8 checked) and becomes a Python int
 in phase 3.
@@ -40,9 +40,8 @@ sys.path[:0] = [str(ROOT / "benches")]
 import gilkit_testext as ext  # noqa: E402
 from benchlib import header  # noqa: E402
 
-SOURCE = (ROOT / ".." / "shared" / "data" / "marc" / "mrrc" / "10k_records.mrc").resolve()
-if not SOURCE.exists():
-    SOURCE = Path("/work/shared/data/marc/mrrc/10k_records.mrc")
+# The copy the repo ships (from ../shared/data/marc/mrrc/, see its README).
+SOURCE = ROOT / "examples" / "marc-reader" / "tests" / "data" / "mrrc" / "10k_records.mrc"
 OUT = ROOT / "benches" / "out"
 
 
