@@ -239,8 +239,10 @@ fn cancellation_drops_in_flight_futures_and_keeps_what_finished() {
     assert!(stats.succeeded > 0 && stats.cancelled > 500, "{stats:?}");
     assert_eq!(stats.succeeded + stats.cancelled, 1_000);
     assert_eq!(counter.now.load(Ordering::SeqCst), 0);
-    // The window was full when the token fired: its 10 futures were dropped unfinished.
-    assert_eq!(counter.dropped_unfinished.load(Ordering::SeqCst), 10);
+    // The window was full when the token fired: its futures were dropped unfinished. (One may be
+    // fresh from a refill and never polled, so it never made its guard: 9 or 10.)
+    let dropped = counter.dropped_unfinished.load(Ordering::SeqCst);
+    assert!((9..=10).contains(&dropped), "{dropped} futures dropped");
 }
 
 #[test]
