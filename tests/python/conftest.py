@@ -1,24 +1,13 @@
-"""Shared fixtures for the gilkit test-extension suite."""
+"""Shared fixtures for the gilkit test-extension suite.
+
+Helpers live in `tests/support/` (on pytest's path), not here: several test folders have a
+`conftest.py`, so `from conftest import ...` would pick up whichever was loaded last.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
-
-
-def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (same venv), returning the finished process."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+from subproc import run_python
 
 
 @pytest.fixture

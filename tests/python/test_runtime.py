@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from conftest import run_python
+from subproc import run_python
 
 
 def test_configure_before_start_then_error_after_start():

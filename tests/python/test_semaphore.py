@@ -8,7 +8,7 @@ import time
 
 import gilkit_testext as ext
 import pytest
-from conftest import run_python
+from subproc import run_python
 from gil_probe import assert_holds_gil, assert_releases_gil
 
 

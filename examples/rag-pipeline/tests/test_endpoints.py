@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from conftest import hash_vector
+from rag_fakes import hash_vector
 
 from gilkit_rag import EmbeddingError, OpenAIEmbedder, ParallelRAG
 

