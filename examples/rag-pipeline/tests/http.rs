@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gilkit_embed::EmbeddingConfig;
 use gilkit_embed::testing::{FaultConfig, FaultServer, expected_embedding};
-use gilkit_rag::http::HttpEmbedder;
+use gilkit_rag::client::ClientEmbedder;
 use gilkit_rag::{CancelToken, Embedder, IngestOptions, OpenMode, Progress, Stage, Store};
 
 #[test]
@@ -17,7 +17,7 @@ fn http_embedder_keeps_vectors_aligned_and_reports_failed_batches() {
     config.retry.max_retries = 1;
     config.retry.initial_delay = Duration::from_millis(5);
     config.retry.max_delay = Duration::from_millis(20);
-    let embedder = HttpEmbedder::new(config).unwrap();
+    let embedder = ClientEmbedder::http(config).unwrap();
     assert_eq!(embedder.model_id(), "openai/fault-model");
 
     let dir = tempfile::tempdir().unwrap();
