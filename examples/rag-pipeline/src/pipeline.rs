@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use gilkit::batch::{self, BatchOptions, Outcome};
+use gilkit::batch::{self, BatchOptions};
 use gilkit_embed::EmbeddingClient;
 
 use crate::CancelToken;
@@ -580,15 +580,21 @@ fn embed_on_runtime(
         .iter()
         .map(|b| b.iter().map(|t| (*t).to_owned()).collect())
         .collect();
+    // No cancellation token for the executor: it would drop batches in flight, while a Python
+    // model's batcher thread is still inside the model call, and the caller could then return (and
+    // Python finalize) under it. Batches check the token before they start instead, so a cancel
+    // waits for the calls in flight, as the threaded path does.
     let options = BatchOptions {
         max_concurrency: Some(opts.embed_concurrency.max(1)),
-        token: Some(cancel.clone()),
         ..BatchOptions::default()
     };
     let indices = (0..owned.len()).collect();
     let report = gilkit::runtime::handle().block_on(batch::run_async(indices, &options, |i| {
         let texts = &owned[i];
         async move {
+            if cancel.is_cancelled() {
+                return Ok::<_, Infallible>(None);
+            }
             let mut attempt = 0;
             loop {
                 let result = client
@@ -600,7 +606,7 @@ fn embed_on_runtime(
                     Some(delay) => tokio::time::sleep(delay).await,
                     None => {
                         finish(texts.len(), attempt, &result);
-                        return Ok::<_, Infallible>(result);
+                        return Ok(Some(result));
                     }
                 }
                 attempt += 1;
@@ -610,12 +616,11 @@ fn embed_on_runtime(
     report
         .outcomes
         .into_iter()
-        .map(|outcome| match outcome {
-            Outcome::Ok(result) => Some(Ok(result)),
-            Outcome::Panicked(message) => Some(Err(message)),
-            Outcome::Err(never) => match never {},
-            // No deadline or item timeout is set: only cancellation leaves batches undone.
-            Outcome::TimedOut | Outcome::Cancelled => None,
+        // A batch that saw the cancel before starting did not run, like a cancelled one.
+        .map(|outcome| match parallel::settle(outcome) {
+            Some(Ok(Some(result))) => Some(Ok(result)),
+            Some(Ok(None)) | None => None,
+            Some(Err(panic)) => Some(Err(panic)),
         })
         .collect()
 }
