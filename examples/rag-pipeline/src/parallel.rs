@@ -31,17 +31,19 @@ pub(crate) fn map<I: Sync, T: Send>(
         ..BatchOptions::default()
     };
     let report = batch::run_cpu(items, &options, |item| Ok::<T, Infallible>(f(item)));
-    report
-        .outcomes
-        .into_iter()
-        .map(|outcome| match outcome {
-            Outcome::Ok(value) => Some(Ok(value)),
-            Outcome::Panicked(message) => Some(Err(message)),
-            Outcome::Err(never) => match never {},
-            // No deadline or item timeout is set: only cancellation leaves items undone.
-            Outcome::TimedOut | Outcome::Cancelled => None,
-        })
-        .collect()
+    report.outcomes.into_iter().map(settle).collect()
+}
+
+/// One item's executor outcome as [`map`] reports it (also for the embed stage's async batches):
+/// the value, the panic message, or `None` if it did not run because of cancellation.
+pub(crate) fn settle<T>(outcome: Outcome<T, Infallible>) -> Option<Result<T, String>> {
+    match outcome {
+        Outcome::Ok(value) => Some(Ok(value)),
+        Outcome::Panicked(message) => Some(Err(message)),
+        Outcome::Err(never) => match never {},
+        // No deadline or item timeout is set: only cancellation leaves items undone.
+        Outcome::TimedOut | Outcome::Cancelled => None,
+    }
 }
 
 #[cfg(test)]

