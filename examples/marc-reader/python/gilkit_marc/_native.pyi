@@ -7,7 +7,7 @@ from typing_extensions import Self, disjoint_base
 
 from .record import Record
 
-__all__ = ["MARCReader", "as_marc", "decode_into", "marc8_decode", "read_all"]
+__all__ = ["MARCReader", "_parse_jobs_running", "as_marc", "decode_into", "marc8_decode", "read_all"]
 
 _Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -21,6 +21,8 @@ class MARCReader:
     hide_utf8_warnings: bool
     utf8_handling: str
     file_encoding: str
+    @property
+    def readahead(self) -> bool: ...
     @property
     def file_handle(self) -> Any: ...
     @property
@@ -36,6 +38,8 @@ class MARCReader:
         utf8_handling: str = "strict",
         file_encoding: str = "iso8859-1",
         permissive: bool = False,
+        *,
+        readahead: bool = True,
     ) -> Self: ...
     def __iter__(self) -> MARCReader: ...
     def __next__(self) -> Record | None: ...
@@ -52,6 +56,7 @@ def read_all(
     hide_utf8_warnings: bool = False,
     utf8_handling: str = "strict",
     file_encoding: str = "iso8859-1",
+    readahead: bool = True,
 ) -> list[Record | None]: ...
 def marc8_decode(data: bytes, quiet: bool, g0: int = 0x42, g1: int = 0x45) -> tuple[str, list[str], bool, int, int]: ...
 def decode_into(
@@ -64,3 +69,4 @@ def decode_into(
     file_encoding: str,
 ) -> bool: ...
 def as_marc(record: Record) -> bytes | None: ...
+def _parse_jobs_running() -> int: ...

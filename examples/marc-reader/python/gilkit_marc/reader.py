@@ -1,8 +1,9 @@
 """Readers: ``MARCReader`` (Rust), ``JSONReader``, ``map_records``, and the batch helpers.
 
-``MARCReader`` is implemented in Rust (``_native.MARCReader``): it reads large chunks, frames and
-parses a batch of records with the GIL released, and builds each record's Python objects when
-iterated. Behaviour is pymarc 5's: a record that cannot be read yields ``None`` and sets
+``MARCReader`` is implemented in Rust (``_native.MARCReader``): it reads large chunks and frames
+a batch of records with the GIL released, parses them (by default on a worker thread, while the
+records already parsed are built: ``readahead=True``), and builds each record's Python objects
+when iterated. Behaviour is pymarc 5's: a record that cannot be read yields ``None`` and sets
 ``current_exception`` and ``current_chunk``.
 """
 
@@ -38,12 +39,15 @@ def read_all(
     hide_utf8_warnings: bool = False,
     utf8_handling: str = "strict",
     file_encoding: str = "iso8859-1",
+    readahead: bool = True,
 ) -> list[Record | None]:
     """Reads every record of ``target`` (path, bytes or binary file) into a list.
 
-    Parsing runs on ``threads`` threads with the GIL released. Strict by default: the first
-    record pymarc could not read raises its exception; with ``permissive=True`` it is ``None``
-    in the list instead (as ``MARCReader`` yields it).
+    Parsing runs with the GIL released: on ``threads`` threads before any record is built when
+    ``threads > 1``; else on a worker thread while the records are built (``readahead=True``) or
+    on the calling thread first (``readahead=False``). Strict by default: the first record pymarc
+    could not read raises its exception; with ``permissive=True`` it is ``None`` in the list
+    instead (as ``MARCReader`` yields it).
     """
     return _native.read_all(  # type: ignore[no-any-return]
         target,
@@ -54,6 +58,7 @@ def read_all(
         hide_utf8_warnings=hide_utf8_warnings,
         utf8_handling=utf8_handling,
         file_encoding=file_encoding,
+        readahead=readahead,
     )
 
 

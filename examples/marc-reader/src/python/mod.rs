@@ -4,6 +4,7 @@
 //! that must be fast: the reader ([`reader`]), building Python objects ([`build`]), serialising
 //! records ([`write`](mod@write)) and MARC-8 decoding. See each function for what it does with the GIL.
 
+mod ahead;
 mod build;
 mod reader;
 mod write;
@@ -78,6 +79,13 @@ fn as_marc<'py>(
     write::as_marc(py, record)
 }
 
+/// How many parse workers are running in this process (beyond pymarc; for tests: a reader
+/// dropped or closed mid-file must leave none). Holds the GIL.
+#[pyfunction]
+fn _parse_jobs_running() -> usize {
+    ahead::live_jobs()
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -86,5 +94,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(marc8_decode, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(as_marc, m)?)?;
+    m.add_function(wrap_pyfunction!(_parse_jobs_running, m)?)?;
     Ok(())
 }

@@ -20,6 +20,9 @@ use pyo3::exceptions::{PyException, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use std::sync::Arc;
+
+use super::ahead::{Chunks, PART, Pipeline, WorkerStats};
 use super::build::{Builder, write_messages};
 use crate::frame::{Frame, FrameError, next_frame};
 use crate::parse::{self, FileEncoding, Utf8Handling};
@@ -82,23 +85,13 @@ pub(crate) enum Outcome {
     Broken(FrameError),
 }
 
-/// One chunk as pymarc would read it, and what became of it.
-pub(crate) struct Item {
-    pub(crate) chunk: Box<[u8]>,
-    pub(crate) outcome: Outcome,
-}
-
-/// Parses one framed chunk (no Python; runs in phase 2).
-fn parse_chunk(chunk: &[u8], opts: &parse::Options) -> Item {
-    let outcome = match next_frame(chunk, true) {
+/// Parses one framed chunk (no Python; runs with the GIL released).
+pub(crate) fn parse_chunk(chunk: &[u8], opts: &parse::Options) -> Outcome {
+    match next_frame(chunk, true) {
         Frame::Record(_) => parse::parse(chunk, opts).map_or(Outcome::Python, Outcome::Parsed),
         Frame::Broken(_, e) => Outcome::Broken(e),
         // `MarcFraming` only frames non-empty chunks, which `next_frame` always decides.
         Frame::End | Frame::NeedMore => Outcome::Broken(FrameError::Truncated),
-    };
-    Item {
-        chunk: chunk.into(),
-        outcome,
     }
 }
 
@@ -213,14 +206,19 @@ pub(crate) fn frame_error(py: Python<'_>, e: FrameError) -> PyErr {
 /// `marc_target` is a path, `bytes`-like data, or a binary file object. Iterating yields
 /// `Record`s, or `None` for a record that could not be read, with `current_exception` and
 /// `current_chunk` telling why, as in pymarc 5. Each reader is for one thread at a time; use one
-/// reader per thread to read files in parallel (parsing releases the GIL once per batch).
+/// reader per thread to read files in parallel (reading and framing release the GIL once per
+/// batch). With `readahead` (the default) a worker parses each batch while the caller builds the
+/// records already parsed (see [`super::ahead`]).
 #[pyclass(module = "gilkit_marc", name = "MARCReader", subclass)]
 pub(crate) struct MarcReader {
     reader: RecordReader<MarcFraming>,
-    /// The current batch, consumed from the front.
-    items: std::vec::IntoIter<Item>,
-    /// The options the current batch was parsed with, as given and as resolved.
+    /// The current batch, handed out in order.
+    pipeline: Pipeline,
+    /// The options the current batch is parsed with, as given and as resolved.
     batch: (PyOptions, parse::Options),
+    /// Parse each batch on a worker while records are built.
+    #[pyo3(get)]
+    readahead: bool,
     // pymarc's options, public and writable as in pymarc; a change applies from the next record.
     #[pyo3(get, set)]
     to_unicode: bool,
@@ -237,11 +235,19 @@ pub(crate) struct MarcReader {
     permissive: bool,
     #[pyo3(get)]
     file_handle: Py<PyAny>,
-    /// The chunk last read (`Some(empty)` once the data is exhausted, as pymarc's `b""`).
-    current_chunk: Option<Box<[u8]>>,
+    /// The chunk last read.
+    current_chunk: Option<Current>,
     current_exception: Option<Py<PyAny>>,
+    /// WorkerStats for the worker.
+    worker_stats: WorkerStats,
     fatal: bool,
     closed: bool,
+}
+
+/// The chunk last read: one of a batch's, or the end of the data (pymarc's `b""`).
+enum Current {
+    Chunk(Arc<Chunks>, usize),
+    End,
 }
 
 #[pymethods]
@@ -250,7 +256,7 @@ impl MarcReader {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (marc_target, to_unicode=true, force_utf8=false, hide_utf8_warnings=false,
                         utf8_handling="strict", file_encoding="iso8859-1",
-                        permissive=false))]
+                        permissive=false, *, readahead=true))]
     fn new(
         py: Python<'_>,
         marc_target: &Bound<'_, PyAny>,
@@ -260,6 +266,7 @@ impl MarcReader {
         utf8_handling: &str,
         file_encoding: &str,
         permissive: bool,
+        readahead: bool,
     ) -> PyResult<Self> {
         let opts = PyOptions::new(
             to_unicode,
@@ -268,10 +275,12 @@ impl MarcReader {
             utf8_handling,
             file_encoding,
         );
+        let parsed = opts.resolve(py);
         Ok(Self {
             reader: RecordReader::from_py(marc_target, MarcFraming::default(), reader_options())?,
-            items: Vec::new().into_iter(),
-            batch: (opts.clone(), opts.resolve(py)),
+            pipeline: Pipeline::empty(parsed),
+            batch: (opts.clone(), parsed),
+            readahead,
             to_unicode: opts.to_unicode,
             force_utf8: opts.force_utf8,
             hide_utf8_warnings: opts.hide_utf8_warnings,
@@ -281,6 +290,7 @@ impl MarcReader {
             file_handle: marc_target.clone().unbind(),
             current_chunk: None,
             current_exception: None,
+            worker_stats: WorkerStats::default(),
             fatal: false,
             closed: false,
         })
@@ -292,13 +302,15 @@ impl MarcReader {
 
     /// The next record, `None` for a record that could not be read; `StopIteration` at the end.
     ///
-    /// Releases the GIL once per batch of records (to read a path, frame and parse them); holds
-    /// it to read a Python file object and to build each record's Python objects.
+    /// Releases the GIL once per batch of records (to read a path, frame them, and parse the
+    /// first few; the worker parses the rest), and while waiting for the worker; holds it to read
+    /// a Python file object and to build each record's Python objects.
     ///
     /// # Errors
     ///
     /// An exception raised by the file object's `read`, unchanged; `OSError` reading a path;
-    /// `ValueError` after `close()`.
+    /// `ValueError` after `close()`; `KeyboardInterrupt` while waiting for the worker (calling
+    /// again resumes).
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.closed {
             return Err(PyValueError::new_err("I/O operation on closed MARCReader"));
@@ -308,45 +320,29 @@ impl MarcReader {
         }
         self.current_chunk = None;
         self.current_exception = None;
+        if self.pipeline.is_done() && !self.read_batch(py)? {
+            self.current_chunk = Some(Current::End);
+            return Err(PyStopIteration::new_err(()));
+        }
         if !self.options_unchanged() {
             // Options changed: parse what is left of the batch again with the new ones.
             let options = self.options();
             let parsed = options.resolve(py);
-            let rest: Vec<Item> = self
-                .items
-                .by_ref()
-                .map(|item| parse_chunk(&item.chunk, &parsed))
-                .collect();
-            self.items = rest.into_iter();
+            self.pipeline
+                .reparse(parsed, self.readahead, &mut self.worker_stats);
             self.batch = (options, parsed);
         }
-        let item = match self.items.next() {
-            Some(item) => item,
-            None => {
-                let opts = self.batch.1;
-                match self
-                    .reader
-                    .next_batch(py, |chunk| parse_chunk(chunk, &opts))?
-                {
-                    Some(batch) => {
-                        self.items = batch.into_iter();
-                        self.items
-                            .next()
-                            .expect("the reader returns no empty batch")
-                    }
-                    None => {
-                        self.current_chunk = Some(Box::default());
-                        return Err(PyStopIteration::new_err(()));
-                    }
-                }
-            }
-        };
+        let (index, outcome) = self
+            .pipeline
+            .next(py, &mut self.worker_stats)?
+            .expect("a batch that is not done has a next record");
+        let chunks = self.pipeline.chunks().clone();
         let result = self
             .batch
             .0
-            .build(py, &self.batch.1, &item.chunk, &item.outcome);
-        self.fatal = matches!(item.outcome, Outcome::Broken(_));
-        self.current_chunk = Some(item.chunk);
+            .build(py, &self.batch.1, chunks.get(index), &outcome);
+        self.fatal = matches!(outcome, Outcome::Broken(_));
+        self.current_chunk = Some(Current::Chunk(chunks, index));
         match result {
             Ok(record) => Ok(record.unbind()),
             Err(err) if err.is_instance_of::<PyException>(py) => {
@@ -360,9 +356,10 @@ impl MarcReader {
     /// The raw bytes of the record last read (`b""` once the data is exhausted).
     #[getter]
     fn current_chunk<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.current_chunk
-            .as_deref()
-            .map(|chunk| PyBytes::new(py, chunk))
+        self.current_chunk.as_ref().map(|current| match current {
+            Current::Chunk(chunks, index) => PyBytes::new(py, chunks.get(*index)),
+            Current::End => PyBytes::new(py, b""),
+        })
     }
 
     /// The exception for the record last read, if it could not be read.
@@ -372,8 +369,11 @@ impl MarcReader {
     }
 
     /// What the reader did so far (beyond pymarc): `python_calls` into the file object,
-    /// `gil_releases`, `batches`, `records`, `bytes_read`, and `released_seconds` spent with the
-    /// GIL released (reading paths, framing, parsing). Holds the GIL.
+    /// `gil_releases`, `batches`, `records`, `bytes_read`, `released_seconds` spent with the
+    /// GIL released reading paths, framing and parsing (all parsing without `readahead`, the first
+    /// records of each batch with it), and `parse_waits` / `parse_wait_seconds`: how often and how
+    /// long `__next__` waited for the worker (GIL released), `parse_jobs` how many it started.
+    /// Holds the GIL.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = self.reader.stats();
         let dict = PyDict::new(py);
@@ -383,12 +383,17 @@ impl MarcReader {
         dict.set_item("records", stats.records)?;
         dict.set_item("bytes_read", stats.bytes_read)?;
         dict.set_item("released_seconds", stats.released.as_secs_f64())?;
+        dict.set_item("parse_jobs", self.worker_stats.jobs)?;
+        dict.set_item("parse_waits", self.worker_stats.waits)?;
+        dict.set_item("parse_wait_seconds", self.worker_stats.waited.as_secs_f64())?;
         Ok(dict)
     }
 
-    /// Closes the underlying file object (its `close()` is called) and ends reading.
+    /// Closes the underlying file object (its `close()` is called) and ends reading; stops the
+    /// worker first. Holds the GIL (stopping the worker takes at most one part's parse).
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         self.closed = true;
+        self.pipeline = Pipeline::empty(self.batch.1);
         let handle = self.file_handle.bind(py);
         if handle.hasattr("close")? {
             handle.call_method0("close")?;
@@ -398,6 +403,25 @@ impl MarcReader {
 }
 
 impl MarcReader {
+    /// Reads and frames the next batch, parsing its first records (all of them without
+    /// `readahead`) in the same GIL release and starting the worker on the rest; `false` at the
+    /// end of the data.
+    fn read_batch(&mut self, py: Python<'_>) -> PyResult<bool> {
+        let opts = self.batch.1;
+        let ahead = self.readahead;
+        let mut chunks = Chunks::default();
+        let parsed = self.reader.next_batch(py, |chunk| {
+            chunks.push(chunk);
+            (!ahead || chunks.len() <= PART).then(|| parse_chunk(chunk, &opts))
+        })?;
+        let Some(parsed) = parsed else {
+            return Ok(false);
+        };
+        let parsed = parsed.into_iter().map_while(|outcome| outcome).collect();
+        self.pipeline = Pipeline::new(chunks, parsed, opts, ahead, &mut self.worker_stats);
+        Ok(true)
+    }
+
     /// The options as they are now (attributes may have been set since the batch was parsed).
     fn options(&self) -> PyOptions {
         PyOptions {
@@ -422,11 +446,13 @@ impl MarcReader {
 /// Reads every record of `target` (see the Python docstring in `reader.py`).
 ///
 /// Reads (GIL released for paths and regular files, held for other file objects) and frames all
-/// records, then releases the GIL once to parse them on `threads` threads (Ctrl-C stops it), then
-/// holds it to build the records.
+/// records, then builds them with the GIL held. With `threads > 1` the GIL is first released once
+/// to parse everything on `threads` threads (Ctrl-C stops it); otherwise, with `readahead`, a
+/// worker parses while records are built, and without it, parsing happens in that one release.
 #[pyfunction]
 #[pyo3(signature = (target, threads=1, *, permissive=false, to_unicode=true, force_utf8=false,
-                    hide_utf8_warnings=false, utf8_handling="strict", file_encoding="iso8859-1"))]
+                    hide_utf8_warnings=false, utf8_handling="strict", file_encoding="iso8859-1",
+                    readahead=true))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_all<'py>(
     py: Python<'py>,
@@ -438,6 +464,7 @@ pub(crate) fn read_all<'py>(
     hide_utf8_warnings: bool,
     utf8_handling: &str,
     file_encoding: &str,
+    readahead: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     let opts = PyOptions::new(
         to_unicode,
@@ -449,20 +476,27 @@ pub(crate) fn read_all<'py>(
     let parse_opts = opts.resolve(py);
     let framing = MarcFraming::default();
     let mut reader = RecordReader::from_py(target, framing, reader_options().max_batch(1 << 16))?;
-    let mut chunks: Vec<Box<[u8]>> = Vec::new();
-    while let Some(batch) = reader.next_batch(py, |chunk| Box::<[u8]>::from(chunk))? {
-        chunks.extend(batch);
+    let mut chunks = Chunks::default();
+    while reader.next_batch(py, |chunk| chunks.push(chunk))?.is_some() {
         if reader.framing_mut().stopped {
             // The last chunk is pymarc's fatal error; nothing after it is read.
             break;
         }
     }
     let threads = threads.max(1);
-    let items =
-        gilkit::detach_interruptible(py, |token| parse_all(&chunks, &parse_opts, threads, token))?;
-    let mut out = Vec::with_capacity(items.len());
-    for item in &items {
-        match opts.build(py, &parse_opts, &item.chunk, &item.outcome) {
+    let mut worker_stats = WorkerStats::default();
+    let mut pipeline = if threads > 1 || !readahead {
+        let parsed = gilkit::detach_interruptible(py, |token| {
+            parse_all(&chunks, &parse_opts, threads, token)
+        })?;
+        Pipeline::new(chunks, parsed, parse_opts, false, &mut worker_stats)
+    } else {
+        Pipeline::new(chunks, Vec::new(), parse_opts, true, &mut worker_stats)
+    };
+    let mut out = Vec::new();
+    while let Some((index, outcome)) = pipeline.next(py, &mut worker_stats)? {
+        let chunk = pipeline.chunks().get(index);
+        match opts.build(py, &parse_opts, chunk, &outcome) {
             Ok(record) => out.push(record),
             Err(err) if permissive && err.is_instance_of::<PyException>(py) => {
                 out.push(py.None().into_bound(py))
@@ -476,29 +510,30 @@ pub(crate) fn read_all<'py>(
 /// Parses `chunks` on `threads` threads (no Python). Stops early (with a partial result the
 /// caller discards) once `token` is cancelled.
 fn parse_all(
-    chunks: &[Box<[u8]>],
+    chunks: &Chunks,
     opts: &parse::Options,
     threads: usize,
     token: &CancelToken,
-) -> Vec<Item> {
-    let parse_part = |part: &[Box<[u8]>]| -> Vec<Item> {
-        let mut items = Vec::with_capacity(part.len());
-        for (i, chunk) in part.iter().enumerate() {
+) -> Vec<Outcome> {
+    let parse_part = |range: std::ops::Range<usize>| -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(range.len());
+        for i in range {
             if i % 256 == 0 && token.is_cancelled() {
                 break;
             }
-            items.push(parse_chunk(chunk, opts));
+            outcomes.push(parse_chunk(chunks.get(i), opts));
         }
-        items
+        outcomes
     };
-    if threads == 1 || chunks.len() < 2 * threads {
-        return parse_part(chunks);
+    let n = chunks.len();
+    if threads == 1 || n < 2 * threads {
+        return parse_part(0..n);
     }
-    let per_thread = chunks.len().div_ceil(threads);
+    let per_thread = n.div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .chunks(per_thread)
-            .map(|part| scope.spawn(move || parse_part(part)))
+        let handles: Vec<_> = (0..n)
+            .step_by(per_thread)
+            .map(|start| scope.spawn(move || parse_part(start..n.min(start + per_thread))))
             .collect();
         handles
             .into_iter()

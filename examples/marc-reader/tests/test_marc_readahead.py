@@ -1,0 +1,150 @@
+"""Parsing ahead (``readahead=True``, the default): same records, errors and positions as parsing
+on the calling thread, and no worker left running when a reader is dropped or closed.
+
+The worker takes part only in batches of more than 64 records, so the inputs here are the sample
+files repeated until they are that long.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import warnings
+from pathlib import Path
+
+import pymarc
+import pytest
+from marc_support import DATA, MARC_FILES, SMALL_FILES, outcome
+
+import gilkit_marc
+from gilkit_marc import _native
+
+BIG = DATA / "mrrc" / "10k_records.mrc"
+
+
+def repeated(path: Path, records: int = 300) -> bytes:
+    """`path`'s bytes repeated to hold at least `records` records (fewer if reading stops early)."""
+    data = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = max(1, sum(1 for _ in gilkit_marc.MARCReader(data, hide_utf8_warnings=True, readahead=False)))
+    return data * (records // n + 1)
+
+
+@pytest.mark.parametrize("path", MARC_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_same_outcome_with_and_without_readahead(path: Path) -> None:
+    data = repeated(path)
+    off = outcome(gilkit_marc.MARCReader, data, readahead=False)
+    on = outcome(gilkit_marc.MARCReader, data, readahead=True)
+    assert on == off
+    reader = gilkit_marc.MARCReader(data)
+    assert reader.readahead
+    assert sum(1 for _ in reader) == len(on["items"])
+
+
+def test_readahead_matches_pymarc_and_uses_the_worker() -> None:
+    data = repeated(DATA / "pymarc" / "test.dat", 500) + repeated(DATA / "marc-perl" / "cyrillic.marc", 500)
+    expected = outcome(pymarc.MARCReader, data)
+    assert outcome(gilkit_marc.MARCReader, data) == expected
+    reader = gilkit_marc.MARCReader(data)
+    for _ in reader:
+        pass
+    assert reader.stats()["parse_jobs"] >= 1
+    off = gilkit_marc.MARCReader(data, readahead=False)
+    for _ in off:
+        pass
+    assert off.stats()["parse_jobs"] == 0
+
+
+def test_corrupt_streams_give_the_same_positions() -> None:
+    """Unreadable records (``None`` with ``current_exception`` and ``current_chunk``) and fatal
+    framing errors land at the same positions with the worker, also through short reads."""
+    rng = random.Random(11)
+    originals = [p.read_bytes() for p in SMALL_FILES if p.stat().st_size > 0]
+
+    class Chunky:
+        def __init__(self, payload: bytes) -> None:
+            self.payload = payload
+
+        def read(self, n: int = -1) -> bytes:
+            k = min(n, rng.randint(1, 5000))
+            chunk, self.payload = self.payload[:k], self.payload[k:]
+            return chunk
+
+    for _ in range(30):
+        data = bytearray(b"".join(rng.choices(originals, k=60)))
+        for _ in range(rng.randint(0, 4)):
+            i = rng.randrange(len(data))
+            data[i : i + rng.randint(0, 3)] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 3)))
+        expected = outcome(gilkit_marc.MARCReader, bytes(data), hide_utf8_warnings=True, readahead=False)
+        assert outcome(gilkit_marc.MARCReader, bytes(data), hide_utf8_warnings=True) == expected
+        assert outcome(gilkit_marc.MARCReader, Chunky(bytes(data)), hide_utf8_warnings=True) == expected
+
+
+def test_options_changed_mid_batch_apply_to_the_next_record() -> None:
+    data = repeated(DATA / "pymarc" / "marc8.dat", 200) + repeated(DATA / "pymarc" / "test.dat", 200)
+
+    def read(module: object, **kw: object) -> list[object]:
+        reader = module.MARCReader(data, hide_utf8_warnings=True, **kw)  # type: ignore[attr-defined]
+        out = []
+        for i, record in enumerate(reader):
+            out.append(record.as_dict() if record is not None else type(reader.current_exception).__name__)
+            if i % 37 == 0:
+                reader.to_unicode = not reader.to_unicode
+            if i % 53 == 0:
+                reader.utf8_handling = "replace" if reader.utf8_handling == "strict" else "strict"
+        return out
+
+    expected = read(pymarc)
+    assert read(gilkit_marc, readahead=False) == expected
+    assert read(gilkit_marc) == expected
+
+
+def test_read_all_same_with_and_without_readahead() -> None:
+    expected = [r.as_marc() for r in pymarc.MARCReader(BIG.read_bytes())]
+    for kw in ({}, {"readahead": False}, {"threads": 2}):
+        assert [r.as_marc() for r in gilkit_marc.read_all(BIG, **kw)] == expected  # type: ignore[union-attr]
+    bad = repeated(DATA / "mrrc" / "e301_invalid_utf8_in_subfield.bin", 200)
+    permissive = [type(r).__name__ for r in gilkit_marc.read_all(bad, permissive=True, readahead=False)]
+    assert [type(r).__name__ for r in gilkit_marc.read_all(bad, permissive=True)] == permissive
+    with pytest.raises(Exception) as off:
+        gilkit_marc.read_all(bad, readahead=False)
+    with pytest.raises(type(off.value)):
+        gilkit_marc.read_all(bad)
+    assert _native._parse_jobs_running() == 0
+
+
+def test_reader_dropped_or_closed_mid_batch_leaves_no_worker() -> None:
+    for end in ("drop", "close"):
+        reader = gilkit_marc.MARCReader(BIG)
+        for _ in range(70):
+            next(reader)
+        assert reader.stats()["parse_jobs"] == 1
+        if end == "close":
+            reader.close()
+        del reader
+        gc.collect()
+        assert _native._parse_jobs_running() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_mid_batch_child_reads_the_rest() -> None:
+    # Bytes, not a path: a forked child shares the parent's file offsets.
+    data = BIG.read_bytes()
+    expected = sum(1 for _ in gilkit_marc.MARCReader(data, readahead=False))
+    reader = gilkit_marc.MARCReader(data)
+    first = sum(1 for _ in zip(range(70), reader))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write_end, str(first + sum(1 for _ in reader)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_end) as fh:
+        assert int(fh.read()) == expected
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert first + sum(1 for _ in reader) == expected
