@@ -74,6 +74,12 @@ impl Chunks {
         self.ends.len()
     }
 
+    /// Empties the buffer, keeping its memory for the next batch.
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
     /// Chunk `i`.
     ///
     /// # Panics
@@ -260,6 +266,19 @@ impl Pipeline {
             ready: parsed.into_iter(),
             job,
             opts,
+        }
+    }
+
+    /// The chunks' buffer, emptied, for the next batch (a fresh one if still shared); stops the
+    /// worker first.
+    pub(crate) fn into_buffer(mut self) -> Chunks {
+        self.job = None;
+        match Arc::try_unwrap(self.chunks) {
+            Ok(mut chunks) => {
+                chunks.clear();
+                chunks
+            }
+            Err(_) => Chunks::default(),
         }
     }
 

@@ -409,7 +409,8 @@ impl MarcReader {
     fn read_batch(&mut self, py: Python<'_>) -> PyResult<bool> {
         let opts = self.batch.1;
         let ahead = self.readahead;
-        let mut chunks = Chunks::default();
+        // Reusing the last batch's buffer saves growing a fresh one (and its page faults).
+        let mut chunks = std::mem::replace(&mut self.pipeline, Pipeline::empty(opts)).into_buffer();
         let parsed = self.reader.next_batch(py, |chunk| {
             chunks.push(chunk);
             (!ahead || chunks.len() <= PART).then(|| parse_chunk(chunk, &opts))
