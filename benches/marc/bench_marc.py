@@ -3,7 +3,9 @@
 Reading: records/s for reading a file and fully iterating fields (tag, data or every subfield's
 code and value). Writing: records/s for MARCWriter.write of already-read records to a BytesIO.
 Threads: 2 threads, each reading its own copy of the file, vs one thread reading both copies.
-Medians over --rounds rounds. Usage:
+Also: gilkit_marc with read-ahead parsing on and off; the ceiling the benchmark's own Python loop
+puts on 2-thread scaling; writing with 2 threads; and a "few fields" workload that looks up 245
+and 650 in each record. Medians over --rounds rounds. Usage:
 
     python benches/marc/bench_marc.py [--rounds 5] [--big]
 
@@ -58,10 +60,35 @@ def iterate_mrrc(reader: object) -> int:
     return n
 
 
+def lookup_few(reader: object) -> int:
+    """The "few fields" workload: title and subjects of each record (same API in all three)."""
+    n = 0
+    for record in reader:  # type: ignore[attr-defined]
+        for field in record.get_fields("245"):
+            field.get("a")
+        for field in record.get_fields("650"):
+            field.get("a")
+        n += 1
+    return n
+
+
 READERS = {
     "pymarc": lambda p: iterate_fields(pymarc.MARCReader(open(p, "rb"))),
     "mrrc": lambda p: iterate_mrrc(mrrc.MARCReader(open(p, "rb"))),
     "gilkit_marc": lambda p: iterate_fields(gilkit_marc.MARCReader(open(p, "rb"))),
+}
+
+
+LOOKUPS = {
+    "pymarc": lambda p: lookup_few(pymarc.MARCReader(open(p, "rb"))),
+    "mrrc": lambda p: lookup_few(mrrc.MARCReader(open(p, "rb"))),
+    "gilkit_marc": lambda p: lookup_few(gilkit_marc.MARCReader(open(p, "rb"))),
+}
+
+# gilkit_marc with read-ahead parsing on (the default) and off.
+READAHEAD = {
+    "on": lambda p: iterate_fields(gilkit_marc.MARCReader(open(p, "rb"), readahead=True)),
+    "off": lambda p: iterate_fields(gilkit_marc.MARCReader(open(p, "rb"), readahead=False)),
 }
 
 
@@ -132,13 +159,13 @@ def main() -> None:
             f"| {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x |"
         )
 
-    print("\n## Where gilkit_marc's time goes (one thread)\n")
+    print("\n## Where gilkit_marc's time goes (one thread, readahead off: all parsing on this thread)\n")
     print("| file | total ms | GIL released ms (read + frame + parse) | released share | max 2-thread speed-up |")
     print("|---|---:|---:|---:|---:|")
     for path in files[:2]:
         shares = []
         for _ in range(args.rounds):
-            reader = gilkit_marc.MARCReader(path)
+            reader = gilkit_marc.MARCReader(path, readahead=False)
             start = time.perf_counter()
             iterate_fields(reader)
             total = time.perf_counter() - start
@@ -165,6 +192,80 @@ def main() -> None:
         ups = [f"{t[f'{name} serial'] / t[f'{name} threads']:.2f}x" for name in READERS]
         print(f"| {path.name} | " + " | ".join(rates + ups) + " |")
 
+    print("\n## gilkit_marc read-ahead parsing on and off (fully iterating fields)\n")
+    print("One thread: records/s and CPU ms of the process (the worker's included). Two threads: each")
+    print("reading its own copy; speed-up over one thread reading both copies with the same setting.\n")
+    print("| file | readahead | 1T rec/s | 1T CPU ms | 2T rec/s | 2T speed-up |")
+    print("|---|---|---:|---:|---:|---:|")
+    for path in files[:2]:
+        n = READERS["gilkit_marc"](path)
+        one = interleaved({k: functools.partial(fn, path) for k, fn in READAHEAD.items()}, args.rounds)
+        cpu = interleaved({k: functools.partial(fn, path) for k, fn in READAHEAD.items()}, args.rounds, time.process_time)
+        runs = {}
+        for k, fn in READAHEAD.items():
+            runs[f"{k} serial"] = functools.partial(serially, fn, [path, path])
+            runs[f"{k} threads"] = functools.partial(in_threads, fn, [path, path])
+        two = interleaved(runs, args.rounds)
+        for k in READAHEAD:
+            print(
+                f"| {path.name} | {k} | {n / one[k]:,.0f} | {cpu[k] * 1e3:.1f} | {2 * n / two[f'{k} threads']:,.0f} "
+                f"| {two[f'{k} serial'] / two[f'{k} threads']:.2f}x |"
+            )
+
+    print("\n## Ceiling: the benchmark's own loop\n")
+    print("loop only: `iterate_fields` over records already built (GIL held throughout: Python code).")
+    print("held: full read + iterate minus the GIL-released reading/framing/parsing on this thread")
+    print("(readahead off). Two threads share one GIL, so their speed-up is at most total / held;")
+    print("even if building objects cost nothing it would be at most (loop + released) / loop.\n")
+    print("| file | library | full ms | loop only ms | loop share | max 2T speed-up now | max 2T if building were free |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for path in files[:2]:
+        built = {
+            "pymarc": list(pymarc.MARCReader(open(path, "rb"))),
+            "gilkit_marc": list(gilkit_marc.MARCReader(open(path, "rb"))),
+        }
+        cpu = interleaved(
+            {
+                "pymarc full": functools.partial(READERS["pymarc"], path),
+                "gilkit_marc full": functools.partial(READAHEAD["off"], path),
+                "pymarc loop": functools.partial(iterate_fields, built["pymarc"]),
+                "gilkit_marc loop": functools.partial(iterate_fields, built["gilkit_marc"]),
+            },
+            args.rounds,
+            time.process_time,
+        )
+        released = []
+        for _ in range(args.rounds):
+            reader = gilkit_marc.MARCReader(path, readahead=False)
+            iterate_fields(reader)
+            released.append(reader.stats()["released_seconds"])
+        rel = {"pymarc": 0.0, "gilkit_marc": statistics.median(released)}
+        for lib in built:
+            full, loop = cpu[f"{lib} full"], cpu[f"{lib} loop"]
+            held = full - rel[lib]
+            print(
+                f"| {path.name} | {lib} | {full * 1e3:.1f} | {loop * 1e3:.1f} | {loop / full:.0%} "
+                f"| {min(2.0, full / held):.2f}x | {min(2.0, (loop + rel[lib]) / loop):.2f}x |"
+            )
+
+    print("\n## A few fields per record (245 and 650, first $a of each)\n")
+    print("| file | pymarc rec/s | mrrc rec/s | gilkit_marc rec/s | vs pymarc | vs mrrc | pymarc 2T | mrrc 2T | gilkit_marc 2T |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for path in files[:2]:
+        n = LOOKUPS["gilkit_marc"](path)
+        t = interleaved({name: functools.partial(fn, path) for name, fn in LOOKUPS.items()}, args.rounds)
+        runs = {}
+        for name, fn in LOOKUPS.items():
+            runs[f"{name} serial"] = functools.partial(serially, fn, [path, path])
+            runs[f"{name} threads"] = functools.partial(in_threads, fn, [path, path])
+        two = interleaved(runs, args.rounds)
+        rates = [f"{n / t[name]:,.0f}" for name in LOOKUPS]
+        ups = [f"{two[f'{name} serial'] / two[f'{name} threads']:.2f}x" for name in LOOKUPS]
+        print(
+            f"| {path.name} | " + " | ".join(rates)
+            + f" | {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x | " + " | ".join(ups) + " |"
+        )
+
     print("\n## Writing (records/s, MARCWriter to BytesIO)\n")
     print("| file | pymarc | mrrc | gilkit_marc | vs pymarc | vs mrrc |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -188,6 +289,49 @@ def main() -> None:
             f"| {path.name} | {n / t['pymarc']:,.0f} | {n / t['mrrc']:,.0f} | {n / t['gilkit_marc']:,.0f} "
             f"| {t['pymarc'] / t['gilkit_marc']:.1f}x | {t['mrrc'] / t['gilkit_marc']:.2f}x |"
         )
+
+    print("\n## Writing with two threads, each writing its own records to its own BytesIO\n")
+    print("Speed-up: one thread writing both record lists in turn / two threads writing one each.\n")
+    print("| file | pymarc 2T rec/s | mrrc 2T rec/s | gilkit_marc 2T rec/s | pymarc speed-up | mrrc speed-up | gilkit_marc speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for path in files[:2]:
+        loaded = {
+            "pymarc": lambda: list(pymarc.MARCReader(open(path, "rb"))),
+            "mrrc": lambda: list(mrrc.MARCReader(open(path, "rb"))),
+            "gilkit_marc": lambda: list(gilkit_marc.MARCReader(open(path, "rb"))),
+        }
+        own = {name: [load(), load()] for name, load in loaded.items()}
+        writer_classes: dict[str, Any] = {
+            "pymarc": pymarc.MARCWriter, "mrrc": mrrc.MARCWriter, "gilkit_marc": gilkit_marc.MARCWriter,
+        }  # fmt: skip
+
+        def write_list(name: str, records: list[Any]) -> None:
+            w = writer_classes[name](io.BytesIO())
+            for r in records:
+                w.write(r)
+            w.close(close_fh=False) if name != "mrrc" else w.close()
+
+        runs = {}
+        for name in writer_classes:
+
+            def serial(name: str = name) -> None:
+                for records in own[name]:
+                    write_list(name, records)
+
+            def threaded(name: str = name) -> None:
+                ts = [threading.Thread(target=write_list, args=(name, records)) for records in own[name]]
+                for th in ts:
+                    th.start()
+                for th in ts:
+                    th.join()
+
+            runs[f"{name} serial"] = serial
+            runs[f"{name} threads"] = threaded
+        t = interleaved(runs, args.rounds)
+        n = 2 * len(own["gilkit_marc"][0])
+        rates = [f"{n / t[f'{name} threads']:,.0f}" for name in writer_classes]
+        ups = [f"{t[f'{name} serial'] / t[f'{name} threads']:.2f}x" for name in writer_classes]
+        print(f"| {path.name} | " + " | ".join(rates + ups) + " |")
 
 
 if __name__ == "__main__":
