@@ -234,12 +234,12 @@ def main() -> None:
             args.rounds,
             time.process_time,
         )
-        released = []
+        released_runs: list[float] = []
         for _ in range(args.rounds):
             reader = gilkit_marc.MARCReader(path, readahead=False)
             iterate_fields(reader)
-            released.append(reader.stats()["released_seconds"])
-        rel = {"pymarc": 0.0, "gilkit_marc": statistics.median(released)}
+            released_runs.append(reader.stats()["released_seconds"])
+        rel = {"pymarc": 0.0, "gilkit_marc": statistics.median(released_runs)}
         for lib in built:
             full, loop = cpu[f"{lib} full"], cpu[f"{lib} loop"]
             held = full - rel[lib]
