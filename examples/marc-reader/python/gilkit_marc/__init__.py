@@ -41,7 +41,7 @@ from .marcxml import (
     record_to_xml_node,
 )
 from .reader import JSONReader, MARCMakerReader, MARCReader, Reader, map_records, parse, read_all
-from .record import Record, map_marc8_record, normalize_subfield_code
+from .record import LazyRecord, Record, map_marc8_record, normalize_subfield_code
 from .writer import JSONWriter, MARCWriter, TextWriter, Writer, XMLWriter
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "PymarcException",
     "RawField",
     "Reader",
+    "LazyRecord",
     "Record",
     "RecordDirectoryInvalid",
     "RecordLeaderInvalid",

@@ -1,13 +1,14 @@
 """Type stub for the Rust extension ``gilkit_marc._native`` (see ``src/python/``)."""
 
 from os import PathLike
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, final, overload
 
 from typing_extensions import Self, disjoint_base
 
-from .record import Record
+from .field import Field
+from .record import LazyRecord, Record
 
-__all__ = ["MARCReader", "_parse_jobs_running", "as_marc", "decode_into", "marc8_decode", "read_all"]
+__all__ = ["MARCReader", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "as_marc", "decode_into", "marc8_decode", "read_all"]
 
 _Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -23,6 +24,8 @@ class MARCReader:
     file_encoding: str
     @property
     def readahead(self) -> bool: ...
+    @property
+    def lazy_fields(self) -> bool: ...
     @property
     def file_handle(self) -> Any: ...
     @property
@@ -40,11 +43,31 @@ class MARCReader:
         permissive: bool = False,
         *,
         readahead: bool = True,
+        lazy_fields: bool = False,
     ) -> Self: ...
     def __iter__(self) -> MARCReader: ...
     def __next__(self) -> Record | None: ...
     def close(self) -> None: ...
     def stats(self) -> dict[str, int | float]: ...
+
+@final
+class _LazyFields:
+    """The parsed fields of a record read with lazy_fields=True, built when first used."""
+
+    def fields(self) -> list[Field]: ...
+    def select(self, tags: tuple[Any, ...], limit: int | None = None) -> list[Field] | None: ...
+
+@final
+class _FieldsDescriptor:
+    """LazyRecord.fields: the list of fields, built on first use."""
+
+    def __new__(cls) -> Self: ...
+    @overload
+    def __get__(self, record: None, owner: Any = None, /) -> Self: ...
+    @overload
+    def __get__(self, record: LazyRecord, owner: Any = None, /) -> list[Field]: ...
+    def __set__(self, record: LazyRecord, value: list[Field], /) -> None: ...
+    def __delete__(self, record: LazyRecord, /) -> None: ...
 
 def read_all(
     target: _Target,
@@ -57,6 +80,7 @@ def read_all(
     utf8_handling: str = "strict",
     file_encoding: str = "iso8859-1",
     readahead: bool = True,
+    lazy_fields: bool = False,
 ) -> list[Record | None]: ...
 def marc8_decode(data: bytes, quiet: bool, g0: int = 0x42, g1: int = 0x45) -> tuple[str, list[str], bool, int, int]: ...
 def decode_into(

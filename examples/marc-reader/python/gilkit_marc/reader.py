@@ -40,12 +40,14 @@ def read_all(
     utf8_handling: str = "strict",
     file_encoding: str = "iso8859-1",
     readahead: bool = True,
+    lazy_fields: bool = False,
 ) -> list[Record | None]:
     """Reads every record of ``target`` (path, bytes or binary file) into a list.
 
     Parsing runs with the GIL released: on ``threads`` threads before any record is built when
     ``threads > 1``; else on a worker thread while the records are built (``readahead=True``) or
-    on the calling thread first (``readahead=False``). Strict by default: the first record pymarc
+    on the calling thread first (``readahead=False``). With ``lazy_fields=True`` each record's
+    fields are built when first used (see ``MARCReader``). Strict by default: the first record pymarc
     could not read raises its exception; with ``permissive=True`` it is ``None`` in the list
     instead (as ``MARCReader`` yields it).
     """
@@ -59,6 +61,7 @@ def read_all(
         utf8_handling=utf8_handling,
         file_encoding=file_encoding,
         readahead=readahead,
+        lazy_fields=lazy_fields,
     )
 
 

@@ -471,6 +471,67 @@ class Record:
         return self._imprint("c")
 
 
+class LazyRecord(Record):
+    """A ``Record`` read with ``lazy_fields=True``: its fields are built when first used.
+
+    ``fields`` is the same plain, mutable list as in a ``Record``, built on first access;
+    ``get_fields``, ``get``, ``record[tag]`` and ``tag in record`` build only the fields they
+    return until then (the same ``Field`` objects that ``fields`` later holds). See
+    ``src/python/lazy.rs``.
+    """
+
+    # The parsed fields while `fields` is not built, else None.
+    __slots__ = ("_lazy",)
+    _lazy: _native._LazyFields | None
+
+    if typing.TYPE_CHECKING:
+        fields: list[Field]
+    else:
+        # Shadows `Record`'s slot: reads and writes it, building the list first if needed.
+        fields = _native._FieldsDescriptor()
+
+    def _select(self, tags: tuple[Any, ...], limit: int | None = None) -> list[Field] | None:
+        """The fields with these tags, building only those; ``None`` once ``fields`` is built."""
+        try:
+            lazy = self._lazy
+        except AttributeError:  # made by copy or pickle: `fields` is set
+            return None
+        return None if lazy is None else lazy.select(tags, limit)
+
+    def get(self, tag: str, default: Field | None = None) -> Field | None:
+        selected = self._select((tag,), 1)
+        if selected is None:
+            return super().get(tag, default)
+        return selected[0] if selected else default
+
+    def __getitem__(self, tag: str) -> Field:
+        selected = self._select((tag,), 1)
+        if selected is None:
+            return super().__getitem__(tag)
+        if selected:
+            return selected[0]
+        raise KeyError
+
+    def __contains__(self, tag: str) -> bool:
+        selected = self._select((tag,), 1)
+        return super().__contains__(tag) if selected is None else bool(selected)
+
+    def get_fields(self, *args: Any) -> list[Field]:
+        selected = self._select(args) if args else None
+        return super().get_fields(*args) if selected is None else selected
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # Pickling and copying: `Record`'s slots, with the fields built (never the parsed data).
+        self.fields  # noqa: B018 - builds them
+        state = {}
+        for name in ("leader", "fields", "pos", "force_utf8", "to_unicode", "_Record__pos"):
+            try:
+                state[name] = getattr(self, name)
+            except AttributeError:
+                pass
+        return None, state
+
+
 def map_marc8_record(record: Record) -> Record:
     """Decodes a ``to_unicode=False`` record's MARC-8 fields in place; leader 9 becomes ``a``."""
     record.fields = [map_marc8_field(field) for field in record.fields]
@@ -492,4 +553,4 @@ def normalize_subfield_code(subfield: bytes) -> tuple[str, int]:
     return ascii_only[0], skip
 
 
-__all__ = ["Record", "map_marc8_record", "normalize_subfield_code"]
+__all__ = ["LazyRecord", "Record", "map_marc8_record", "normalize_subfield_code"]

@@ -29,6 +29,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString, PyType};
 
+use super::lazy::LazyFields;
 use crate::parse::{self, FieldKind};
 
 /// Where a slot is written.
@@ -130,6 +131,35 @@ impl Slot {
         }
     }
 
+    /// Empties the slot of `obj` (as `del obj.name`); `AttributeError` if it was empty.
+    ///
+    /// # Safety
+    ///
+    /// `obj` must be an instance of the class this slot was resolved on (or of a subclass).
+    unsafe fn clear(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self {
+            Slot::Offset(offset) => {
+                // SAFETY: per the contract the slot lies inside `obj`; we take the reference it
+                // owned, if any, and release it below.
+                let old = unsafe {
+                    let slot = obj
+                        .as_ptr()
+                        .cast::<u8>()
+                        .offset(*offset)
+                        .cast::<*mut ffi::PyObject>();
+                    std::mem::replace(&mut *slot, std::ptr::null_mut())
+                };
+                if old.is_null() {
+                    return Err(pyo3::exceptions::PyAttributeError::new_err("fields"));
+                }
+                // SAFETY: `old` is the owned reference the slot held.
+                unsafe { ffi::Py_DECREF(old) };
+                Ok(())
+            }
+            Slot::Name(name) => obj.delattr(name.bind(obj.py())),
+        }
+    }
+
     /// Replaces the value in the slot of `obj` with `value`.
     ///
     /// # Safety
@@ -178,6 +208,9 @@ pub(crate) enum RecordSlot {
 /// The classes of `gilkit_marc` and their slot layout, resolved once per interpreter.
 pub(crate) struct Builder {
     record: Py<PyType>,
+    /// `LazyRecord` (a `Record` subclass) and its `_lazy` slot, for `lazy_fields`.
+    lazy_record: Py<PyType>,
+    lazy_slot: Slot,
     field: Py<PyType>,
     raw_field: Py<PyType>,
     leader: Py<PyType>,
@@ -219,6 +252,7 @@ impl Builder {
         let field_mod = py.import("gilkit_marc.field")?;
         let leader_mod = py.import("gilkit_marc.leader")?;
         let record = class(&record_mod, "Record")?;
+        let lazy_record = class(&record_mod, "LazyRecord")?;
         let field = class(&field_mod, "Field")?;
         let raw_field = class(&field_mod, "RawField")?;
         let leader = class(&leader_mod, "Leader")?;
@@ -242,6 +276,8 @@ impl Builder {
             field_slots: into_array(slots(&field, &FIELD_SLOTS)?)?,
             raw_field_slots: into_array(slots(&raw_field, &FIELD_SLOTS)?)?,
             leader_slot: Slot::resolve(&leader, "leader")?,
+            lazy_slot: Slot::resolve(&lazy_record, "_lazy")?,
+            lazy_record: lazy_record.unbind(),
             record: record.unbind(),
             field: field.unbind(),
             raw_field: raw_field.unbind(),
@@ -255,28 +291,51 @@ impl Builder {
         })
     }
 
-    /// A complete `Record` (as `Record(chunk, to_unicode=..., force_utf8=...)` would build it).
+    /// A `Record` equal to what `Record(chunk, to_unicode=..., force_utf8=...)` builds; with
+    /// `lazy`, its fields are built when first used (see [`super::lazy`]).
     pub(crate) fn record<'py>(
         &self,
         py: Python<'py>,
-        rec: &parse::Record,
+        rec: parse::Record,
         to_unicode: bool,
         force_utf8: bool,
+        lazy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let leader = self.leader(py, rec)?;
-        let fields = self.fields(py, rec, to_unicode)?;
-        let obj = alloc(py, &self.record, 0)?;
+        let leader = self.leader(py, &rec)?;
+        // A lazy record needs `Record.fields` to be a plain slot (it always is, unless replaced).
+        let lazy = lazy
+            && matches!(
+                self.record_slots[RecordSlot::Fields as usize],
+                Slot::Offset(_)
+            );
+        let (obj, fields) = if lazy {
+            let obj = alloc(py, &self.lazy_record, 0)?;
+            let parsed = Bound::new(py, LazyFields::new(rec, to_unicode))?;
+            // SAFETY: `obj` is a fresh `LazyRecord`, the class the slot was resolved on; owned value.
+            unsafe {
+                self.lazy_slot
+                    .write(py, obj.as_ptr(), parsed.into_any().into_ptr())?
+            };
+            // The `fields` slot stays empty until `LazyRecord.fields` builds the list.
+            (obj, std::ptr::null_mut())
+        } else {
+            let fields = self.fields(py, &rec, to_unicode)?;
+            (alloc(py, &self.record, 0)?, fields.into_ptr())
+        };
         let values = [
             leader.into_ptr(),
-            fields.into_ptr(),
+            fields,
             self.zero.clone_ref(py).into_ptr(),
             py_bool(force_utf8),
             py_bool(to_unicode),
             self.zero.clone_ref(py).into_ptr(),
         ];
         for (slot, value) in self.record_slots.iter().zip(values) {
-            // SAFETY: `obj` is a fresh `Record`, the slots were resolved on `Record`, and every
-            // value is an owned reference.
+            if value.is_null() {
+                continue;
+            }
+            // SAFETY: `obj` is a fresh `Record` or `LazyRecord` (whose base slots sit where they
+            // do in `Record`), the slots were resolved on `Record`, and every value is owned.
             unsafe { slot.write(py, obj.as_ptr(), value)? };
         }
         Ok(obj)
@@ -306,50 +365,64 @@ impl Builder {
         rec: &parse::Record,
         to_unicode: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        let list = new_list(py, rec.fields.len())?;
+        for i in 0..rec.fields.len() {
+            let obj = self.field(py, rec, i, to_unicode)?;
+            // SAFETY: `list` is fresh with `rec.fields.len()` NULL items; `i` is in range.
+            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, obj.into_ptr()) };
+        }
+        Ok(list)
+    }
+
+    /// Field `index` of `rec`: a `Field` (or a `RawField` when not `to_unicode`).
+    #[inline]
+    pub(crate) fn field<'py>(
+        &self,
+        py: Python<'py>,
+        rec: &parse::Record,
+        index: usize,
+        to_unicode: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (class, slots) = if to_unicode {
             (&self.field, &self.field_slots)
         } else {
             (&self.raw_field, &self.raw_field_slots)
         };
-        let list = new_list(py, rec.fields.len())?;
-        for (i, field) in rec.fields.iter().enumerate() {
-            let obj = alloc(py, class, 0)?;
-            let tag = self.tag(py, &field.tag);
-            let (data, indicators, subfields, control) = match &field.kind {
-                FieldKind::Control(span) => (
-                    self.value(py, rec, span, to_unicode)?,
+        let field = &rec.fields[index];
+        let obj = alloc(py, class, 0)?;
+        let tag = self.tag(py, &field.tag);
+        let (data, indicators, subfields, control) = match &field.kind {
+            FieldKind::Control(span) => (
+                self.value(py, rec, span, to_unicode)?,
+                py.None(),
+                PyList::empty(py).into_any().unbind(),
+                true,
+            ),
+            FieldKind::Data {
+                indicators,
+                subfields,
+            } => {
+                let list = self.subfields(py, rec, subfields.clone(), to_unicode)?;
+                (
                     py.None(),
-                    PyList::empty(py).into_any().unbind(),
-                    true,
-                ),
-                FieldKind::Data {
-                    indicators,
-                    subfields,
-                } => {
-                    let list = self.subfields(py, rec, subfields.clone(), to_unicode)?;
-                    (
-                        py.None(),
-                        self.indicators(py, *indicators)?,
-                        list.into_any().unbind(),
-                        false,
-                    )
-                }
-            };
-            let values = [
-                tag.into_ptr(),
-                data.into_ptr(),
-                indicators.into_ptr(),
-                subfields.into_ptr(),
-                py_bool(control),
-            ];
-            for (slot, value) in slots.iter().zip(values) {
-                // SAFETY: fresh instance of `class`, whose slots are `slots`; owned values.
-                unsafe { slot.write(py, obj.as_ptr(), value)? };
+                    self.indicators(py, *indicators)?,
+                    list.into_any().unbind(),
+                    false,
+                )
             }
-            // SAFETY: `list` is fresh with `rec.fields.len()` NULL items; `i` is in range.
-            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, obj.into_ptr()) };
+        };
+        let values = [
+            tag.into_ptr(),
+            data.into_ptr(),
+            indicators.into_ptr(),
+            subfields.into_ptr(),
+            py_bool(control),
+        ];
+        for (slot, value) in slots.iter().zip(values) {
+            // SAFETY: fresh instance of `class`, whose slots are `slots`; owned values.
+            unsafe { slot.write(py, obj.as_ptr(), value)? };
         }
-        Ok(list)
+        Ok(obj)
     }
 
     fn subfields<'py>(
@@ -438,17 +511,90 @@ impl Builder {
         }
     }
 
-    /// A slot of `record`, if it is exactly a `Record` and the slot is set.
+    /// A slot of `record`, if it is exactly a `Record` or a `LazyRecord` and the slot is set
+    /// (a `LazyRecord`'s `fields` slot is empty until its fields are built).
     pub(crate) fn record_slot<'py>(
         &self,
         record: &Bound<'py, PyAny>,
         slot: RecordSlot,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if !is_exactly(record, &self.record) {
+        if !is_exactly(record, &self.record) && !is_exactly(record, &self.lazy_record) {
             return Ok(None);
         }
-        // SAFETY: `record` is exactly a `Record`, the class the slot was resolved on.
+        // SAFETY: `record` is exactly a `Record`, the class the slot was resolved on, or a
+        // `LazyRecord`, which adds a slot after `Record`'s and keeps theirs in place.
         unsafe { self.record_slots[slot as usize].read(record) }
+    }
+
+    /// The `fields` slot of `record` (a `LazyRecord`), `None` while empty.
+    ///
+    /// # Errors
+    ///
+    /// `TypeError` if `record` is not a `LazyRecord`.
+    pub(crate) fn lazy_record_fields<'py>(
+        &self,
+        record: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let slot = self.lazy_record_fields_slot(record)?;
+        // SAFETY: `record` is a `LazyRecord`, whose base slots sit where they do in `Record`.
+        unsafe { slot.read(record) }
+    }
+
+    /// Stores `value` in the `fields` slot of `record` (a `LazyRecord`); `None` empties it
+    /// (`AttributeError` if it was empty).
+    ///
+    /// # Errors
+    ///
+    /// `TypeError` if `record` is not a `LazyRecord`; `AttributeError` as said.
+    pub(crate) fn set_lazy_record_fields(
+        &self,
+        record: &Bound<'_, PyAny>,
+        value: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let slot = self.lazy_record_fields_slot(record)?;
+        // SAFETY: as in `lazy_record_fields`.
+        unsafe {
+            match value {
+                Some(value) => slot.replace(record, value),
+                None => slot.clear(record),
+            }
+        }
+    }
+
+    /// The `_lazy` slot of `record` (a `LazyRecord`), `None` if unset.
+    pub(crate) fn lazy_slot<'py>(
+        &self,
+        record: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.lazy_record_fields_slot(record)?;
+        // SAFETY: `record` is a `LazyRecord` (or a subclass: same slot offsets).
+        unsafe { self.lazy_slot.read(record) }
+    }
+
+    /// Sets the `_lazy` slot of `record` (a `LazyRecord`) to `None`.
+    pub(crate) fn clear_lazy_slot(&self, record: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.lazy_record_fields_slot(record)?;
+        // SAFETY: as in `lazy_slot`.
+        unsafe {
+            self.lazy_slot
+                .replace(record, record.py().None().into_bound(record.py()))
+        }
+    }
+
+    /// `Record`'s `fields` slot, after checking that `record` is a `LazyRecord` and that the slot
+    /// is a plain one (the `LazyRecord.fields` descriptor would find itself otherwise).
+    fn lazy_record_fields_slot(&self, record: &Bound<'_, PyAny>) -> PyResult<&Slot> {
+        let slot = &self.record_slots[RecordSlot::Fields as usize];
+        if record.is_instance(self.lazy_record.bind(record.py()))?
+            && matches!(slot, Slot::Offset(_))
+        {
+            Ok(slot)
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "LazyRecord.fields needs a LazyRecord, not {}",
+                record.get_type().name()?
+            )))
+        }
     }
 
     /// The slots of `field` (in `FIELD_SLOTS` order) and whether it is a `RawField`, if it is

@@ -6,6 +6,7 @@
 
 mod ahead;
 mod build;
+mod lazy;
 mod reader;
 mod write;
 
@@ -90,6 +91,8 @@ fn _parse_jobs_running() -> usize {
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::MarcReader>()?;
+    m.add_class::<lazy::LazyFields>()?;
+    m.add_class::<lazy::FieldsDescriptor>()?;
     m.add_function(wrap_pyfunction!(reader::read_all, m)?)?;
     m.add_function(wrap_pyfunction!(marc8_decode, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;

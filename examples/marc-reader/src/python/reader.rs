@@ -169,22 +169,30 @@ impl PyOptions {
     }
 
     /// The Python object for one item parsed with `parsed_with` (the resolved `self`): a
-    /// `Record`, or the exception pymarc would raise.
+    /// `Record` (with `lazy_fields`, its fields built on first use), or the exception pymarc would
+    /// raise.
     pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
         parsed_with: &parse::Options,
         chunk: &[u8],
-        outcome: &Outcome,
+        outcome: Outcome,
+        lazy_fields: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         match outcome {
             Outcome::Parsed(rec) => {
                 write_messages(py, &rec.messages)?;
-                Builder::get(py)?.record(py, rec, parsed_with.to_unicode, parsed_with.force_utf8)
+                Builder::get(py)?.record(
+                    py,
+                    rec,
+                    parsed_with.to_unicode,
+                    parsed_with.force_utf8,
+                    lazy_fields,
+                )
             }
             // Rust refused the record: the Python decoder gives pymarc's record or exception.
             Outcome::Python => self.decode_in_python(py, chunk),
-            Outcome::Broken(e) => Err(frame_error(py, *e)),
+            Outcome::Broken(e) => Err(frame_error(py, e)),
         }
     }
 }
@@ -219,6 +227,9 @@ pub(crate) struct MarcReader {
     /// Parse each batch on a worker while records are built.
     #[pyo3(get)]
     readahead: bool,
+    /// Build each record's fields when first used.
+    #[pyo3(get)]
+    lazy_fields: bool,
     // pymarc's options, public and writable as in pymarc; a change applies from the next record.
     #[pyo3(get, set)]
     to_unicode: bool,
@@ -256,7 +267,7 @@ impl MarcReader {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (marc_target, to_unicode=true, force_utf8=false, hide_utf8_warnings=false,
                         utf8_handling="strict", file_encoding="iso8859-1",
-                        permissive=false, *, readahead=true))]
+                        permissive=false, *, readahead=true, lazy_fields=false))]
     fn new(
         py: Python<'_>,
         marc_target: &Bound<'_, PyAny>,
@@ -267,6 +278,7 @@ impl MarcReader {
         file_encoding: &str,
         permissive: bool,
         readahead: bool,
+        lazy_fields: bool,
     ) -> PyResult<Self> {
         let opts = PyOptions::new(
             to_unicode,
@@ -281,6 +293,7 @@ impl MarcReader {
             pipeline: Pipeline::empty(parsed),
             batch: (opts.clone(), parsed),
             readahead,
+            lazy_fields,
             to_unicode: opts.to_unicode,
             force_utf8: opts.force_utf8,
             hide_utf8_warnings: opts.hide_utf8_warnings,
@@ -337,11 +350,14 @@ impl MarcReader {
             .next(py, &mut self.worker_stats)?
             .expect("a batch that is not done has a next record");
         let chunks = self.pipeline.chunks().clone();
-        let result = self
-            .batch
-            .0
-            .build(py, &self.batch.1, chunks.get(index), &outcome);
         self.fatal = matches!(outcome, Outcome::Broken(_));
+        let result = self.batch.0.build(
+            py,
+            &self.batch.1,
+            chunks.get(index),
+            outcome,
+            self.lazy_fields,
+        );
         self.current_chunk = Some(Current::Chunk(chunks, index));
         match result {
             Ok(record) => Ok(record.unbind()),
@@ -453,7 +469,7 @@ impl MarcReader {
 #[pyfunction]
 #[pyo3(signature = (target, threads=1, *, permissive=false, to_unicode=true, force_utf8=false,
                     hide_utf8_warnings=false, utf8_handling="strict", file_encoding="iso8859-1",
-                    readahead=true))]
+                    readahead=true, lazy_fields=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_all<'py>(
     py: Python<'py>,
@@ -466,6 +482,7 @@ pub(crate) fn read_all<'py>(
     utf8_handling: &str,
     file_encoding: &str,
     readahead: bool,
+    lazy_fields: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     let opts = PyOptions::new(
         to_unicode,
@@ -497,7 +514,7 @@ pub(crate) fn read_all<'py>(
     let mut out = Vec::new();
     while let Some((index, outcome)) = pipeline.next(py, &mut worker_stats)? {
         let chunk = pipeline.chunks().get(index);
-        match opts.build(py, &parse_opts, chunk, &outcome) {
+        match opts.build(py, &parse_opts, chunk, outcome, lazy_fields) {
             Ok(record) => out.push(record),
             Err(err) if permissive && err.is_instance_of::<PyException>(py) => {
                 out.push(py.None().into_bound(py))

@@ -78,7 +78,14 @@ pub(crate) fn serialise(
     }
     let force_utf8 = some!(builder.record_slot(record, RecordSlot::ForceUtf8)?);
     let latin1 = !(leader_bytes[9] == b'a' || force_utf8.is_truthy()?);
-    let fields = some!(builder.record_slot(record, RecordSlot::Fields)?);
+    let fields = match builder.record_slot(record, RecordSlot::Fields)? {
+        Some(fields) => fields,
+        // A `LazyRecord` whose fields were not used yet: its `fields` descriptor builds them.
+        None => match record.getattr(pyo3::intern!(py, "fields")) {
+            Ok(fields) => fields,
+            Err(_) => return Ok(None),
+        },
+    };
     let fields = some!(fields.cast::<PyList>().ok());
 
     let mut directory = Vec::with_capacity(fields.len() * 12 + 1);
