@@ -276,3 +276,16 @@ def test_decode_marc_with_a_different_force_utf8_matches_pymarc() -> None:
             mine = result
         else:
             assert mine == result
+
+
+def test_subfields_from_the_reader_are_not_tracked_by_the_cycle_collector() -> None:
+    """They hold only `str` (or `bytes`), so they are untracked as CPython untracks such tuples;
+    this keeps collections cheap when many records are kept (`read_all`, `list(reader)`)."""
+    import gc
+
+    for to_unicode in (True, False):
+        record = next(iter(gilkit_marc.MARCReader(DATA / "mrrc" / "realistic.mrc", to_unicode=to_unicode)))
+        subfields = [s for f in record.fields for s in f.subfields]
+        assert subfields and not any(gc.is_tracked(s) for s in subfields)
+        assert all(gc.is_tracked(f) for f in record.fields)
+    assert gc.is_tracked(gilkit_marc.Subfield("a", "b"))  # built in Python: as CPython does it

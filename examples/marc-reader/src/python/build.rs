@@ -216,6 +216,9 @@ pub(crate) struct Builder {
     leader: Py<PyType>,
     subfield: Py<PyType>,
     indicators: Py<PyType>,
+    /// `Subfield`s have no `__dict__`, so one holding only `str`/`bytes` can be untracked by the
+    /// cycle collector, as CPython untracks plain tuples of atoms.
+    untrack_subfields: bool,
     record_slots: [Slot; 6],
     field_slots: [Slot; 5],
     raw_field_slots: [Slot; 5],
@@ -268,6 +271,9 @@ impl Builder {
         let slots = |cls: &Bound<'_, PyType>, names: &[&str]| -> PyResult<Vec<Slot>> {
             names.iter().map(|n| Slot::resolve(cls, n)).collect()
         };
+        // SAFETY: `subfield` is a live type object; reading its `tp_dictoffset` field.
+        let untrack_subfields =
+            unsafe { (*subfield.as_ptr().cast::<ffi::PyTypeObject>()).tp_dictoffset == 0 };
         let chars = (0u8..128)
             .map(|b| PyString::new(py, char::from(b).encode_utf8(&mut [0; 4])).unbind())
             .collect();
@@ -284,6 +290,7 @@ impl Builder {
             leader: leader.unbind(),
             subfield: subfield.unbind(),
             indicators: indicators.unbind(),
+            untrack_subfields,
             chars,
             numeric_tags: (0..1000).map(|_| PyOnceLock::new()).collect(),
             indicator_pairs: (0..128 * 128).map(|_| PyOnceLock::new()).collect(),
@@ -439,6 +446,13 @@ impl Builder {
                 .into_any();
             let value = self.value(py, rec, &sub.value, to_unicode)?;
             let tuple = tuple2(py, &self.subfield, code, value)?;
+            if self.untrack_subfields {
+                // SAFETY: `tuple` is a live GC object we own. It holds two `str` (or `bytes`)
+                // objects and has no `__dict__`, so it can never be part of a reference cycle:
+                // untracking it is what CPython's collector does to such plain tuples. Its
+                // deallocator untracks only if tracked.
+                unsafe { ffi::PyObject_GC_UnTrack(tuple.as_ptr().cast()) };
+            }
             // SAFETY: `list` is fresh with `range.len()` NULL items; `i` is in range.
             unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr()) };
         }
