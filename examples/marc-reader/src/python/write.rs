@@ -7,6 +7,8 @@
 //! pymarc's result or pymarc's exception (a subclass overriding `as_marc`, a `None` control field
 //! written as `"None"`, an unencodable character...). Holds the GIL throughout.
 
+use std::cell::RefCell;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
@@ -36,22 +38,65 @@ fn push_ascii(out: &mut Vec<u8>, s: &Bound<'_, PyAny>) -> Option<()> {
     s.is_ascii().then(|| out.extend_from_slice(s.as_bytes()))
 }
 
+/// A record in transmission format, in three parts: the leader with its numbers filled in, the
+/// directory and the field data. Kept per thread and reused, so serialising allocates nothing but
+/// the `bytes` object.
+#[derive(Default)]
+struct Parts {
+    head: Vec<u8>,
+    directory: Vec<u8>,
+    body: Vec<u8>,
+}
+
+thread_local! {
+    static PARTS: RefCell<Parts> = RefCell::default();
+}
+
 /// `record.as_marc()`, including its update of leader position 9, or `None` to let Python do it.
 pub(crate) fn as_marc<'py>(
     py: Python<'py>,
     record: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let builder = Builder::get(py)?;
-    let mut out = Vec::new();
-    Ok(serialise(record, builder, &mut out)?.map(|()| PyBytes::new(py, &out)))
+    PARTS.with(|cell| {
+        // Serialising may call back into Python (building a lazy record's fields), which could
+        // serialise another record on this thread: then this call uses fresh buffers.
+        let mut fresh = Parts::default();
+        let mut reused = cell.try_borrow_mut();
+        let parts = match &mut reused {
+            Ok(parts) => &mut **parts,
+            Err(_) => &mut fresh,
+        };
+        parts.head.clear();
+        parts.directory.clear();
+        parts.body.clear();
+        if serialise(record, builder, parts)?.is_none() {
+            return Ok(None);
+        }
+        let len = parts.head.len() + parts.directory.len() + parts.body.len();
+        PyBytes::new_with(py, len, |out| {
+            let (head, rest) = out.split_at_mut(parts.head.len());
+            let (directory, body) = rest.split_at_mut(parts.directory.len());
+            head.copy_from_slice(&parts.head);
+            directory.copy_from_slice(&parts.directory);
+            body.copy_from_slice(&parts.body);
+            Ok(())
+        })
+        .map(Some)
+    })
 }
 
-/// Appends `record.as_marc()` to `out`; `None` (and `out` possibly extended) if Python must do it.
-pub(crate) fn serialise(
+/// Fills `parts` with `record.as_marc()`; `None` (and `parts` partly filled) if Python must do it.
+fn serialise(
     record: &Bound<'_, PyAny>,
     builder: &Builder,
-    out: &mut Vec<u8>,
+    parts: &mut Parts,
 ) -> PyResult<Option<()>> {
+    let Parts {
+        head: out,
+        directory,
+        body,
+    } = parts;
     macro_rules! some {
         ($e:expr) => {
             match $e {
@@ -88,8 +133,7 @@ pub(crate) fn serialise(
     };
     let fields = some!(fields.cast::<PyList>().ok());
 
-    let mut directory = Vec::with_capacity(fields.len() * 12 + 1);
-    let mut body = Vec::new();
+    directory.reserve(fields.len() * 12 + 1);
     for field in fields.iter() {
         let (raw, [tag, data, indicators, subfields, control]) =
             some!(builder.field_slots(&field)?);
@@ -103,9 +147,9 @@ pub(crate) fn serialise(
         if control.is_truthy()? {
             let data = some!(data);
             some!(if raw {
-                push_bytes(&mut body, &data)
+                push_bytes(body, &data)
             } else {
-                push_text(&mut body, &data, latin1)
+                push_text(body, &data, latin1)
             });
         } else {
             let indicators = some!(indicators);
@@ -117,9 +161,9 @@ pub(crate) fn serialise(
                 for i in 0..2 {
                     let ind = pair.get_borrowed_item(i)?;
                     some!(if raw {
-                        push_ascii(&mut body, &ind)
+                        push_ascii(body, &ind)
                     } else {
-                        push_text(&mut body, &ind, latin1)
+                        push_text(body, &ind, latin1)
                     });
                 }
             }
@@ -133,28 +177,24 @@ pub(crate) fn serialise(
                 let (code, value) = (sub.get_borrowed_item(0)?, sub.get_borrowed_item(1)?);
                 body.push(SUBFIELD_INDICATOR);
                 some!(if raw {
-                    push_ascii(&mut body, &code).and_then(|()| push_bytes(&mut body, &value))
+                    push_ascii(body, &code).and_then(|()| push_bytes(body, &value))
                 } else {
-                    push_text(&mut body, &code, latin1)
-                        .and_then(|()| push_text(&mut body, &value, latin1))
+                    push_text(body, &code, latin1).and_then(|()| push_text(body, &value, latin1))
                 });
             }
         }
         body.push(END_OF_FIELD);
         directory.extend_from_slice(tag.as_bytes());
-        push_number(&mut directory, body.len() - start, 4);
-        push_number(&mut directory, start, 5);
+        push_number(directory, body.len() - start, 4);
+        push_number(directory, start, 5);
     }
     directory.push(END_OF_FIELD);
     body.push(END_OF_RECORD);
     let base_address = LEADER_LEN + directory.len();
-    out.reserve(base_address + body.len());
     push_number(out, base_address + body.len(), 5);
     out.extend_from_slice(&leader_bytes[5..12]);
     push_number(out, base_address, 5);
     out.extend_from_slice(&leader_bytes[17..]);
-    out.extend_from_slice(&directory);
-    out.extend_from_slice(&body);
     Ok(Some(()))
 }
 
