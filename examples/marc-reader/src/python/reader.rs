@@ -3,10 +3,12 @@
 //! [`gilkit::file::RecordReader`] does the reading: a path or a regular file is read without the
 //! GIL, `bytes` in place, any other binary file object in large `readinto` calls with the GIL.
 //! Per batch (one GIL release) it frames records with [`MarcFraming`] (pymarc's rules,
-//! [`crate::frame`]) and runs [`parse_chunk`] on each (Rust parser, [`crate::parse`]). Each
-//! `__next__` then builds one record's Python objects with the GIL held ([`super::build`]); a
-//! record the Rust parser refused goes to the Python decoder (the `Record` class), which gives
-//! pymarc's record, warning or exception.
+//! [`crate::frame`]), copies them into one buffer and runs [`parse_chunk`] (Rust parser,
+//! [`crate::parse`]) on all of them, or with `readahead` on the first few only, a worker parsing
+//! the rest while records are built ([`super::ahead`]). Each `__next__` then builds one record's
+//! Python objects with the GIL held ([`super::build`]; with `lazy_fields`, a `LazyRecord` whose
+//! fields are built on first use, [`super::lazy`]); a record the Rust parser refused goes to the
+//! Python decoder (the `Record` class), which gives pymarc's record, warning or exception.
 //!
 //! In pymarc 5 a record that fails to decode makes the reader yield `None` and set
 //! `current_exception` / `current_chunk`, whatever `permissive` says; framing errors
