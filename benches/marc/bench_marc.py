@@ -87,6 +87,13 @@ LOOKUPS = {
     "gilkit_marc lazy": lambda p: lookup_few(gilkit_marc.MARCReader(open(p, "rb"), lazy_fields=True)),
 }
 
+# Every record of a file in a list, per library (records kept: for writing, and "into a list").
+LOAD = {
+    "pymarc": lambda p: list(pymarc.MARCReader(open(p, "rb"))),
+    "mrrc": lambda p: list(mrrc.MARCReader(open(p, "rb"))),
+    "gilkit_marc": lambda p: list(gilkit_marc.MARCReader(open(p, "rb"))),
+}
+
 # gilkit_marc with read-ahead parsing on (the default) and off.
 READAHEAD = {
     "on": lambda p: iterate_fields(gilkit_marc.MARCReader(open(p, "rb"), readahead=True)),
@@ -283,12 +290,8 @@ def main() -> None:
     print("| file | pymarc list | mrrc list | gilkit_marc list | gilkit_marc read_all | vs pymarc (read_all) |")
     print("|---|---:|---:|---:|---:|---:|")
     for path in files[:2]:
-        kept = {
-            "pymarc": lambda: list(pymarc.MARCReader(open(path, "rb"))),
-            "mrrc": lambda: list(mrrc.MARCReader(open(path, "rb"))),
-            "gilkit_marc": lambda: list(gilkit_marc.MARCReader(open(path, "rb"))),
-            "read_all": lambda: gilkit_marc.read_all(path),
-        }
+        kept: dict[str, Callable[[], object]] = {name: functools.partial(load, path) for name, load in LOAD.items()}
+        kept["read_all"] = functools.partial(gilkit_marc.read_all, path)
         t = interleaved(kept, args.rounds, time.process_time)
         print(
             f"| {path.name} | {t['pymarc'] * 1e3:.0f} | {t['mrrc'] * 1e3:.0f} | {t['gilkit_marc'] * 1e3:.1f} "
@@ -299,11 +302,7 @@ def main() -> None:
     print("| file | pymarc | mrrc | gilkit_marc | vs pymarc | vs mrrc |")
     print("|---|---:|---:|---:|---:|---:|")
     for path in files[:2]:
-        records = {
-            "pymarc": list(pymarc.MARCReader(open(path, "rb"))),
-            "mrrc": list(mrrc.MARCReader(open(path, "rb"))),
-            "gilkit_marc": list(gilkit_marc.MARCReader(open(path, "rb"))),
-        }
+        records = {name: load(path) for name, load in LOAD.items()}
         writers: dict[str, Any] = {"pymarc": pymarc.MARCWriter, "mrrc": mrrc.MARCWriter, "gilkit_marc": gilkit_marc.MARCWriter}
 
         def write(name: str) -> None:
@@ -326,12 +325,7 @@ def main() -> None:
     print("| file | pymarc 2T rec/s | mrrc 2T rec/s | gilkit_marc 2T rec/s | pymarc speed-up | mrrc speed-up | gilkit_marc speed-up |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for path in files[:2]:
-        loaded = {
-            "pymarc": lambda: list(pymarc.MARCReader(open(path, "rb"))),
-            "mrrc": lambda: list(mrrc.MARCReader(open(path, "rb"))),
-            "gilkit_marc": lambda: list(gilkit_marc.MARCReader(open(path, "rb"))),
-        }
-        own = {name: [load(), load()] for name, load in loaded.items()}
+        own = {name: [load(path), load(path)] for name, load in LOAD.items()}
         writer_classes: dict[str, Any] = {
             "pymarc": pymarc.MARCWriter, "mrrc": mrrc.MARCWriter, "gilkit_marc": gilkit_marc.MARCWriter,
         }  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,18 @@ MARC_FILES = sorted(
     if p.is_file() and p.suffix not in (".md", ".xml", ".json") and not p.name.startswith("LICENSE")
 )
 SMALL_FILES = [p for p in MARC_FILES if p.stat().st_size < 100_000]
+
+
+class Chunky:
+    """A file object whose ``read`` returns a random number of bytes, 1 to ``longest``."""
+
+    def __init__(self, payload: bytes, rng: random.Random, longest: int) -> None:
+        self.payload, self.rng, self.longest = payload, rng, longest
+
+    def read(self, n: int = -1) -> bytes:
+        k = min(n, self.rng.randint(1, self.longest))
+        chunk, self.payload = self.payload[:k], self.payload[k:]
+        return chunk
 
 
 def outcome(reader_cls: Any, source: Any, **options: Any) -> dict[str, Any]:

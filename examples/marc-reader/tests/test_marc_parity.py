@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pymarc
 import pytest
-from marc_support import DATA, MARC_FILES, SMALL_FILES, outcome
+from marc_support import DATA, MARC_FILES, SMALL_FILES, Chunky, outcome
 
 import gilkit_marc
 
@@ -152,19 +152,10 @@ def test_chunk_edges_do_not_change_results() -> None:
     rng = random.Random(7)
     originals = [p.read_bytes() for p in SMALL_FILES if p.stat().st_size > 0]
 
-    class Chunky:
-        def __init__(self, payload: bytes) -> None:
-            self.payload = payload
-
-        def read(self, n: int = -1) -> bytes:
-            k = min(n, rng.randint(1, 300))
-            chunk, self.payload = self.payload[:k], self.payload[k:]
-            return chunk
-
     for _ in range(150):
         data = bytearray(b"".join(rng.sample(originals, 3)))
         for _ in range(rng.randint(0, 3)):
             i = rng.randrange(len(data))
             data[i : i + rng.randint(0, 3)] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 3)))
         expected = outcome(gilkit_marc.MARCReader, bytes(data), hide_utf8_warnings=True)
-        assert outcome(gilkit_marc.MARCReader, Chunky(bytes(data)), hide_utf8_warnings=True) == expected
+        assert outcome(gilkit_marc.MARCReader, Chunky(bytes(data), rng, 300), hide_utf8_warnings=True) == expected

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pymarc
 import pytest
-from marc_support import DATA, MARC_FILES, SMALL_FILES, outcome
+from marc_support import DATA, MARC_FILES, SMALL_FILES, Chunky, outcome
 
 import gilkit_marc
 from gilkit_marc import _native
@@ -63,15 +63,6 @@ def test_corrupt_streams_give_the_same_positions() -> None:
     rng = random.Random(11)
     originals = [p.read_bytes() for p in SMALL_FILES if p.stat().st_size > 0]
 
-    class Chunky:
-        def __init__(self, payload: bytes) -> None:
-            self.payload = payload
-
-        def read(self, n: int = -1) -> bytes:
-            k = min(n, rng.randint(1, 5000))
-            chunk, self.payload = self.payload[:k], self.payload[k:]
-            return chunk
-
     for _ in range(30):
         data = bytearray(b"".join(rng.choices(originals, k=60)))
         for _ in range(rng.randint(0, 4)):
@@ -79,7 +70,7 @@ def test_corrupt_streams_give_the_same_positions() -> None:
             data[i : i + rng.randint(0, 3)] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 3)))
         expected = outcome(gilkit_marc.MARCReader, bytes(data), hide_utf8_warnings=True, readahead=False)
         assert outcome(gilkit_marc.MARCReader, bytes(data), hide_utf8_warnings=True) == expected
-        assert outcome(gilkit_marc.MARCReader, Chunky(bytes(data)), hide_utf8_warnings=True) == expected
+        assert outcome(gilkit_marc.MARCReader, Chunky(bytes(data), rng, 5000), hide_utf8_warnings=True) == expected
 
 
 def test_options_changed_mid_batch_apply_to_the_next_record() -> None:
