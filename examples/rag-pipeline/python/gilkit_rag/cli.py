@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--include", action="append", default=[], metavar="GLOB", help="only files matching (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip files matching (repeatable)")
-    p.add_argument("--splitter", choices=["recursive", "character", "sentence", "tokens"], default="recursive")
+    p.add_argument("--splitter", choices=["recursive", "semantic", "character", "sentence", "tokens"], default="recursive")
     p.add_argument("--chunk-size", type=int, default=800, help="characters (tokens for --splitter tokens)")
     p.add_argument("--chunk-overlap", type=int, default=100)
     p.add_argument("--workers", type=int, default=None, help="threads for loading and splitting")
