@@ -292,7 +292,7 @@ impl Database {
     /// Ingests files and directories; returns the report as a dict. Releases the GIL.
     #[pyo3(signature = (paths, *, include=Vec::new(), exclude=Vec::new(), splitter="recursive", chunk_size=800,
         chunk_overlap=100, embed_batch=32, embed_concurrency=1, retries=2, retry_backoff=0.2, commit_every=256,
-        progress=None))]
+        prune=true, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn ingest<'py>(
         &self,
@@ -308,6 +308,7 @@ impl Database {
         retries: u32,
         retry_backoff: f64,
         commit_every: usize,
+        prune: bool,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let splitter = splitter_config(splitter, chunk_size, chunk_overlap)?;
@@ -331,6 +332,7 @@ impl Database {
             retries,
             retry_backoff: Duration::from_secs_f64(retry_backoff),
             commit_every,
+            prune,
         };
         let counters = Progress::default();
         let mut last = (usize::MAX, 0, 0, 0);
@@ -434,7 +436,7 @@ fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, Py
     });
     Ok(py_dict!(py, {
         "files" => r.files, "unchanged" => r.unchanged, "documents" => r.documents,
-        "chunks" => r.chunks, "retried_batches" => r.retried_batches, "cancelled" => r.cancelled,
+        "chunks" => r.chunks, "removed" => &r.removed, "retried_batches" => r.retried_batches, "cancelled" => r.cancelled,
         "failures" => failures, "timings" => timings,
     }))
 }

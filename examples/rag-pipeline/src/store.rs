@@ -392,6 +392,11 @@ impl Store {
         self.manifest.documents.get(source)
     }
 
+    /// The source keys of the stored documents, sorted.
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.manifest.documents.keys().map(String::as_str)
+    }
+
     /// The model and dimension recorded in the database, once anything is stored.
     pub fn model(&self) -> Option<(&str, usize)> {
         Some((self.manifest.model.as_deref()?, self.manifest.dim?))

@@ -107,6 +107,27 @@ def test_incremental_reingest(tmp_path: Path) -> None:
     assert_aligned(rag)
 
 
+def test_reingest_removes_deleted_files(tmp_path: Path) -> None:
+    paths = write_docs(tmp_path / "docs", 6)
+    other = write_docs(tmp_path / "other", 2, marker=" elsewhere")
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
+    rag.ingest([tmp_path / "docs", tmp_path / "other"], progress=False)
+    paths[2].unlink()
+    other[0].unlink()
+
+    kept = rag.ingest([tmp_path / "docs"], progress=False, prune=False)
+    assert kept.removed == [] and rag.stats().documents == 8
+
+    report = rag.ingest([tmp_path / "docs"], progress=False)
+    assert [Path(s).name for s in report.removed] == ["doc002.md"]
+    assert report.unchanged == 5 and report.documents == 0
+    sources = {h.source for h in rag.query("anything", k=10_000)}
+    assert str(paths[2].resolve()) not in sources, "the deleted file's chunks are gone"
+    assert str(other[0].resolve()) in sources, "files outside the directories given are untouched"
+    assert rag.stats().documents == 7
+    assert_aligned(rag)
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys
