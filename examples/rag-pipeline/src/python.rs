@@ -18,6 +18,9 @@
 //! # Locking
 //! The cached index sits behind a mutex that is only ever waited for with the GIL released, so a
 //! thread holding the mutex can always re-acquire the GIL (no lock-order deadlock with Python).
+//! It is held to refresh or search the snapshot, never for an ingest: `query` and `stats` read the
+//! last commit while an ingest runs, in this process or another (readers take no file lock; see
+//! [`crate::store`]); only a second concurrent ingest fails, with `DatabaseLockedError`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,7 +51,7 @@ create_exception!(
     _native,
     DatabaseLockedError,
     RagError,
-    "Another process holds the database (an ingest is running)."
+    "Another ingest is writing to the database (one writer at a time; queries are never locked out)."
 );
 create_exception!(
     _native,
@@ -352,13 +355,13 @@ impl Database {
             .poll_interval(Duration::from_millis(100))
             .on_poll(hook)
             .run(py, |token| -> Result<IngestReport, IngestError> {
-                let mut cache = self.cache.lock();
-                *cache = None; // drop the snapshot before taking the writer's lock
+                // The cache mutex is not held while ingesting: queries from other threads read
+                // the last commit meanwhile, as queries from other processes do.
                 let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
                 let report =
                     pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
                 store.release_lock();
-                *cache = Some((stamp(&self.dir), store));
+                *self.cache.lock() = Some((stamp(&self.dir), store));
                 report
             })?;
         let report = result.map_err(|e| match e {

@@ -320,8 +320,9 @@ class ParallelRAG:
     :class:`OpenAIEmbedder`), any :class:`Embedder`, or a callable ``list[str] -> vectors``.
     ``max_workers``: threads for loading and splitting (default: the number of CPUs).
 
-    One process may ingest into a directory at a time (:class:`DatabaseLockedError` otherwise).
-    Instances are safe to share between threads.
+    One ingest may write to a directory at a time (:class:`DatabaseLockedError` otherwise);
+    :meth:`query` and :meth:`stats` take no lock and read the last commit, also while an ingest
+    runs in another thread or process. Instances are safe to share between threads.
     """
 
     def __init__(self, db_dir: PathLike, embedder: Any = None, max_workers: int | None = None) -> None:
