@@ -28,12 +28,13 @@
 //! length is exact; nothing is allocated per piece or chunk but the chunk's own text.
 //!
 //! Why not `text-splitter` here, as "prefer a well-kept crate" would have it: it fits the other
-//! kinds (`Semantic`, `Tokens`), but as the default it missed the pipeline's speed target. It ranks
-//! every semantic level (down to graphemes and Unicode sentences) and binary-searches chunk sizes,
-//! which costs about 7 µs per chunk on one core, twice what the pure-Python recursive splitter
-//! costs (about 4 µs, leaning on `str.split` in C), so on split-heavy ingests gilkit_rag was
-//! slower than sequential Python (0.83x, `benches/results/rag.md`). The recursive algorithm is
-//! short, and this one runs well under 1 µs per chunk.
+//! kinds (`Semantic`, `Tokens`), but not the default's speed target (the pipeline's CPU stages at
+//! 1.8x or more of a sequential Python pipeline on 2 cores). It ranks every semantic level (down
+//! to graphemes and Unicode sentences) and searches for the largest fitting unit, which costs
+//! about 6-7 µs per chunk on one core, more than the pure-Python recursive splitter (3-4 µs, its
+//! work done by `str.split` in C): with it, split-heavy ingests ran at 0.83x of sequential Python.
+//! The recursive algorithm is short, and this one costs about 0.8 µs per chunk on one core, the
+//! chunk's text and offsets included (`benches/results/rag.md`).
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -136,7 +137,7 @@ pub struct Chunk {
 /// A validated splitter, reusable across documents and threads.
 pub struct Splitter {
     config: SplitterConfig,
-    text: Option<TextSplitter<text_splitter::Characters>>,
+    semantic: Option<TextSplitter<text_splitter::Characters>>,
     tokens: Option<TextSplitter<&'static CoreBPE>>,
 }
 
@@ -168,7 +169,7 @@ impl Splitter {
             return Err(err);
         }
         let chunk_config = || ChunkConfig::new(config.size).with_overlap(config.overlap);
-        let (text, tokens) = match config.kind {
+        let (semantic, tokens) = match config.kind {
             SplitKind::Semantic => (
                 Some(TextSplitter::new(chunk_config().map_err(|_| err)?)),
                 None,
@@ -181,7 +182,7 @@ impl Splitter {
         };
         Ok(Splitter {
             config,
-            text,
+            semantic,
             tokens,
         })
     }
@@ -212,7 +213,7 @@ impl Splitter {
                 out
             }
             SplitKind::Semantic => {
-                let splitter = self.text.as_ref().expect("built for Semantic");
+                let splitter = self.semantic.as_ref().expect("built for Semantic");
                 splitter
                     .chunk_indices(text)
                     .map(|(at, s)| (at, at + s.len()))
