@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -238,6 +239,33 @@ def test_queries_read_the_last_commit_while_another_process_ingests(tmp_path: Pa
     assert rag.stats().chunks == 30 < first.chunks
     assert rag.stats().dead_rows == 0, "the writer compacted at the end"
     assert_aligned(rag)
+
+
+def test_a_query_in_another_thread_does_not_wait_for_the_ingest(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 12)
+    started, gate = threading.Event(), threading.Event()
+
+    class Gated(HashEmbedder):
+        def embed_passages(self, texts: list[str]) -> np.ndarray:
+            if self.calls == 3:  # after three one-document commits: hold the ingest here
+                started.set()
+                gate.wait(timeout=60)
+            return super().embed_passages(texts)
+
+    rag = ParallelRAG(tmp_path / "db", embedder=Gated())
+    ingest = threading.Thread(
+        target=rag.ingest, args=([tmp_path / "docs"],), kwargs={"progress": False, "commit_every": 1}
+    )
+    ingest.start()
+    try:
+        assert started.wait(timeout=60)
+        # The ingest is blocked inside its embedder; the query answers from its last commit.
+        sources = {h.source for h in rag.query("anything", k=1000)}
+        assert len(sources) == 3 == rag.stats().documents
+    finally:
+        gate.set()
+        ingest.join(timeout=60)
+    assert rag.stats().documents == 12
 
 
 def test_progress_counts_add_up(tmp_path: Path) -> None:
