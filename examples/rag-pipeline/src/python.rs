@@ -120,12 +120,18 @@ fn new_splitter(splitter: &str, size: usize, overlap: usize) -> PyResult<Splitte
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// A stamp of the manifest file: the cached index is reloaded when it changes.
-type Stamp = Option<(u64, SystemTime)>;
+/// A stamp of the manifest file: the cached index is reloaded when it changes. Every commit
+/// renames a new file into place, so besides length and mtime (whose clock may be coarser than the
+/// time between two commits) the file's inode number tells two manifests apart (on Unix).
+type Stamp = Option<(u64, SystemTime, u64)>;
 
 fn stamp(dir: &Path) -> Stamp {
     let meta = std::fs::metadata(dir.join("MANIFEST")).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok()?, inode))
 }
 
 /// An OpenAI-compatible embeddings endpoint, embedded from Rust (see `gilkit_rag.OpenAIEmbedder`).
