@@ -92,6 +92,32 @@ def test_fork_after_start_gives_child_a_working_runtime():
     assert proc.stdout.strip() == "CHILD 0"
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_fork_after_interruptible_calls_gives_child_working_helpers():
+    proc = run_python(
+        """
+        import os, time, gilkit_testext as ext
+        # On the main thread the work runs on a pooled helper thread, which then waits, idle.
+        assert ext.spin_interruptible(1000) >= 0
+        time.sleep(0.1)  # let the helper get back to waiting before the fork
+        pid = os.fork()
+        if pid == 0:
+            try:
+                # Would hang forever handing the work to the parent's helper, absent here.
+                ext.spin_interruptible(1000)
+                os._exit(0)
+            except BaseException:
+                os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        print("CHILD", os.waitstatus_to_exitcode(status))
+        assert ext.spin_interruptible(1000) >= 0  # the parent's helpers still work
+        """,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "CHILD 0"
+
+
 def test_exit_with_tasks_in_flight_is_clean():
     proc = run_python(
         """
