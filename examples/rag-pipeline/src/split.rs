@@ -31,10 +31,11 @@
 //! kinds (`Semantic`, `Tokens`), but not the default's speed target (the pipeline's CPU stages at
 //! 1.8x or more of a sequential Python pipeline on 2 cores). It ranks every semantic level (down
 //! to graphemes and Unicode sentences) and searches for the largest fitting unit, which costs
-//! about 6-7 µs per chunk on one core, more than the pure-Python recursive splitter (3-4 µs, its
+//! about 6-7 µs per chunk on one core, twice the pure-Python recursive splitter (about 3 µs, its
 //! work done by `str.split` in C): with it, split-heavy ingests ran at 0.83x of sequential Python.
-//! The recursive algorithm is short, and this one costs about 0.8 µs per chunk on one core, the
-//! chunk's text and offsets included (`benches/results/rag.md`).
+//! The recursive algorithm is short, and this one costs about 0.7 µs per chunk on one core, the
+//! chunk's text and offsets included: 7.5x the Python splitter on 2 cores, with the same chunks
+//! (`benches/results/rag.md`).
 
 use std::fmt;
 use std::sync::OnceLock;
