@@ -362,7 +362,9 @@ impl Database {
             .on_poll(hook)
             .run(py, |token| -> Result<IngestReport, IngestError> {
                 // The cache mutex is not held while ingesting: queries from other threads read
-                // the last commit meanwhile, as queries from other processes do.
+                // the last commit meanwhile, as queries from other processes do. The snapshot is
+                // dropped first, so that an idle cache does not double the index's memory.
+                *self.cache.lock() = None;
                 let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
                 let report =
                     pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
