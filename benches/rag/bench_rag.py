@@ -9,7 +9,9 @@ Three pipelines over the same files:
   (``max_workers`` = CPUs);
 * ``gilkit_rag``: ``ParallelRAG.ingest`` (Rust loaders and splitter on worker threads, GIL released),
   whose report gives the wall time of each stage; also with one worker, to separate the per-core
-  speed of the Rust stages from their parallel scaling.
+  speed of the Rust stages from their parallel scaling. Its default splitter is the same recursive
+  algorithm as the Python one, in Rust; on the split-heavy documents it also runs with
+  ``splitter="semantic"`` (the ``text-splitter`` crate) for comparison.
 
 CPU stages (load, split) run on the bundled corpus and on a 10x copy made at bench time, with a
 trivial embedder so that only load and split are measured. The embed stage runs on a sample of
@@ -195,14 +197,15 @@ def trivial_embedder() -> CallableEmbedder:
     return CallableEmbedder(lambda texts: np.ones((len(texts), 8), dtype=np.float32), model_id="bench/trivial")
 
 
-def gilkit_stages(files_root: Path, workers: int) -> dict[str, float]:
+def gilkit_stages(files_root: Path, workers: int, splitter: str = "recursive") -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         rag = ParallelRAG(Path(tmp) / "db", embedder=trivial_embedder(), max_workers=workers)
-        r = rag.ingest([files_root], progress=False, embed_batch=512, commit_every=100_000)
+        r = rag.ingest([files_root], progress=False, splitter=splitter, embed_batch=512, commit_every=100_000)
     return {"load": r.timings.load, "split": r.timings.split, "docs": r.documents, "chunks": r.chunks}
 
 
-def cpu_table(label: str, root: Path, rounds: int, workers: int) -> list[str]:
+def cpu_table(label: str, root: Path, rounds: int, workers: int, semantic: bool = False) -> list[str]:
+    """``semantic``: also time gilkit_rag with text-splitter's semantic splitter (``splitter="semantic"``)."""
     files = files_of(root)
     runs: dict[str, list[dict[str, float]]] = {
         "python-seq": [],
@@ -210,6 +213,8 @@ def cpu_table(label: str, root: Path, rounds: int, workers: int) -> list[str]:
         "gilkit_rag (1 worker)": [],
         "gilkit_rag": [],
     }
+    if semantic:
+        runs["gilkit_rag, semantic splitter"] = []
     # One untimed round first: imports (pypdf), the page cache, the tokenizer tables.
     python_stages(files, None)
     gilkit_stages(root, workers)
@@ -218,6 +223,8 @@ def cpu_table(label: str, root: Path, rounds: int, workers: int) -> list[str]:
         runs["python-threads"].append(python_stages(files, workers))
         runs["gilkit_rag (1 worker)"].append(gilkit_stages(root, 1))
         runs["gilkit_rag"].append(gilkit_stages(root, workers))
+        if semantic:
+            runs["gilkit_rag, semantic splitter"].append(gilkit_stages(root, workers, "semantic"))
     med = {k: {s: statistics.median(r[s] for r in v) for s in ("load", "split", "docs", "chunks")} for k, v in runs.items()}
     base = med["python-seq"]
     lines = [
@@ -328,7 +335,7 @@ def main() -> None:
         plain = [p.read_text(encoding="utf-8") for p in files_of(CORPUS) if p.suffix in (".txt", ".md")]
         for i in range(40):
             (long_dir / f"long{i:02d}.txt").write_text("\n\n".join(plain[i:] + plain[:i]), encoding="utf-8")
-        out += cpu_table("40 long text documents (split-heavy)", long_dir, args.rounds, workers)
+        out += cpu_table("40 long text documents (split-heavy)", long_dir, args.rounds, workers, semantic=True)
     out += embed_table(args.embed_rounds, args.embed_sample)
     print("\n".join(out))
     sys.stdout.flush()

@@ -5,7 +5,8 @@
 //! one for a hand-written release. Running work through a call site records:
 //!
 //! - how many calls it saw and how many of them released the GIL,
-//! - how long the work ran with the GIL released and how long it ran holding it,
+//! - how long the work ran with the GIL released (measured or estimated, see [Cost](#cost)) and
+//!   how long it ran holding it,
 //! - how long the thread then waited to re-acquire the GIL (the hidden cost of releasing: when
 //!   another Python thread is busy, it keeps the GIL for up to a whole switch interval, 5 ms by
 //!   default),
@@ -34,29 +35,43 @@
 //!
 //! # Cost
 //!
-//! A recorded call reads the clock three times when it releases (before, after the work, after
-//! the GIL is back) and twice when it holds, and does a few relaxed atomic additions on the call
-//! site's counters; registration is a one-time lock. The clock is [`quanta`]'s (the CPU's
-//! time-stamp counter where it is invariant, ~14 ns a read here against ~35 ns for
-//! `std::time::Instant`), calibrated once per process on first use (~0.6 ms). Measured figures
-//! are in `benches/results/nogil.md`.
+//! Counting is exact and nearly free: every call adds one to the call site's counters, which on a
+//! GIL build is a plain load and store (see [Memory ordering](#memory-ordering)). Timing is what
+//! costs: a timed call reads the clock three times when it releases (before, after the work,
+//! after the GIL is back) and twice when it holds, ~20 ns in all. The clock is [`quanta`]'s (the
+//! CPU's time-stamp counter where it is invariant, ~14 ns a read here against ~35 ns for
+//! `std::time::Instant`), calibrated once per process on first use (~0.6 ms).
+//!
+//! So that the statistics can stay on for the tiniest calls, [`CallSite::detach`] times every
+//! call only while the work is long enough for ~20 ns not to matter (an average of at least
+//! [`TIME_EVERY_CALL_FROM`], 2 µs, where it is at most 1%); below that it times one call in
+//! [`SAMPLE_EVERY`] (16), the first one included, and the released and re-acquire times it
+//! reports are the sampled times scaled up to all released calls (`timed_calls` in the
+//! statistics says how many were measured). The adaptive forms time every call (the policy needs
+//! each duration), and so do the interruptible and async forms, whose own cost dwarfs the clock.
+//! Registration is a one-time lock. Measured figures are in `benches/results/nogil.md`.
 //!
 //! The bounds on the work are `Send` (what PyO3's `Ungil` is on stable Rust): the work cannot
 //! capture `Python`, `Bound` or `PyRef` values.
 //!
 //! # Memory ordering
 //!
-//! Every counter is an independent statistic updated with `Relaxed` read-modify-write operations:
-//! each one is exact (no increment is lost), but a [`CallSiteStats`] snapshot reads them one by
-//! one, so while calls are in flight it may, for instance, count a call whose time is not added
-//! yet. The moving average is updated with a relaxed load and store: two threads finishing at the
-//! same moment may lose one sample, which only nudges an estimate. Registration is guarded by the
-//! registry's mutex, which orders the push; the `registered` flag read on the fast path only
-//! avoids taking the lock and is re-checked under it.
+//! Every counter is an independent statistic, updated only by a thread attached to the
+//! interpreter (before it releases the GIL or after it has it back: every method takes a
+//! `Python<'_>` token). On a GIL build an attached thread holds the GIL, so the updates of all
+//! call sites are serialised by it, and the GIL's release and acquisition order each update
+//! before the next: a `Relaxed` load and store (`add` below) is then exact, and cheaper than a
+//! locked read-modify-write. A free-threaded build (`Py_GIL_DISABLED`) has no such lock, and
+//! `add` is a `Relaxed` `fetch_add`. (PyO3 refuses to load an extension into a sub-interpreter,
+//! so no second GIL can update the same `static`.)
 //!
-//! Every update happens while the calling thread holds the GIL (before it releases it or after it
-//! has it back), so on a GIL build the updates of one call site are serialised anyway and never
-//! contend; the atomics keep them sound on free-threaded builds.
+//! A [`CallSiteStats`] snapshot reads the counters one by one, possibly from a thread that does
+//! not hold the GIL, so while calls are in flight it may, for instance, count a call whose time is
+//! not added yet; each counter read is a whole value. The moving average is updated with a
+//! relaxed load and store: on a free-threaded build two threads finishing at the same moment may
+//! lose one sample, which only nudges an estimate. Registration is guarded by the registry's
+//! mutex, which orders the push; the `registered` flag read on the fast path only avoids taking
+//! the lock and is re-checked under it.
 
 use std::fmt;
 use std::future::Future;
@@ -80,6 +95,14 @@ pub const DEFAULT_THRESHOLD: Duration = Duration::from_micros(250);
 
 /// The weight of a new sample in the moving average of work durations (1/8, as TCP's RTT estimate).
 const AVERAGE_WEIGHT: f64 = 1.0 / 8.0;
+
+/// [`CallSite::detach`] times one call in this many while the work is shorter than
+/// [`TIME_EVERY_CALL_FROM`] (see [Cost](self#cost)). A power of two, so the test is a mask.
+pub const SAMPLE_EVERY: u64 = 16;
+
+/// From this average work duration on, [`CallSite::detach`] times every call: the ~20 ns of
+/// clock reads are then at most 1% of the call.
+pub const TIME_EVERY_CALL_FROM: Duration = Duration::from_micros(2);
 
 /// All call sites that ran at least once, in order of first use.
 static REGISTRY: Mutex<Vec<&'static CallSite>> = Mutex::new(Vec::new());
@@ -117,8 +140,13 @@ pub struct CallSite {
     threshold_ns: u64,
     registered: AtomicBool,
     calls: AtomicU64,
-    released: AtomicU64,
+    /// Calls that ran holding the GIL (the adaptive policy held); every other call released it.
+    held: AtomicU64,
+    /// Released calls whose durations were measured (all but the unsampled plain ones).
+    timed: AtomicU64,
+    /// Sum over the timed released calls.
     released_ns: AtomicU64,
+    /// Sum over the timed released calls.
     reacquire_ns: AtomicU64,
     held_ns: AtomicU64,
     adaptive_calls: AtomicU64,
@@ -148,7 +176,8 @@ impl CallSite {
             threshold_ns: DEFAULT_THRESHOLD.as_nanos() as u64,
             registered: AtomicBool::new(false),
             calls: AtomicU64::new(0),
-            released: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            timed: AtomicU64::new(0),
             released_ns: AtomicU64::new(0),
             reacquire_ns: AtomicU64::new(0),
             held_ns: AtomicU64::new(0),
@@ -180,7 +209,9 @@ impl CallSite {
     /// Runs `f` with the GIL released, and records the call.
     ///
     /// Releases the GIL for the duration of `f` and re-acquires it before returning, exactly as
-    /// [`Python::detach`]; the time spent re-acquiring it is recorded separately.
+    /// [`Python::detach`]; the time spent re-acquiring it is recorded separately. Work shorter
+    /// than [`TIME_EVERY_CALL_FROM`] on average is timed one call in [`SAMPLE_EVERY`] (see
+    /// [Cost](self#cost)).
     ///
     /// # Panics
     ///
@@ -192,8 +223,16 @@ impl CallSite {
         F: FnOnce() -> T + Send,
         T: Send,
     {
-        self.enter();
-        self.run_released(py, f)
+        let call = self.enter();
+        if call.is_multiple_of(SAMPLE_EVERY)
+            || load_f64(&self.average_ns) >= TIME_EVERY_CALL_FROM.as_nanos() as f64
+        {
+            let (value, work) = self.run_released_timed(py, f);
+            update_average(&self.average_ns, work.as_nanos() as f64);
+            value
+        } else {
+            py.detach(f)
+        }
     }
 
     /// Runs `f` with the GIL released only if it is expected to take at least the call site's
@@ -253,17 +292,31 @@ impl CallSite {
     }
 
     /// A snapshot of this call site's statistics.
+    ///
+    /// Released and re-acquire times are the measured ones scaled up to all released calls when
+    /// some were not timed (see [Cost](self#cost)).
     pub fn stats(&self) -> CallSiteStats {
         let average = load_f64(&self.average_ns);
+        let calls = self.calls.load(Relaxed);
+        let released = calls.saturating_sub(self.held.load(Relaxed));
+        let timed = self.timed.load(Relaxed);
+        let scale = |total_ns: u64| -> Duration {
+            if timed == 0 || timed >= released {
+                Duration::from_nanos(total_ns)
+            } else {
+                Duration::from_nanos((total_ns as f64 * released as f64 / timed as f64) as u64)
+            }
+        };
         CallSiteStats {
             name: self.name,
             module: self.module,
             file: self.file,
             line: self.line,
-            calls: self.calls.load(Relaxed),
-            released: self.released.load(Relaxed),
-            released_time: Duration::from_nanos(self.released_ns.load(Relaxed)),
-            reacquire_time: Duration::from_nanos(self.reacquire_ns.load(Relaxed)),
+            calls,
+            released,
+            timed_calls: timed,
+            released_time: scale(self.released_ns.load(Relaxed)),
+            reacquire_time: scale(self.reacquire_ns.load(Relaxed)),
             held_time: Duration::from_nanos(self.held_ns.load(Relaxed)),
             adaptive_calls: self.adaptive_calls.load(Relaxed),
             adaptive_released: self.adaptive_released.load(Relaxed),
@@ -272,13 +325,14 @@ impl CallSite {
         }
     }
 
-    /// Counts the call and registers the call site on its first one.
+    /// Counts the call, registers the call site on its first one, and returns the number of calls
+    /// before this one.
     #[inline]
-    fn enter(&'static self) {
+    fn enter(&'static self) -> u64 {
         if !self.registered.load(Relaxed) {
             self.register();
         }
-        self.calls.fetch_add(1, Relaxed);
+        add(&self.calls, 1)
     }
 
     #[cold]
@@ -304,9 +358,9 @@ impl CallSite {
         T: Send,
     {
         self.enter();
-        self.adaptive_calls.fetch_add(1, Relaxed);
+        add(&self.adaptive_calls, 1);
         let (value, elapsed) = if self.should_release(load_f64(average) * units) {
-            self.adaptive_released.fetch_add(1, Relaxed);
+            add(&self.adaptive_released, 1);
             self.run_released_timed(py, f)
         } else {
             self.run_held(f)
@@ -318,20 +372,11 @@ impl CallSite {
     /// Runs a form that releases and re-acquires by itself (interruptible, async): its whole
     /// duration counts as released.
     fn run_released_whole<R>(&self, run: impl FnOnce() -> R) -> R {
-        self.released.fetch_add(1, Relaxed);
         let start = Instant::now();
         let result = run();
-        self.released_ns.fetch_add(nanos(start.elapsed()), Relaxed);
+        add(&self.timed, 1);
+        add(&self.released_ns, nanos(start.elapsed()));
         result
-    }
-
-    #[inline]
-    fn run_released<T, F>(&self, py: Python<'_>, f: F) -> T
-    where
-        F: FnOnce() -> T + Send,
-        T: Send,
-    {
-        self.run_released_timed(py, f).0
     }
 
     /// Runs `f` detached; returns its value and the work's duration.
@@ -341,7 +386,6 @@ impl CallSite {
         F: FnOnce() -> T + Send,
         T: Send,
     {
-        self.released.fetch_add(1, Relaxed);
         let start = Instant::now();
         let (value, done) = py.detach(move || {
             let value = f();
@@ -349,19 +393,24 @@ impl CallSite {
         });
         let back = Instant::now();
         let work = done.saturating_duration_since(start);
-        self.released_ns.fetch_add(nanos(work), Relaxed);
-        self.reacquire_ns
-            .fetch_add(nanos(back.saturating_duration_since(done)), Relaxed);
+        add(&self.timed, 1);
+        add(&self.released_ns, nanos(work));
+        add(
+            &self.reacquire_ns,
+            nanos(back.saturating_duration_since(done)),
+        );
         (value, work)
     }
 
     /// Runs `f` holding the GIL; returns its value and duration.
     #[inline]
     fn run_held<T, F: FnOnce() -> T>(&self, f: F) -> (T, Duration) {
+        // Counted before the work runs, so that a call that panics is not taken for a release.
+        add(&self.held, 1);
         let start = Instant::now();
         let value = f();
         let work = start.elapsed();
-        self.held_ns.fetch_add(nanos(work), Relaxed);
+        add(&self.held_ns, nanos(work));
         (value, work)
     }
 }
@@ -412,10 +461,10 @@ impl CallSite {
         T: Send,
     {
         self.enter();
-        self.adaptive_calls.fetch_add(1, Relaxed);
+        add(&self.adaptive_calls, 1);
         let start = Instant::now();
         let result = if self.should_release(load_f64(&self.average_ns)) {
-            self.adaptive_released.fetch_add(1, Relaxed);
+            add(&self.adaptive_released, 1);
             self.run_released_whole(|| crate::detach_interruptible(py, f))
         } else {
             Ok(self.run_held(|| f(&crate::CancelToken::new())).0)
@@ -448,6 +497,9 @@ pub struct CallSiteStats {
     pub calls: u64,
     /// Calls that released the GIL.
     pub released: u64,
+    /// Released calls whose durations were measured; the times below are scaled up from them
+    /// when this is less than `released` (see [Cost](self#cost)).
+    pub timed_calls: u64,
     /// Time the work ran with the GIL released.
     pub released_time: Duration,
     /// Time spent re-acquiring the GIL after released work (0 for interruptible and async
@@ -493,6 +545,7 @@ pub fn callsite_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         entry.set_item("line", stats.line)?;
         entry.set_item("calls", stats.calls)?;
         entry.set_item("released", stats.released)?;
+        entry.set_item("timed_calls", stats.timed_calls)?;
         entry.set_item("released_s", stats.released_time.as_secs_f64())?;
         entry.set_item("reacquire_s", stats.reacquire_time.as_secs_f64())?;
         entry.set_item("held_s", stats.held_time.as_secs_f64())?;
@@ -574,6 +627,22 @@ macro_rules! callsite {
     }};
 }
 
+/// Adds `n` to a counter; returns its value before. See [Memory ordering](self#memory-ordering):
+/// the caller is attached to the interpreter, which on a GIL build means it holds the GIL.
+#[inline]
+fn add(counter: &AtomicU64, n: u64) -> u64 {
+    #[cfg(not(Py_GIL_DISABLED))]
+    {
+        let old = counter.load(Relaxed);
+        counter.store(old.wrapping_add(n), Relaxed);
+        old
+    }
+    #[cfg(Py_GIL_DISABLED)]
+    {
+        counter.fetch_add(n, Relaxed)
+    }
+}
+
 #[inline]
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -625,6 +694,49 @@ mod tests {
                 .iter()
                 .any(|c| c.name == "released" && c.calls == 3)
         );
+    }
+
+    #[test]
+    fn tiny_released_calls_are_counted_exactly_and_timed_one_in_sample_every() {
+        static SITE: CallSite = CallSite::new("tiny-released", module_path!(), file!(), line!());
+        Python::attach(|py| {
+            for i in 0..100u64 {
+                assert_eq!(SITE.detach(py, || std::hint::black_box(i)), i);
+            }
+        });
+        let s = SITE.stats();
+        assert_eq!((s.calls, s.released), (100, 100));
+        // Calls 0, 16, ..., 96 were timed (the work is far below TIME_EVERY_CALL_FROM).
+        assert_eq!(s.timed_calls, 100u64.div_ceil(SAMPLE_EVERY));
+        assert!(s.average_work.unwrap() < TIME_EVERY_CALL_FROM, "{s:?}");
+    }
+
+    #[test]
+    fn released_time_is_scaled_up_from_the_timed_calls() {
+        static SITE: CallSite = CallSite::new("scaled", module_path!(), file!(), line!());
+        // As if 32 calls had been made and 2 of them timed, 100 ns each.
+        SITE.calls.store(32, Relaxed);
+        SITE.timed.store(2, Relaxed);
+        SITE.released_ns.store(200, Relaxed);
+        SITE.reacquire_ns.store(20, Relaxed);
+        let s = SITE.stats();
+        assert_eq!(s.released_time, Duration::from_nanos(3_200));
+        assert_eq!(s.reacquire_time, Duration::from_nanos(320));
+    }
+
+    #[test]
+    fn a_held_call_that_panics_is_not_counted_as_released() {
+        static SITE: CallSite = CallSite::new("held-panic", module_path!(), file!(), line!())
+            .with_threshold(Duration::from_secs(1));
+        Python::attach(|py| {
+            SITE.detach_adaptive(py, || ()); // the first call releases: nothing known yet
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                SITE.detach_adaptive(py, || panic!("boom"))
+            }));
+            assert!(panicked.is_err());
+        });
+        let s = SITE.stats();
+        assert_eq!((s.calls, s.released, s.adaptive_released), (2, 1, 1));
     }
 
     // The thresholds leave a wide margin, so that the thread being descheduled in the middle of

@@ -55,6 +55,7 @@
 
 mod block_on;
 mod cancel;
+mod helper;
 mod release;
 
 pub mod batch;

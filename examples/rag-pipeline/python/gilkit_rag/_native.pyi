@@ -83,6 +83,7 @@ class Database:
         retries: int = 2,
         retry_backoff: float = 0.2,
         commit_every: int = 256,
+        prune: bool = True,
         progress: Callable[[int, int, int, int], Any] | None = None,
     ) -> dict[str, Any]: ...
     def query(self, text: str, k: int = 5) -> list[dict[str, Any]]: ...

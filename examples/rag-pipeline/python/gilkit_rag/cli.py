@@ -1,6 +1,6 @@
 """The ``gilkit-rag`` command: ingest documents, query them, show database statistics.
 
-    gilkit-rag ingest PATH... --db DIR [--include GLOB] [--exclude GLOB] [--json]
+    gilkit-rag ingest PATH... --db DIR [--include GLOB] [--exclude GLOB] [--no-prune] [--json]
     gilkit-rag query "TEXT" --db DIR [-k 5] [--answer] [--json]
     gilkit-rag stats --db DIR [--json]
 
@@ -99,6 +99,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         embed_batch=args.embed_batch,
         embed_concurrency=args.embed_concurrency,
         retries=args.retries,
+        prune=not args.no_prune,
     )
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=1))
@@ -106,8 +107,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         t = report.timings
         print(
             f"{report.files} files: {report.documents} documents stored ({report.chunks} chunks), "
-            f"{report.unchanged} unchanged, {len(report.failures)} failed"
+            f"{report.unchanged} unchanged, {len(report.removed)} removed (deleted), {len(report.failures)} failed"
         )
+        for source in report.removed:
+            print(f"removed {_display(source)}")
         print(
             f"time: load {t.load:.2f}s, split {t.split:.2f}s, embed {t.embed:.2f}s, store {t.store:.2f}s"
         )
@@ -181,9 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--include", action="append", default=[], metavar="GLOB", help="only files matching (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip files matching (repeatable)")
-    p.add_argument("--splitter", choices=["recursive", "character", "sentence", "tokens"], default="recursive")
+    p.add_argument("--splitter", choices=["recursive", "semantic", "character", "sentence", "tokens"], default="recursive")
     p.add_argument("--chunk-size", type=int, default=800, help="characters (tokens for --splitter tokens)")
     p.add_argument("--chunk-overlap", type=int, default=100)
+    p.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="keep the documents of files deleted from under the directories given (default: remove them)",
+    )
     p.add_argument("--workers", type=int, default=None, help="threads for loading and splitting")
     p.add_argument("--embed-batch", type=int, default=32)
     p.add_argument("--embed-concurrency", type=int, default=None)
