@@ -156,10 +156,7 @@ impl ParseJob {
         let token = cancel.clone();
         let live = Live::new();
         drop(handle.spawn_blocking(move || {
-            // Declared in this order so that `live` drops first: once the consumer sees the
-            // channel disconnected, the job no longer counts as live.
-            let sender = sender;
-            let live = live;
+            let (sender, live) = (sender, live);
             let mut at = from;
             while at < chunks.len() && !token.is_cancelled() {
                 let end = chunks.len().min(at + PART);
@@ -170,6 +167,8 @@ impl ParseJob {
                 }
                 at = end;
             }
+            // In this order: once the consumer sees the channel disconnected, the job no longer
+            // counts as live.
             drop(live);
             drop(sender);
         }));
@@ -180,7 +179,7 @@ impl ParseJob {
         })
     }
 
-    /// The next part; `None` once the worker has ended. WorkerStats with the GIL released, running
+    /// The next part; `None` once the worker has ended. Waits with the GIL released, running
     /// signal handlers every [`POLL_INTERVAL`] on the main thread.
     ///
     /// # Errors
