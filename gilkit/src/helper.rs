@@ -1,10 +1,10 @@
-//! Helper threads for the interruptible forms: [`join`] runs work that borrows from the caller's
-//! stack on a pooled thread while the caller waits, and returns only once the work is done.
+//! gilkit's helper threads: [`join`] runs work that borrows from the caller's stack on a pooled
+//! thread while the caller waits, and returns only once the work is done. The interruptible forms
+//! run their work there (so that the main thread stays free for signal handlers), and CPU batches
+//! their extra workers.
 //!
 //! # Why a pool
-//! [`crate::detach_interruptible`] on Python's main thread moves the work to another thread, so that
-//! the main thread stays free to run signal handlers. Spawning (and joining) a thread per call costs
-//! ~40 µs here, more than many calls' work; handing the work to an idle helper costs a channel send
+//! Spawning (and joining) a thread per call costs ~40 µs here, more than many calls' work; handing the work to an idle helper costs a channel send
 //! and a wake-up. Helpers are started on demand (one per call in flight, so concurrent calls never
 //! queue behind each other), and a helper idle for [`IDLE_TIMEOUT`] exits. A wake-up costs tens of
 //! microseconds on a busy VM, so both sides first look for each other for up to [`SPIN_FOR`]
@@ -31,7 +31,9 @@
 //! thread that sees the pointer sees the whole pool. `idle` counts helpers waiting for work minus
 //! jobs on their way to them; it is only changed by read-modify-writes, whose single modification
 //! order is all the counting needs (`Relaxed`): the job itself, and everything it refers to, is
-//! handed over by the channel, which synchronises sender and receiver.
+//! handed over by the channel, which synchronises sender and receiver. The job's effects happen
+//! before [`join`] returns: the job stores its outcome under a mutex and then drops its completion
+//! sender, and the caller observes the disconnection under the channel's own lock.
 
 use std::io;
 use std::mem;
@@ -168,7 +170,7 @@ fn submit(job: Job) -> io::Result<()> {
     }
     let queue = pool.queue.clone();
     thread::Builder::new()
-        .name("gilkit-interruptible".into())
+        .name("gilkit-helper".into())
         .spawn(move || run_helper(pool, queue, job))
         .map(drop)
 }

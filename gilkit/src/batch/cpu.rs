@@ -1,13 +1,14 @@
-//! CPU mode: a fixed set of scoped threads (the caller's included) claims items from the
-//! [`Board`]'s cursor, runs them and writes each outcome into the item's slot.
+//! CPU mode: a fixed set of threads (the caller's and pooled helpers, see the `helper` module)
+//! claims items from the [`Board`]'s cursor, runs them and writes each outcome into the item's
+//! slot.
 //!
 //! A worker stops when the cursor runs out, or at its next item once the batch is stopped (deadline
 //! or cancellation); it never waits for work, so there is nothing to spin or park on. The calling
-//! thread, after its own share, blocks in the scope's join until the others are done.
+//! thread, after its own share, waits until the others are done (`helper::join` returns only
+//! then, also when unwinding, which is what lets the helpers borrow the items).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::core::Board;
@@ -15,6 +16,7 @@ use super::outcome::panic_message;
 use super::report::Latency;
 use super::{BatchOptions, BatchReport, BatchStats, Outcome, StopReason};
 use crate::CancelToken;
+use crate::helper;
 
 /// How often a worker publishes its finished-item count to [`Progress`](super::Progress).
 const PUBLISH_EVERY: Duration = Duration::from_millis(1);
@@ -90,27 +92,7 @@ where
         work: &work,
         stop: AtomicU8::new(RUNNING),
     };
-    let (latency, workers) = thread::scope(|scope| {
-        // If the OS refuses a thread, the batch runs on the ones it got (at least the caller).
-        let helpers: Vec<_> = (1..workers)
-            .filter_map(|n| {
-                thread::Builder::new()
-                    .name(format!("gilkit-batch-{n}"))
-                    .spawn_scoped(scope, || run.work(&board))
-                    .ok()
-            })
-            .collect();
-        let spawned = helpers.len() + 1;
-        let mut latency = run.work(&board);
-        for helper in helpers {
-            // `work` catches the items' panics; a panic here is a bug in gilkit: pass it on.
-            match helper.join() {
-                Ok(theirs) => latency.merge(&theirs),
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        }
-        (latency, spawned)
-    });
+    let (latency, workers) = run_workers(workers, &|| run.work(&board));
     let stopped = run.stopped();
     let outcomes: Vec<_> = board
         .into_slots()
@@ -123,6 +105,24 @@ where
         .collect();
     let stats = BatchStats::new(&outcomes, stopped, started.elapsed(), workers, &latency);
     BatchReport { outcomes, stats }
+}
+
+/// Runs `work` on `workers` threads, the caller's and pooled helpers (see the `helper` module),
+/// and returns their merged latencies and how many threads ran. If a helper cannot be started,
+/// the batch runs on the threads it got (at least the caller).
+fn run_workers(workers: usize, work: &(dyn Fn() -> Latency + Sync)) -> (Latency, usize) {
+    if workers <= 1 {
+        return (work(), 1);
+    }
+    match helper::join(work, |_| run_workers(workers - 1, work)) {
+        Ok((theirs, (mut latency, ran))) => {
+            // `work` catches the items' panics; a panic here is a bug in gilkit: pass it on.
+            let theirs = theirs.unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+            latency.merge(&theirs);
+            (latency, ran + 1)
+        }
+        Err(_) => (work(), 1),
+    }
 }
 
 impl<I, F> Run<'_, I, F> {

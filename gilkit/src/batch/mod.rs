@@ -3,7 +3,7 @@
 //!
 //! | work | function | runs on |
 //! |---|---|---|
-//! | CPU-bound, `Fn(&I) -> Result<T, E>` | [`run_cpu`], [`run_cpu_with_context`] | scoped threads, the caller's included |
+//! | CPU-bound, `Fn(&I) -> Result<T, E>` | [`run_cpu`], [`run_cpu_with_context`] | the caller's thread and pooled helpers |
 //! | I/O-bound, `FnMut(I) -> impl Future` | [`run_async`] | the task that awaits it, at most `max_concurrency` futures in flight |
 //! | either, from a `#[pyfunction]` / `#[pymethods]` with the GIL released, progress callback, Ctrl-C | [`run_cpu_from_python`], [`block_on_batch_from_python`] | as above |
 //! | a `concurrent.futures.Executor` for Python | [`Executor`], [`NativeFn`] | a pool of parked threads |
@@ -35,13 +35,15 @@
 //!
 //! # How it works
 //! **CPU mode.** `workers` threads (one per CPU by default, the calling thread being one of them,
-//! the rest `std::thread::scope` threads named `gilkit-batch-N`) share an atomic cursor over the
+//! the rest pooled helper threads, see below) share an atomic cursor over the
 //! input. A worker claims a run of indices with one `fetch_add` (long runs while much remains, single
 //! items at the end: guided self-scheduling, at most 64), runs each item under `catch_unwind` and
 //! writes its outcome straight into the item's result slot, which only the claimer of that index
 //! can write. No lock is taken on this path. Workers never wait for work: when the cursor is
-//! exhausted they exit, and the caller sleeps in the join until the last one does, so no thread
-//! spins. Between items a worker checks the token and the deadline; once either fires, every worker
+//! exhausted they return, and the caller sleeps until the last one has, so no thread spins. The
+//! helpers come from gilkit's small pool of helper threads (also used by
+//! [`crate::detach_interruptible`]): started on demand, kept for 10 s when idle, so a batch costs a
+//! few microseconds to start rather than a thread spawn per worker. Between items a worker checks the token and the deadline; once either fires, every worker
 //! stops at its next item, and the items that did not finish get `Cancelled` or `TimedOut`. The
 //! claim/complete core and its correctness argument are in `src/batch/README.md`.
 //!
@@ -57,7 +59,8 @@
 //!
 //! Inside: the cursor's `fetch_add` is `Relaxed` (uniqueness comes from the atomicity of
 //! read-modify-writes, not from ordering), and results travel from workers to the caller through
-//! the scoped threads' join, which synchronises. The stop code (deadline or cancelled, first one
+//! the helpers' completion signal (a channel disconnection observed under the channel's lock), which
+//! synchronises. The stop code (deadline or cancelled, first one
 //! wins by `compare_exchange`) and the progress counters carry no other data and are `Relaxed`.
 //! The cancellation token has its own `Acquire`/`Release` pair (see [`crate::CancelToken`]).
 //! The [`Executor`]'s idle-thread count is a `Relaxed` hint for starting threads; its tasks and
