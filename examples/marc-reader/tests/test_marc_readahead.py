@@ -40,7 +40,10 @@ def test_same_outcome_with_and_without_readahead(path: Path) -> None:
     assert on == off
     reader = gilkit_marc.MARCReader(data)
     assert reader.readahead
-    assert sum(1 for _ in reader) == len(on["items"])
+    with warnings.catch_warnings():
+        # Files with broken subfield codes warn as pymarc does; `outcome` compared the warnings.
+        warnings.simplefilter("ignore")
+        assert sum(1 for _ in reader) == len(on["items"])
 
 
 def test_readahead_matches_pymarc_and_uses_the_worker() -> None:
