@@ -8,8 +8,8 @@ Run from the repository root with the test extension built in release mode:
 Three sections, each printed as a Markdown table (medians over rounds, ratios side by side):
 
 1. wrapper: `nogil_plain_py` and `nogil_plain` (the attribute, with and without a `py`
-   parameter) against `hand_detach` (`py.detach` by hand), the same spin from Python, interleaved
-   call block by call block.
+   parameter) against `hand_detach` and `hand_detach_attach` (`py.detach` by hand, with and
+   without a `py` parameter), the same spin from Python, interleaved call block by call block.
 2. cost: the cost per call of a release through each form, measured in Rust (`release_cost_ns`),
    so Python's call overhead is left out: what call-site statistics add.
 3. adaptive: never / always / adaptive release for work from 0 to 5 ms, alone and beside a busy
@@ -41,23 +41,28 @@ def per_call_ns(fn: Callable[[int], int], arg: int, calls: int) -> float:
 def wrapper(rounds: int) -> None:
     print("## 1. `#[nogil]` wrapper vs hand-written `py.detach` (from Python)\n")
     print(
-        "`nogil_plain_py` takes a `py: Python<'_>` parameter, which the wrapper uses; `nogil_plain`"
-        " has none, so the wrapper gets the token from PyO3's `Python::attach` (thread-local reads).\n"
+        "Like for like: a function with a `py: Python<'_>` parameter (`hand_detach` against"
+        " `nogil_plain_py`, whose wrapper uses that parameter), and one without (`hand_detach_attach`,"
+        " which gets the token from `Python::attach` before `py.detach`, against `nogil_plain`, whose"
+        " wrapper does the same).\n"
     )
     print(
-        "| work per call | hand `py.detach` ns/call | `#[nogil]` with `py` ns/call | ratio (target <= 1.05)"
-        " | `#[nogil]` without `py` ns/call | ratio |"
+        "| work per call | with `py`: hand ns/call | `#[nogil]` ns/call | ratio (target <= 1.05)"
+        " | without `py`: hand ns/call | `#[nogil]` ns/call | ratio (target <= 1.05) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
+    subjects = [ext.hand_detach, ext.nogil_plain_py, ext.hand_detach_attach, ext.nogil_plain]
     for work_us, calls in [(0, 200_000), (10, 20_000), (100, 3_000), (1000, 300)]:
-        hand, with_py, without_py = [], [], []
+        samples: list[list[float]] = [[] for _ in subjects]
         for _ in range(rounds):
-            # Interleave so that all three see the same machine state.
-            hand.append(per_call_ns(ext.hand_detach, work_us, calls))
-            with_py.append(per_call_ns(ext.nogil_plain_py, work_us, calls))
-            without_py.append(per_call_ns(ext.nogil_plain, work_us, calls))
-        h, p, a = statistics.median(hand), statistics.median(with_py), statistics.median(without_py)
-        print(f"| {work_us} µs | {h:,.0f} | {p:,.0f} | {p / h:.3f}x | {a:,.0f} | {a / h:.3f}x |")
+            # Interleave so that all four see the same machine state.
+            for fn, times in zip(subjects, samples):
+                times.append(per_call_ns(fn, work_us, calls))
+        hand, attr, hand_attach, attr_attach = (statistics.median(t) for t in samples)
+        print(
+            f"| {work_us} µs | {hand:,.0f} | {attr:,.0f} | {attr / hand:.3f}x "
+            f"| {hand_attach:,.0f} | {attr_attach:,.0f} | {attr_attach / hand_attach:.3f}x |"
+        )
     print()
 
 

@@ -45,9 +45,11 @@
 //! So that the statistics can stay on for the tiniest calls, [`CallSite::detach`] times every
 //! call only while the work is long enough for ~20 ns not to matter (an average of at least
 //! [`TIME_EVERY_CALL_FROM`], 2 µs, where it is at most 1%); below that it times one call in
-//! [`SAMPLE_EVERY`] (16), the first one included, and the released and re-acquire times it
-//! reports are the sampled times scaled up to all released calls (`timed_calls` in the
-//! statistics says how many were measured). The adaptive forms time every call (the policy needs
+//! [`SAMPLE_EVERY`] (16), the first one included, and each timed call stands for the untimed
+//! ones before it: its durations are added once for each. The released and re-acquire times of
+//! such a call site are estimates, exact in their count of calls and never decreasing, so the
+//! difference of two snapshots means what it says (the untimed calls since the last timed one are
+//! added with the next timed one; `timed_calls` in the statistics says how many were measured). The adaptive forms time every call (the policy needs
 //! each duration), and so do the interruptible and async forms, whose own cost dwarfs the clock.
 //! Registration is a one-time lock. Measured figures are in `benches/results/nogil.md`.
 //!
@@ -144,9 +146,12 @@ pub struct CallSite {
     held: AtomicU64,
     /// Released calls whose durations were measured (all but the unsampled plain ones).
     timed: AtomicU64,
-    /// Sum over the timed released calls.
+    /// Plain released calls not timed since the last timed one: the next timed call stands for
+    /// them too.
+    untimed: AtomicU64,
+    /// Sum over the released calls, each timed call counted for the untimed ones it stands for.
     released_ns: AtomicU64,
-    /// Sum over the timed released calls.
+    /// As `released_ns`.
     reacquire_ns: AtomicU64,
     held_ns: AtomicU64,
     adaptive_calls: AtomicU64,
@@ -178,6 +183,7 @@ impl CallSite {
             calls: AtomicU64::new(0),
             held: AtomicU64::new(0),
             timed: AtomicU64::new(0),
+            untimed: AtomicU64::new(0),
             released_ns: AtomicU64::new(0),
             reacquire_ns: AtomicU64::new(0),
             held_ns: AtomicU64::new(0),
@@ -231,6 +237,7 @@ impl CallSite {
             update_average(&self.average_ns, work.as_nanos() as f64);
             value
         } else {
+            add(&self.untimed, 1);
             py.detach(f)
         }
     }
@@ -293,30 +300,21 @@ impl CallSite {
 
     /// A snapshot of this call site's statistics.
     ///
-    /// Released and re-acquire times are the measured ones scaled up to all released calls when
-    /// some were not timed (see [Cost](self#cost)).
+    /// Released and re-acquire times are estimates where some calls were not timed (see
+    /// [Cost](self#cost)).
     pub fn stats(&self) -> CallSiteStats {
         let average = load_f64(&self.average_ns);
         let calls = self.calls.load(Relaxed);
-        let released = calls.saturating_sub(self.held.load(Relaxed));
-        let timed = self.timed.load(Relaxed);
-        let scale = |total_ns: u64| -> Duration {
-            if timed == 0 || timed >= released {
-                Duration::from_nanos(total_ns)
-            } else {
-                Duration::from_nanos((total_ns as f64 * released as f64 / timed as f64) as u64)
-            }
-        };
         CallSiteStats {
             name: self.name,
             module: self.module,
             file: self.file,
             line: self.line,
             calls,
-            released,
-            timed_calls: timed,
-            released_time: scale(self.released_ns.load(Relaxed)),
-            reacquire_time: scale(self.reacquire_ns.load(Relaxed)),
+            released: calls.saturating_sub(self.held.load(Relaxed)),
+            timed_calls: self.timed.load(Relaxed),
+            released_time: Duration::from_nanos(self.released_ns.load(Relaxed)),
+            reacquire_time: Duration::from_nanos(self.reacquire_ns.load(Relaxed)),
             held_time: Duration::from_nanos(self.held_ns.load(Relaxed)),
             adaptive_calls: self.adaptive_calls.load(Relaxed),
             adaptive_released: self.adaptive_released.load(Relaxed),
@@ -393,11 +391,13 @@ impl CallSite {
         });
         let back = Instant::now();
         let work = done.saturating_duration_since(start);
+        // This call and the untimed ones it stands for.
+        let weight = 1 + take(&self.untimed);
         add(&self.timed, 1);
-        add(&self.released_ns, nanos(work));
+        add(&self.released_ns, nanos(work).saturating_mul(weight));
         add(
             &self.reacquire_ns,
-            nanos(back.saturating_duration_since(done)),
+            nanos(back.saturating_duration_since(done)).saturating_mul(weight),
         );
         (value, work)
     }
@@ -497,8 +497,8 @@ pub struct CallSiteStats {
     pub calls: u64,
     /// Calls that released the GIL.
     pub released: u64,
-    /// Released calls whose durations were measured; the times below are scaled up from them
-    /// when this is less than `released` (see [Cost](self#cost)).
+    /// Released calls whose durations were measured; where this is less than `released`, each
+    /// stands for the untimed calls before it in the times below (see [Cost](self#cost)).
     pub timed_calls: u64,
     /// Time the work ran with the GIL released.
     pub released_time: Duration,
@@ -643,6 +643,21 @@ fn add(counter: &AtomicU64, n: u64) -> u64 {
     }
 }
 
+/// Takes a counter's value, leaving 0; same reasoning as [`add`].
+#[inline]
+fn take(counter: &AtomicU64) -> u64 {
+    #[cfg(not(Py_GIL_DISABLED))]
+    {
+        let old = counter.load(Relaxed);
+        counter.store(0, Relaxed);
+        old
+    }
+    #[cfg(Py_GIL_DISABLED)]
+    {
+        counter.swap(0, Relaxed)
+    }
+}
+
 #[inline]
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -712,16 +727,23 @@ mod tests {
     }
 
     #[test]
-    fn released_time_is_scaled_up_from_the_timed_calls() {
-        static SITE: CallSite = CallSite::new("scaled", module_path!(), file!(), line!());
-        // As if 32 calls had been made and 2 of them timed, 100 ns each.
-        SITE.calls.store(32, Relaxed);
-        SITE.timed.store(2, Relaxed);
-        SITE.released_ns.store(200, Relaxed);
-        SITE.reacquire_ns.store(20, Relaxed);
-        let s = SITE.stats();
-        assert_eq!(s.released_time, Duration::from_nanos(3_200));
-        assert_eq!(s.reacquire_time, Duration::from_nanos(320));
+    fn a_timed_call_stands_for_the_untimed_ones_and_totals_never_decrease() {
+        static SITE: CallSite = CallSite::new("stands-for", module_path!(), file!(), line!());
+        Python::attach(|py| {
+            for _ in 0..100 {
+                SITE.detach(py, || std::hint::black_box(1));
+            }
+            let tiny = SITE.stats();
+            // The work changes: 20 calls of 100 µs. The first of them that is timed stands for
+            // those before it, and from then on every call is timed (the average passes 2 µs).
+            for _ in 0..20 {
+                SITE.detach(py, || spin(Duration::from_micros(100)));
+            }
+            let long = SITE.stats();
+            assert!(long.released_time >= tiny.released_time + Duration::from_micros(2_000));
+            assert!(long.reacquire_time >= tiny.reacquire_time);
+            assert!(long.timed_calls - tiny.timed_calls >= 8, "{long:?}");
+        });
     }
 
     #[test]

@@ -201,6 +201,13 @@ fn hand_detach(py: Python<'_>, micros: u64) -> u64 {
     py.detach(|| spin_for(Duration::from_micros(micros)))
 }
 
+/// Benchmark baseline: `hand_detach` in a function without a `py` parameter, which has to get the
+/// token from `Python::attach`, as `nogil_plain`'s wrapper does.
+#[pyfunction]
+fn hand_detach_attach(micros: u64) -> u64 {
+    Python::attach(|py| py.detach(|| spin_for(Duration::from_micros(micros))))
+}
+
 /// Benchmark subject: `hand_detach` written with the attribute.
 #[gilkit::nogil]
 #[pyfunction]
@@ -304,6 +311,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nogil_async, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_async_forever, m)?)?;
     m.add_function(wrap_pyfunction!(hand_detach, m)?)?;
+    m.add_function(wrap_pyfunction!(hand_detach_attach, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_plain, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_plain_py, m)?)?;
     m.add_function(wrap_pyfunction!(release_cost_ns, m)?)?;
