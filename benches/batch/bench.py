@@ -224,7 +224,7 @@ def main() -> None:
 
     if SMALL:
         say(f"\nA whole call on a 16-item batch (Rust, all CPUs): `run_cpu` {SMALL['small_batch_gilkit'] * 1e6:.1f} µs "
-            f"(it starts its worker threads per call), rayon {SMALL['small_batch_rayon'] * 1e6:.1f} µs (a pool already running).")
+            f"(its workers come from gilkit's helper pool; before 2026-11-21 10:10 UTC it spawned them per call: 64 µs), rayon {SMALL['small_batch_rayon'] * 1e6:.1f} µs (a pool already running).")
 
     say("\n## 2. 2,000 items of 1 ms CPU work\n")
     say("A fixed number of multiply-adds per item, calibrated to 1 ms on an idle core; paired rounds "
