@@ -1,8 +1,11 @@
 """Parsing ahead (``readahead=True``, the default): same records, errors and positions as parsing
-on the calling thread, and no worker left running when a reader is dropped or closed.
+on the calling thread, the caller never waiting for a part no worker has started, and no worker
+left running when a reader is dropped or closed.
 
 The worker takes part only in batches of more than 64 records, so the inputs here are the sample
-files repeated until they are that long.
+files repeated until they are that long. A test hook makes workers idle (claim nothing) or lagging
+(hold the one part they claim until the caller has claimed every other), so what the caller does
+when the worker is slow is checked without relying on timing.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import gc
 import os
 import random
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pymarc
 import pytest
@@ -21,6 +26,17 @@ import gilkit_marc
 from gilkit_marc import _native
 
 BIG = DATA / "mrrc" / "10k_records.mrc"
+SetMode = Callable[[Literal["normal", "idle", "lagging"]], None]
+# Parts of 64 records after the first 64 of each batch of 1024, for `BIG`'s 10,000 records:
+# 9 batches of 15 parts, and 784 records (12 parts).
+BIG_PARTS = 9 * 15 + 12
+
+
+@pytest.fixture
+def worker_mode() -> Iterator[SetMode]:
+    """Sets how parse workers behave for the rest of the test ("normal" again afterwards)."""
+    yield _native._set_parse_worker_mode
+    _native._set_parse_worker_mode("normal")
 
 
 def repeated(path: Path, records: int = 300) -> bytes:
@@ -123,12 +139,18 @@ def test_reader_dropped_or_closed_mid_batch_leaves_no_worker() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_fork_mid_batch_child_reads_the_rest() -> None:
+@pytest.mark.parametrize(("mode", "before"), [("normal", 70), ("lagging", 10)])
+def test_fork_mid_batch_child_reads_the_rest(
+    worker_mode: SetMode, mode: Literal["normal", "lagging"], before: int
+) -> None:
+    """The child has no worker: it parses the rest itself, including a part the worker had claimed
+    (a lagging worker holds one from the start of each batch)."""
     # Bytes, not a path: a forked child shares the parent's file offsets.
     data = BIG.read_bytes()
     expected = sum(1 for _ in gilkit_marc.MARCReader(data, readahead=False))
+    worker_mode(mode)
     reader = gilkit_marc.MARCReader(data)
-    first = sum(1 for _ in zip(range(70), reader))
+    first = sum(1 for _ in zip(range(before), reader))
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
@@ -142,3 +164,80 @@ def test_fork_mid_batch_child_reads_the_rest() -> None:
         assert int(fh.read()) == expected
     assert os.waitstatus_to_exitcode(status) == 0
     assert first + sum(1 for _ in reader) == expected
+
+
+def read_counting(data: bytes) -> tuple[int, dict[str, float]]:
+    reader = gilkit_marc.MARCReader(data)
+    return sum(1 for _ in reader), reader.stats()
+
+
+def read_big_with_workers(worker_mode: SetMode, mode: Literal["idle", "lagging"]) -> dict[str, float]:
+    """Reads `BIG` with workers in `mode`: the same outcome as without read-ahead; the stats."""
+    data = BIG.read_bytes()
+    expected = outcome(gilkit_marc.MARCReader, data, readahead=False)
+    worker_mode(mode)
+    assert outcome(gilkit_marc.MARCReader, data) == expected
+    n, stats = read_counting(data)
+    assert n == 10_000
+    return stats
+
+
+def test_every_part_is_parsed_once_by_someone() -> None:
+    n, stats = read_counting(BIG.read_bytes())
+    assert n == 10_000
+    assert stats["parse_jobs"] == 10
+    assert stats["parts_parsed_ahead"] + stats["parts_parsed_inline"] == BIG_PARTS
+
+
+def test_caller_parses_what_no_worker_started(worker_mode: SetMode) -> None:
+    """With workers that never claim a part, the caller parses every part itself and never waits."""
+    stats = read_big_with_workers(worker_mode, "idle")
+    assert stats["parse_jobs"] == 10
+    assert stats["parts_parsed_ahead"] == 0
+    assert stats["parts_parsed_inline"] == BIG_PARTS
+    assert stats["parse_waits"] == 0
+    assert stats["parse_wait_seconds"] == 0.0
+    assert _native._parse_jobs_running() == 0
+
+
+def test_caller_waits_only_for_the_part_the_worker_holds(worker_mode: SetMode) -> None:
+    """A worker that sits on the part it claimed: the caller parses every other part meanwhile and
+    waits at most once a batch, for that part alone."""
+    stats = read_big_with_workers(worker_mode, "lagging")
+    data = BIG.read_bytes()
+    assert stats["parts_parsed_ahead"] <= stats["parse_jobs"] == 10
+    assert stats["parts_parsed_inline"] == BIG_PARTS - stats["parts_parsed_ahead"]
+    assert stats["parse_waits"] <= stats["parts_parsed_ahead"]
+    # Also with options changed mid-batch (the worker is stopped and another started).
+    def toggling(reader: gilkit_marc.MARCReader) -> list[bytes]:
+        items = []
+        for i, record in enumerate(reader):
+            items.append(record.as_marc())  # type: ignore[union-attr]
+            if i % 500 == 100:
+                reader.force_utf8 = not reader.force_utf8
+        return items
+
+    assert toggling(gilkit_marc.MARCReader(data)) == toggling(gilkit_marc.MARCReader(data, readahead=False))
+    expected_marc = [r.as_marc() for r in pymarc.MARCReader(data)]  # type: ignore[union-attr]
+    for permissive in (False, True):
+        assert [r.as_marc() for r in gilkit_marc.read_all(data, permissive=permissive)] == expected_marc  # type: ignore[union-attr]
+    assert _native._parse_jobs_running() == 0
+
+
+@pytest.mark.parametrize("mode", ["idle", "lagging"])
+def test_slow_workers_are_stopped_by_drop_and_close(worker_mode: SetMode, mode: Literal["idle", "lagging"]) -> None:
+    worker_mode(mode)
+    for end in ("drop", "close"):
+        reader = gilkit_marc.MARCReader(BIG)
+        for _ in range(10):
+            next(reader)
+        if end == "close":
+            reader.close()
+        del reader
+        gc.collect()
+        assert _native._parse_jobs_running() == 0
+
+
+def test_unknown_worker_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="'normal', 'idle' or 'lagging'"):
+        _native._set_parse_worker_mode("fast")  # type: ignore[arg-type]

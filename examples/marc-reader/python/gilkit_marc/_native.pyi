@@ -1,14 +1,14 @@
 """Type stub for the Rust extension ``gilkit_marc._native`` (see ``src/python/``)."""
 
 from os import PathLike
-from typing import Any, BinaryIO, final, overload
+from typing import Any, BinaryIO, Literal, final, overload
 
 from typing_extensions import Self, disjoint_base
 
 from .field import Field
 from .record import LazyRecord, Record
 
-__all__ = ["MARCReader", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "as_marc", "decode_into", "marc8_decode", "read_all"]
+__all__ = ["MARCReader", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "_set_parse_worker_mode", "as_marc", "decode_into", "marc8_decode", "read_all"]
 
 _Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -94,3 +94,4 @@ def decode_into(
 ) -> bool: ...
 def as_marc(record: Record) -> bytes | None: ...
 def _parse_jobs_running() -> int: ...
+def _set_parse_worker_mode(mode: Literal["normal", "idle", "lagging"]) -> None: ...

@@ -87,6 +87,30 @@ fn _parse_jobs_running() -> usize {
     ahead::live_jobs()
 }
 
+/// Makes the parse workers started from now on claim nothing (`"idle"`), hold their first part
+/// until the caller has claimed every other (`"lagging"`), or work normally (`"normal"`): a test
+/// hook (beyond pymarc) to check that readers parse on their own thread whatever the worker does.
+/// Holds the GIL.
+///
+/// # Errors
+///
+/// `ValueError` for another mode.
+#[pyfunction]
+fn _set_parse_worker_mode(mode: &str) -> PyResult<()> {
+    let mode = match mode {
+        "normal" => ahead::WorkerMode::Normal,
+        "idle" => ahead::WorkerMode::Idle,
+        "lagging" => ahead::WorkerMode::Lagging,
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown parse worker mode {mode:?}: use 'normal', 'idle' or 'lagging'"
+            )));
+        }
+    };
+    ahead::set_worker_mode(mode);
+    Ok(())
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -98,5 +122,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(as_marc, m)?)?;
     m.add_function(wrap_pyfunction!(_parse_jobs_running, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_parse_worker_mode, m)?)?;
     Ok(())
 }

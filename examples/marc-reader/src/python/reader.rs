@@ -5,7 +5,8 @@
 //! Per batch (one GIL release) it frames records with [`MarcFraming`] (pymarc's rules,
 //! [`crate::frame`]), copies them into one buffer and runs [`parse_chunk`] (Rust parser,
 //! [`crate::parse`]) on all of them, or with `readahead` on the first few only, a worker parsing
-//! the rest while records are built ([`super::ahead`]). Each `__next__` then builds one record's
+//! the rest ahead of the records being built, and this thread parsing whatever the worker has not
+//! started when it gets there ([`super::ahead`]). Each `__next__` then builds one record's
 //! Python objects with the GIL held ([`super::build`]; with `lazy_fields`, a `LazyRecord` whose
 //! fields are built on first use, [`super::lazy`]); a record the Rust parser refused goes to the
 //! Python decoder (the `Record` class), which gives pymarc's record, warning or exception.
@@ -217,8 +218,9 @@ pub(crate) fn frame_error(py: Python<'_>, e: FrameError) -> PyErr {
 /// `Record`s, or `None` for a record that could not be read, with `current_exception` and
 /// `current_chunk` telling why, as in pymarc 5. Each reader is for one thread at a time; use one
 /// reader per thread to read files in parallel (reading and framing release the GIL once per
-/// batch). With `readahead` (the default) a worker parses each batch while the caller builds the
-/// records already parsed (see [`super::ahead`]).
+/// batch). With `readahead` (the default) a worker parses each batch ahead of the caller, who
+/// builds the records already parsed and parses what the worker has not started (see
+/// [`super::ahead`]).
 #[pyclass(module = "gilkit_marc", name = "MARCReader", subclass)]
 pub(crate) struct MarcReader {
     reader: RecordReader<MarcFraming>,
@@ -318,7 +320,8 @@ impl MarcReader {
     /// The next record, `None` for a record that could not be read; `StopIteration` at the end.
     ///
     /// Releases the GIL once per batch of records (to read a path, frame them, and parse the
-    /// first few; the worker parses the rest), and while waiting for the worker; holds it to read
+    /// first few; the worker parses the rest), to parse parts the worker has not started, and
+    /// while waiting for the worker to finish one it has; holds it to read
     /// a Python file object and to build each record's Python objects.
     ///
     /// # Errors
@@ -389,9 +392,10 @@ impl MarcReader {
     /// What the reader did so far (beyond pymarc): `python_calls` into the file object,
     /// `gil_releases`, `batches`, `records`, `bytes_read`, `released_seconds` spent with the
     /// GIL released reading paths, framing and parsing (all parsing without `readahead`, the first
-    /// records of each batch with it), and `parse_waits` / `parse_wait_seconds`: how often and how
-    /// long `__next__` waited for the worker (GIL released), `parse_jobs` how many it started.
-    /// Holds the GIL.
+    /// records of each batch with it), `parse_jobs`: how many workers it started, `parts_parsed_ahead`
+    /// / `parts_parsed_inline`: how many parts of 64 records after each batch's first the worker
+    /// and this thread parsed, and `parse_waits` / `parse_wait_seconds`: how often and how long
+    /// `__next__` waited for the worker (GIL released). Holds the GIL.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = self.reader.stats();
         let dict = PyDict::new(py);
@@ -402,6 +406,8 @@ impl MarcReader {
         dict.set_item("bytes_read", stats.bytes_read)?;
         dict.set_item("released_seconds", stats.released.as_secs_f64())?;
         dict.set_item("parse_jobs", self.worker_stats.jobs)?;
+        dict.set_item("parts_parsed_ahead", self.worker_stats.parts_ahead)?;
+        dict.set_item("parts_parsed_inline", self.worker_stats.parts_inline)?;
         dict.set_item("parse_waits", self.worker_stats.waits)?;
         dict.set_item("parse_wait_seconds", self.worker_stats.waited.as_secs_f64())?;
         Ok(dict)
