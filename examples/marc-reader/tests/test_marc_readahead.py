@@ -32,6 +32,15 @@ SetMode = Callable[[Literal["normal", "idle", "lagging"]], None]
 BIG_PARTS = 9 * 15 + 12
 
 
+@pytest.fixture(autouse=True)
+def many_cores() -> Iterator[None]:
+    """Read-ahead starts a worker only if a core is spare: let every test here have one, on any
+    machine (the policy itself is tested with a set number of cores)."""
+    _native._set_parse_cores(64)
+    yield
+    _native._set_parse_cores(0)
+
+
 @pytest.fixture
 def worker_mode() -> Iterator[SetMode]:
     """Sets how parse workers behave for the rest of the test ("normal" again afterwards)."""
@@ -241,3 +250,28 @@ def test_slow_workers_are_stopped_by_drop_and_close(worker_mode: SetMode, mode: 
 def test_unknown_worker_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="'normal', 'idle' or 'lagging'"):
         _native._set_parse_worker_mode("fast")  # type: ignore[arg-type]
+
+
+def test_no_worker_without_a_spare_core() -> None:
+    """Two cores: a reader reading alone gets a worker; while two read, a new batch gets none and
+    is read exactly as without read-ahead (its tail parsed in the batch's GIL release)."""
+    _native._set_parse_cores(2)
+    data = BIG.read_bytes()
+    alone = gilkit_marc.MARCReader(data)
+    assert sum(1 for _ in alone) == 10_000
+    assert (alone.stats()["parse_jobs"], alone.stats()["parse_jobs_skipped"]) == (10, 0)
+
+    first, second = gilkit_marc.MARCReader(data), gilkit_marc.MARCReader(data)
+    next(first)  # `first` is reading (and its worker may still be running)
+    assert [r.as_marc() for r in second] == [r.as_marc() for r in gilkit_marc.MARCReader(data, readahead=False)]  # type: ignore[union-attr]
+    stats = second.stats()
+    assert (stats["parse_jobs"], stats["parse_jobs_skipped"]) == (0, 10)
+    assert stats["parts_parsed_inline"] == stats["parts_parsed_ahead"] == 0
+    assert stats["gil_releases"] == 10
+    # `first` reads alone again once `second` has ended.
+    assert sum(1 for _ in first) == 9_999
+    assert first.stats()["parse_jobs"] + first.stats()["parse_jobs_skipped"] == 10
+    assert first.stats()["parse_jobs"] >= 9
+    del first, second
+    gc.collect()
+    assert _native._parse_jobs_running() == 0

@@ -23,6 +23,12 @@
 //! parsing; when building is dearer, the worker keeps ahead and the caller never parses. Either way
 //! one thread's time per batch is at most what it is without the worker.
 //!
+//! A worker needs a core of its own to gain anything: on a busy machine it only adds thread
+//! switches and moves parsed records between cores' caches. So a batch gets a worker only when
+//! the readers reading in this process (this one included, each keeping a thread busy) and the
+//! workers running leave a core spare ([`spare_core`]): one reader on two cores gets one, two
+//! readers on two cores get none and read exactly as without read-ahead.
+//!
 //! Nothing is read ahead of the consumer: the source is read at the same points as without the
 //! worker (when the previous batch is used up), so errors, the file object's position and what a
 //! slow stream delivers when are unchanged; only parsing moves. Memory stays one batch.
@@ -48,16 +54,17 @@
 //! value, and the caller then waits for the channel to disconnect, which orders everything the
 //! worker did before the caller goes on.
 //!
-//! `LIVE_JOBS` is a statistic read by tests; its updates are ordered with the job's end by the
-//! channel (the count is decremented before the worker drops its sender, and the consumer waits
-//! for the sender to go), so `Relaxed` suffices. `WORKER_MODE`, a test hook, is read once per job
+//! `LIVE_JOBS` is a statistic read by tests and by [`spare_core`]; its updates are ordered with the
+//! job's end by the channel (the count is decremented before the worker drops its sender, and the
+//! consumer waits for the sender to go), so `Relaxed` suffices. `READING` and `LIVE_JOBS` only
+//! inform [`spare_core`]'s guess, which a stale value makes no less safe: `Relaxed`. `WORKER_MODE`, a test hook, is read once per job
 //! and carries no data.
 
 use std::any::Any;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -81,6 +88,47 @@ static LIVE_JOBS: AtomicUsize = AtomicUsize::new(0);
 /// Parse jobs running now (started and not yet ended); tests check that it returns to 0.
 pub(crate) fn live_jobs() -> usize {
     LIVE_JOBS.load(Ordering::Relaxed)
+}
+
+/// Readers reading (between their first batch and their end), in this process.
+static READING: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of cores, if a test set it (0: ask the system).
+static CORES_FOR_TESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes [`spare_core`] assume `cores` cores (0: as many as the system gives this process); a
+/// test hook.
+pub(crate) fn set_cores(cores: usize) {
+    CORES_FOR_TESTS.store(cores, Ordering::Relaxed);
+}
+
+/// Whether a new worker would have a core to itself: the readers reading (each keeps a thread
+/// busy, the caller's included) and the workers running are fewer than the cores this process
+/// may use.
+pub(crate) fn spare_core() -> bool {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = match CORES_FOR_TESTS.load(Ordering::Relaxed) {
+        0 => *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n => n,
+    };
+    READING.load(Ordering::Relaxed) + LIVE_JOBS.load(Ordering::Relaxed) < cores
+}
+
+/// Counts a reader as reading while it lives (for [`spare_core`]): held by a reader from its
+/// first batch until its end.
+pub(crate) struct Reading;
+
+impl Reading {
+    pub(crate) fn new() -> Self {
+        READING.fetch_add(1, Ordering::Relaxed);
+        Reading
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        READING.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How workers behave, for tests that must make them slow without relying on timing.
@@ -157,6 +205,8 @@ impl Chunks {
 pub(crate) struct WorkerStats {
     /// Workers started.
     pub(crate) jobs: u64,
+    /// Batches read without read-ahead because no core was spare ([`spare_core`]).
+    pub(crate) jobs_skipped: u64,
     /// Parts parsed by the worker and handed out.
     pub(crate) parts_ahead: u64,
     /// Parts parsed on the calling thread because no worker had started them.

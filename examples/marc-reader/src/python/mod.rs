@@ -111,6 +111,13 @@ fn _set_parse_worker_mode(mode: &str) -> PyResult<()> {
     Ok(())
 }
 
+/// Makes read-ahead assume `cores` cores when deciding whether a batch gets a worker (0: as many
+/// as the system gives this process): a test hook (beyond pymarc). Holds the GIL.
+#[pyfunction]
+fn _set_parse_cores(cores: usize) {
+    ahead::set_cores(cores);
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -123,5 +130,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(as_marc, m)?)?;
     m.add_function(wrap_pyfunction!(_parse_jobs_running, m)?)?;
     m.add_function(wrap_pyfunction!(_set_parse_worker_mode, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_parse_cores, m)?)?;
     Ok(())
 }

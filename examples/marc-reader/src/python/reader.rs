@@ -25,7 +25,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use std::sync::Arc;
 
-use super::ahead::{Chunks, PART, Pipeline, WorkerStats};
+use super::ahead::{Chunks, PART, Pipeline, Reading, WorkerStats, spare_core};
 use super::build::{Builder, write_messages};
 use crate::frame::{Frame, FrameError, next_frame};
 use crate::parse::{self, FileEncoding, Utf8Handling};
@@ -255,6 +255,8 @@ pub(crate) struct MarcReader {
     current_exception: Option<Py<PyAny>>,
     /// WorkerStats for the worker.
     worker_stats: WorkerStats,
+    /// Counts this reader as reading (read-ahead's core budget), from its first batch to its end.
+    reading: Option<Reading>,
     fatal: bool,
     closed: bool,
 }
@@ -308,6 +310,7 @@ impl MarcReader {
             current_chunk: None,
             current_exception: None,
             worker_stats: WorkerStats::default(),
+            reading: None,
             fatal: false,
             closed: false,
         })
@@ -356,6 +359,9 @@ impl MarcReader {
             .expect("a batch that is not done has a next record");
         let chunks = self.pipeline.chunks().clone();
         self.fatal = matches!(outcome, Outcome::Broken(_));
+        if self.fatal {
+            self.reading = None;
+        }
         let result = self.batch.0.build(
             py,
             &self.batch.1,
@@ -392,7 +398,8 @@ impl MarcReader {
     /// What the reader did so far (beyond pymarc): `python_calls` into the file object,
     /// `gil_releases`, `batches`, `records`, `bytes_read`, `released_seconds` spent with the
     /// GIL released reading paths, framing and parsing (all parsing without `readahead`, the first
-    /// records of each batch with it), `parse_jobs`: how many workers it started, `parts_parsed_ahead`
+    /// records of each batch with it), `parse_jobs`: how many workers it started,
+    /// `parse_jobs_skipped`: how many batches got none because no core was spare, `parts_parsed_ahead`
     /// / `parts_parsed_inline`: how many parts of 64 records after each batch's first the worker
     /// and this thread parsed, and `parse_waits` / `parse_wait_seconds`: how often and how long
     /// `__next__` waited for the worker (GIL released). Holds the GIL.
@@ -406,6 +413,7 @@ impl MarcReader {
         dict.set_item("bytes_read", stats.bytes_read)?;
         dict.set_item("released_seconds", stats.released.as_secs_f64())?;
         dict.set_item("parse_jobs", self.worker_stats.jobs)?;
+        dict.set_item("parse_jobs_skipped", self.worker_stats.jobs_skipped)?;
         dict.set_item("parts_parsed_ahead", self.worker_stats.parts_ahead)?;
         dict.set_item("parts_parsed_inline", self.worker_stats.parts_inline)?;
         dict.set_item("parse_waits", self.worker_stats.waits)?;
@@ -418,6 +426,7 @@ impl MarcReader {
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         self.closed = true;
         self.pipeline = Pipeline::empty(self.batch.1);
+        self.reading = None;
         let handle = self.file_handle.bind(py);
         if handle.hasattr("close")? {
             handle.call_method0("close")?;
@@ -432,7 +441,9 @@ impl MarcReader {
     /// end of the data.
     fn read_batch(&mut self, py: Python<'_>) -> PyResult<bool> {
         let opts = self.batch.1;
-        let ahead = self.readahead;
+        self.reading.get_or_insert_with(Reading::new);
+        // Without a spare core for a worker, read exactly as without read-ahead.
+        let ahead = self.readahead && spare_core();
         // Reusing the last batch's buffer saves growing a fresh one (and its page faults).
         let mut chunks = std::mem::replace(&mut self.pipeline, Pipeline::empty(opts)).into_buffer();
         let parsed = self.reader.next_batch(py, |chunk| {
@@ -440,8 +451,12 @@ impl MarcReader {
             (!ahead || chunks.len() <= PART).then(|| parse_chunk(chunk, &opts))
         })?;
         let Some(parsed) = parsed else {
+            self.reading = None;
             return Ok(false);
         };
+        if self.readahead && !ahead && chunks.len() > PART {
+            self.worker_stats.jobs_skipped += 1;
+        }
         let parsed = parsed.into_iter().map_while(|outcome| outcome).collect();
         self.pipeline = Pipeline::new(chunks, parsed, opts, ahead, &mut self.worker_stats);
         Ok(true)
@@ -511,7 +526,8 @@ pub(crate) fn read_all<'py>(
     }
     let threads = threads.max(1);
     let mut worker_stats = WorkerStats::default();
-    let mut pipeline = if threads > 1 || !readahead {
+    let _reading = Reading::new();
+    let mut pipeline = if threads > 1 || !readahead || !spare_core() {
         let parsed = gilkit::detach_interruptible(py, |token| {
             parse_all(&chunks, &parse_opts, threads, token)
         })?;
