@@ -3,9 +3,11 @@
 Reading: records/s for reading a file and fully iterating fields (tag, data or every subfield's
 code and value). Writing: records/s for MARCWriter.write of already-read records to a BytesIO.
 Threads: 2 threads, each reading its own copy of the file, vs one thread reading both copies.
-Also: gilkit_marc with read-ahead parsing on and off; the ceiling the benchmark's own Python loop
-puts on 2-thread scaling; writing with 2 threads; and a "few fields" workload that looks up 245
-and 650 in each record. Medians over --rounds rounds. Usage:
+Also: reading records only (counting them, as mrrc's threading benchmarks do) on one and two
+threads, gilkit_marc eager and lazy with read-ahead on and off; gilkit_marc with read-ahead
+parsing on and off; the ceiling the benchmark's own Python loop puts on 2-thread scaling;
+writing with 2 threads; and a "few fields" workload that looks up 245 and 650 in each record.
+Medians over --rounds rounds. Usage:
 
     python benches/marc/bench_marc.py [--rounds 5] [--big]
 
@@ -61,6 +63,14 @@ def iterate_mrrc(reader: object) -> int:
     return n
 
 
+def count_records(reader: object) -> int:
+    """The "records only" workload, as mrrc's own threading benchmarks measure: count, touch no field."""
+    n = 0
+    for _ in reader:  # type: ignore[attr-defined]
+        n += 1
+    return n
+
+
 def lookup_few(reader: object) -> int:
     """The "few fields" workload: title and subjects of each record (same API in all three)."""
     n = 0
@@ -85,6 +95,17 @@ LOOKUPS = {
     "mrrc": lambda p: lookup_few(mrrc.MARCReader(open(p, "rb"))),
     "gilkit_marc": lambda p: lookup_few(gilkit_marc.MARCReader(open(p, "rb"))),
     "gilkit_marc lazy": lambda p: lookup_few(gilkit_marc.MARCReader(open(p, "rb"), lazy_fields=True)),
+}
+
+COUNTS = {
+    "pymarc": lambda p: count_records(pymarc.MARCReader(open(p, "rb"))),
+    "mrrc": lambda p: count_records(mrrc.MARCReader(open(p, "rb"))),
+    "gilkit_marc": lambda p: count_records(gilkit_marc.MARCReader(open(p, "rb"))),
+    "gilkit_marc readahead=False": lambda p: count_records(gilkit_marc.MARCReader(open(p, "rb"), readahead=False)),
+    "gilkit_marc lazy": lambda p: count_records(gilkit_marc.MARCReader(open(p, "rb"), lazy_fields=True)),
+    "gilkit_marc lazy readahead=False": lambda p: count_records(
+        gilkit_marc.MARCReader(open(p, "rb"), lazy_fields=True, readahead=False)
+    ),
 }
 
 # Every record of a file in a list, per library (records kept: for writing, and "into a list").
@@ -128,6 +149,21 @@ def in_threads(fn: Callable[[Path], object], paths: list[Path]) -> None:
         t.join()
 
 
+def one_copy(fns: Mapping[str, Callable[[Path], object]], path: Path) -> dict[str, Callable[[], object]]:
+    """Each function reading `path` once."""
+    return {name: functools.partial(fn, path) for name, fn in fns.items()}
+
+
+def two_copies(fns: Mapping[str, Callable[[Path], object]], path: Path) -> dict[str, Callable[[], object]]:
+    """For each function, "<name> serial" (one thread reading two copies of `path` in turn) and
+    "<name> threads" (two threads reading one copy each)."""
+    runs: dict[str, Callable[[], object]] = {}
+    for name, fn in fns.items():
+        runs[f"{name} serial"] = functools.partial(serially, fn, [path, path])
+        runs[f"{name} threads"] = functools.partial(in_threads, fn, [path, path])
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -150,7 +186,7 @@ def main() -> None:
     for path in files:
         n = READERS["gilkit_marc"](path)
         rounds = min(args.rounds, 3) if path.stat().st_size > 10_000_000 else args.rounds
-        t = interleaved({name: functools.partial(fn, path) for name, fn in READERS.items()}, rounds)
+        t = interleaved(one_copy(READERS, path), rounds)
         rate = {k: n / v for k, v in t.items()}
         print(
             f"| {path.name} | {n} | {rate['pymarc']:,.0f} | {rate['mrrc']:,.0f} | {rate['gilkit_marc']:,.0f} "
@@ -162,7 +198,7 @@ def main() -> None:
     print("| file | pymarc ms | mrrc ms | gilkit_marc ms | vs pymarc | vs mrrc |")
     print("|---|---:|---:|---:|---:|---:|")
     for path in files[:2]:
-        fns = {name: functools.partial(fn, path) for name, fn in READERS.items()}
+        fns = one_copy(READERS, path)
         t = interleaved(fns, args.rounds, clock=time.process_time)
         print(
             f"| {path.name} | {t['pymarc'] * 1e3:.0f} | {t['mrrc'] * 1e3:.0f} | {t['gilkit_marc'] * 1e3:.1f} "
@@ -191,16 +227,32 @@ def main() -> None:
     print("| file | pymarc 2T rec/s | mrrc 2T rec/s | gilkit_marc 2T rec/s | pymarc speed-up | mrrc speed-up | gilkit_marc speed-up |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for path in files[:2]:
-        copies = [path, path]
         n = 2 * READERS["gilkit_marc"](path)
-        runs: dict[str, Callable[[], object]] = {}
-        for name, fn in READERS.items():
-            runs[f"{name} serial"] = functools.partial(serially, fn, copies)
-            runs[f"{name} threads"] = functools.partial(in_threads, fn, copies)
-        t = interleaved(runs, args.rounds)
+        t = interleaved(two_copies(READERS, path), args.rounds)
         rates = [f"{n / t[f'{name} threads']:,.0f}" for name in READERS]
         ups = [f"{t[f'{name} serial'] / t[f'{name} threads']:.2f}x" for name in READERS]
         print(f"| {path.name} | " + " | ".join(rates + ups) + " |")
+
+    print(
+        """
+## Reading records only (as mrrc's own threading benchmarks measure: count the records, touch no field)
+
+One thread reading the file; two threads each reading its own copy, and their speed-up over
+one thread reading both copies in turn. `lazy`: `lazy_fields=True`. Read-ahead (the default)
+starts a worker only while a core is spare, so with two readers on two cores it mostly reads
+as `readahead=False` does.
+
+| file | library | 1T rec/s | 2T rec/s | 2T speed-up | 1T vs mrrc |
+|---|---|---:|---:|---:|---:|"""
+    )
+    for path in files[:2]:
+        n = COUNTS["gilkit_marc"](path)
+        one, two = (interleaved(runs, args.rounds) for runs in (one_copy(COUNTS, path), two_copies(COUNTS, path)))
+        for name in COUNTS:
+            print(
+                f"| {path.name} | {name} | {n / one[name]:,.0f} | {2 * n / two[f'{name} threads']:,.0f} "
+                f"| {two[f'{name} serial'] / two[f'{name} threads']:.2f}x | {one['mrrc'] / one[name]:.2f}x |"
+            )
 
     print("\n## gilkit_marc read-ahead parsing on and off (fully iterating fields)\n")
     print("One thread: records/s and CPU ms of the process (the worker's included). Two threads: each")
@@ -209,13 +261,9 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for path in files[:2]:
         n = READERS["gilkit_marc"](path)
-        one = interleaved({k: functools.partial(fn, path) for k, fn in READAHEAD.items()}, args.rounds)
-        cpu = interleaved({k: functools.partial(fn, path) for k, fn in READAHEAD.items()}, args.rounds, time.process_time)
-        runs = {}
-        for k, fn in READAHEAD.items():
-            runs[f"{k} serial"] = functools.partial(serially, fn, [path, path])
-            runs[f"{k} threads"] = functools.partial(in_threads, fn, [path, path])
-        two = interleaved(runs, args.rounds)
+        one = interleaved(one_copy(READAHEAD, path), args.rounds)
+        cpu = interleaved(one_copy(READAHEAD, path), args.rounds, time.process_time)
+        two = interleaved(two_copies(READAHEAD, path), args.rounds)
         for k in READAHEAD:
             print(
                 f"| {path.name} | {k} | {n / one[k]:,.0f} | {cpu[k] * 1e3:.1f} | {2 * n / two[f'{k} threads']:,.0f} "
@@ -272,12 +320,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path in files[:2]:
         n = LOOKUPS["gilkit_marc"](path)
-        t = interleaved({name: functools.partial(fn, path) for name, fn in LOOKUPS.items()}, args.rounds)
-        runs = {}
-        for name, fn in LOOKUPS.items():
-            runs[f"{name} serial"] = functools.partial(serially, fn, [path, path])
-            runs[f"{name} threads"] = functools.partial(in_threads, fn, [path, path])
-        two = interleaved(runs, args.rounds)
+        t = interleaved(one_copy(LOOKUPS, path), args.rounds)
+        two = interleaved(two_copies(LOOKUPS, path), args.rounds)
         rates = [f"{n / t[name]:,.0f}" for name in LOOKUPS]
         ups = [f"{two[f'{name} serial'] / two[f'{name} threads']:.2f}x" for name in LOOKUPS]
         print(

@@ -1,10 +1,10 @@
 """Readers: ``MARCReader`` (Rust), ``JSONReader``, ``map_records``, and the batch helpers.
 
 ``MARCReader`` is implemented in Rust (``_native.MARCReader``): it reads large chunks and frames
-a batch of records with the GIL released, parses them (by default on a worker thread, while the
-records already parsed are built: ``readahead=True``), and builds each record's Python objects
-when iterated. Behaviour is pymarc 5's: a record that cannot be read yields ``None`` and sets
-``current_exception`` and ``current_chunk``.
+a batch of records with the GIL released, parses them (by default partly on a worker thread,
+ahead of the records being built, when a core is spare: ``readahead=True``), and builds each
+record's Python objects when iterated. Behaviour is pymarc 5's: a record that cannot be read
+yields ``None`` and sets ``current_exception`` and ``current_chunk``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def read_all(
     """Reads every record of ``target`` (path, bytes or binary file) into a list.
 
     Parsing runs with the GIL released: on ``threads`` threads before any record is built when
-    ``threads > 1``; else on a worker thread while the records are built (``readahead=True``) or
-    on the calling thread first (``readahead=False``). With ``lazy_fields=True`` each record's
+    ``threads > 1``; else partly on a worker thread ahead of the records being built, if a core is
+    spare (``readahead=True``), or on the calling thread first (``readahead=False``). With ``lazy_fields=True`` each record's
     fields are built when first used (see ``MARCReader``). Strict by default: the first record pymarc
     could not read raises its exception; with ``permissive=True`` it is ``None`` in the list
     instead (as ``MARCReader`` yields it).

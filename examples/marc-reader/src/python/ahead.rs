@@ -21,7 +21,10 @@
 //! the worker is in the middle of, once nothing else is left to parse: when building records is
 //! cheaper than parsing them (counting records, `lazy_fields`), the two threads simply share the
 //! parsing; when building is dearer, the worker keeps ahead and the caller never parses. Either way
-//! one thread's time per batch is at most what it is without the worker.
+//! the caller does no more work than without the worker, but for a claim and a channel receive per
+//! part, and never waits while something is left to parse. Parsed records are allocated on the
+//! worker and freed on the caller, which the extension's allocator (mimalloc, `src/lib.rs`) does
+//! without the lock glibc's malloc takes.
 //!
 //! A worker needs a core of its own to gain anything: on a busy machine it only adds thread
 //! switches and moves parsed records between cores' caches. So a batch gets a worker only when
@@ -57,8 +60,9 @@
 //! `LIVE_JOBS` is a statistic read by tests and by [`spare_core`]; its updates are ordered with the
 //! job's end by the channel (the count is decremented before the worker drops its sender, and the
 //! consumer waits for the sender to go), so `Relaxed` suffices. `READING` and `LIVE_JOBS` only
-//! inform [`spare_core`]'s guess, which a stale value makes no less safe: `Relaxed`. `WORKER_MODE`, a test hook, is read once per job
-//! and carries no data.
+//! inform [`spare_core`]'s guess, which a stale value makes no less correct: `Relaxed`. The test
+//! hooks (`WORKER_MODE`, `CORES_FOR_TESTS`, and the lagging worker's plain load of the cursor)
+//! carry no data and are `Relaxed` too.
 
 use std::any::Any;
 use std::ops::Range;
