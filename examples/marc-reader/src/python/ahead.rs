@@ -30,7 +30,9 @@
 //! switches and moves parsed records between cores' caches. So a batch gets a worker only when
 //! the readers reading in this process (this one included, each keeping a thread busy) and the
 //! workers running leave a core spare ([`spare_core`]): one reader on two cores gets one, two
-//! readers on two cores get none and read exactly as without read-ahead.
+//! readers on two cores get none and read exactly as without read-ahead. A worker whose core is
+//! taken by a reader starting meanwhile stops claiming parts ([`worker_fits`]); its caller, on
+//! finding it gone, parses the rest of the batch in one GIL release.
 //!
 //! Nothing is read ahead of the consumer: the source is read at the same points as without the
 //! worker (when the previous batch is used up), so errors, the file object's position and what a
@@ -110,12 +112,26 @@ pub(crate) fn set_cores(cores: usize) {
 /// busy, the caller's included) and the workers running are fewer than the cores this process
 /// may use.
 pub(crate) fn spare_core() -> bool {
+    busy_threads() < cores()
+}
+
+/// Whether a running worker still has a core to itself (it counts among the busy threads): if a
+/// reader started since, it stops claiming parts and leaves the rest to its caller.
+fn worker_fits() -> bool {
+    busy_threads() <= cores()
+}
+
+fn busy_threads() -> usize {
+    READING.load(Ordering::Relaxed) + LIVE_JOBS.load(Ordering::Relaxed)
+}
+
+/// The cores this process may use (affinity, cgroup quota), or what a test set.
+fn cores() -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
-    let cores = match CORES_FOR_TESTS.load(Ordering::Relaxed) {
+    match CORES_FOR_TESTS.load(Ordering::Relaxed) {
         0 => *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         n => n,
-    };
-    READING.load(Ordering::Relaxed) + LIVE_JOBS.load(Ordering::Relaxed) < cores
+    }
 }
 
 /// Counts a reader as reading while it lives (for [`spare_core`]): held by a reader from its
@@ -346,13 +362,17 @@ impl ParseJob {
 }
 
 /// The worker's loop: claims the next part, parses it and sends it, until every part is claimed,
-/// the caller is gone or the parser panics (the panic is sent on).
+/// the caller is gone, the parser panics (the panic is sent on), or another reader has taken
+/// the core the worker was using ([`worker_fits`]).
 fn work(claims: &Claims, sender: &Sender<(usize, Part)>) {
     let mode = worker_mode();
     if mode == WorkerMode::Idle {
         return;
     }
-    while let Some(part) = claims.claim_next() {
+    while worker_fits() {
+        let Some(part) = claims.claim_next() else {
+            return;
+        };
         if mode == WorkerMode::Lagging {
             while !claims.all_claimed() {
                 std::thread::sleep(Duration::from_micros(100));
@@ -533,6 +553,20 @@ impl Tail {
     }
 }
 
+/// Stores what the worker has sent; whether it has ended (sent everything it will).
+fn worker_gone(job: &ParseJob, done: &mut [Option<Parsed>], stats: &mut WorkerStats) -> bool {
+    loop {
+        match job.parts.try_recv() {
+            Ok((p, parsed)) => {
+                store(done, p, parsed);
+                stats.parts_ahead += 1;
+            }
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+}
+
 /// [`Tail::obtain`]'s work with the GIL released: fills `done[part]` if it can, counting in
 /// `stats` the parts parsed here and received; returns how it ended and whether it waited.
 fn fetch(
@@ -545,6 +579,13 @@ fn fetch(
     if claims.claim(part) {
         done[part] = Some(Ok(claims.parse(part)));
         stats.parts_inline += 1;
+        if worker_gone(job, done, stats) {
+            // It stopped early (a reader started elsewhere): parse the rest in this GIL release.
+            while let Some(p) = claims.claim_next() {
+                done[p] = Some(Ok(claims.parse(p)));
+                stats.parts_inline += 1;
+            }
+        }
         return (Fetched::Ready, false);
     }
     // The worker has `part`: parse later parts meanwhile.
@@ -623,10 +664,15 @@ impl Pipeline {
         }
     }
 
-    /// The chunks' buffer, emptied, for the next batch (a fresh one if still shared); stops the
-    /// worker first.
-    pub(crate) fn into_buffer(self) -> Chunks {
-        let Pipeline { chunks, tail, .. } = self;
+    /// The chunks' buffer, emptied, for the next batch (a fresh one if still shared), once every
+    /// record is handed out; ends the worker first (GIL released if it has not yet returned).
+    pub(crate) fn into_buffer(self, py: Python<'_>) -> Chunks {
+        let Pipeline {
+            chunks, mut tail, ..
+        } = self;
+        if let Some(job) = tail.job.take() {
+            job.finish(py);
+        }
         drop(tail);
         match Arc::try_unwrap(chunks) {
             Ok(mut chunks) => {

@@ -442,10 +442,12 @@ impl MarcReader {
     fn read_batch(&mut self, py: Python<'_>) -> PyResult<bool> {
         let opts = self.batch.1;
         self.reading.get_or_insert_with(Reading::new);
+        // Reusing the last batch's buffer saves growing a fresh one (and its page faults). Its
+        // worker ends first, so that it is not counted as busy below.
+        let mut chunks =
+            std::mem::replace(&mut self.pipeline, Pipeline::empty(opts)).into_buffer(py);
         // Without a spare core for a worker, read exactly as without read-ahead.
         let ahead = self.readahead && spare_core();
-        // Reusing the last batch's buffer saves growing a fresh one (and its page faults).
-        let mut chunks = std::mem::replace(&mut self.pipeline, Pipeline::empty(opts)).into_buffer();
         let parsed = self.reader.next_batch(py, |chunk| {
             chunks.push(chunk);
             (!ahead || chunks.len() <= PART).then(|| parse_chunk(chunk, &opts))
