@@ -14,7 +14,7 @@
 //! # What it costs
 //! On the main thread (or when a poll hook is set) the work moves to a helper thread, taken from a
 //! small pool that starts one on demand and lets it go after 10 s idle (see the `helper` module):
-//! ~6 µs a call from Python instead of ~45 µs for a thread spawned and joined per call (see
+//! ~1 µs a call from Python instead of 43 µs for a thread spawned and joined per call (see
 //! `benches/results/release.md`). Elsewhere no signal can be delivered to
 //! the caller, so the work runs inline, exactly like [`detach`]. [`detach_interruptible_owned`]
 //! still starts a thread per call: work it abandons after an interrupt keeps that thread.
