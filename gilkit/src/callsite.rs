@@ -373,7 +373,7 @@ impl CallSite {
         let start = Instant::now();
         let result = run();
         add(&self.timed, 1);
-        add(&self.released_ns, nanos(start.elapsed()));
+        add(&self.released_ns, nanos(work_between(start, Instant::now())));
         result
     }
 
@@ -390,7 +390,7 @@ impl CallSite {
             (value, Instant::now())
         });
         let back = Instant::now();
-        let work = done.saturating_duration_since(start);
+        let work = work_between(start, done);
         // This call and the untimed ones it stands for.
         let weight = 1 + take(&self.untimed);
         add(&self.timed, 1);
@@ -409,7 +409,7 @@ impl CallSite {
         add(&self.held, 1);
         let start = Instant::now();
         let value = f();
-        let work = start.elapsed();
+        let work = work_between(start, Instant::now());
         add(&self.held_ns, nanos(work));
         (value, work)
     }
@@ -469,7 +469,10 @@ impl CallSite {
         } else {
             Ok(self.run_held(|| f(&crate::CancelToken::new())).0)
         };
-        update_average(&self.average_ns, start.elapsed().as_nanos() as f64);
+        update_average(
+            &self.average_ns,
+            work_between(start, Instant::now()).as_nanos() as f64,
+        );
         result
     }
 }
@@ -658,6 +661,21 @@ fn take(counter: &AtomicU64) -> u64 {
     }
 }
 
+/// The duration of work between two clock readings.
+///
+/// Every duration the policy and the statistics depend on goes through here, so that unit tests
+/// can substitute a fixed one (`tests::with_work_taking`): a verdict about sampling or the
+/// adaptive policy must not depend on how long the work took on a shared machine (a thread
+/// descheduled for a moment makes a 100 ns call "take" milliseconds).
+#[inline]
+fn work_between(start: Instant, end: Instant) -> Duration {
+    #[cfg(test)]
+    if let Some(fixed) = tests::FIXED_WORK.get() {
+        return fixed;
+    }
+    end.saturating_duration_since(start)
+}
+
 #[inline]
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -683,7 +701,27 @@ fn update_average(cell: &AtomicU64, sample: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::thread;
+
+    thread_local! {
+        /// When set, [`work_between`] returns this instead of reading the clock (this thread only).
+        pub(super) static FIXED_WORK: Cell<Option<Duration>> = const { Cell::new(None) };
+    }
+
+    /// Runs `f` with every piece of work on this thread measured as `work`, so that the policy's
+    /// decisions and the sampled totals are exact, whatever the machine is doing meanwhile.
+    pub(super) fn with_work_taking<R>(work: Duration, f: impl FnOnce() -> R) -> R {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                FIXED_WORK.set(None);
+            }
+        }
+        FIXED_WORK.set(Some(work));
+        let _reset = Reset;
+        f()
+    }
 
     fn spin(d: Duration) {
         let end = Instant::now() + d;
@@ -714,35 +752,50 @@ mod tests {
     #[test]
     fn tiny_released_calls_are_counted_exactly_and_timed_one_in_sample_every() {
         static SITE: CallSite = CallSite::new("tiny-released", module_path!(), file!(), line!());
-        Python::attach(|py| {
-            for i in 0..100u64 {
-                assert_eq!(SITE.detach(py, || std::hint::black_box(i)), i);
-            }
+        with_work_taking(Duration::from_nanos(100), || {
+            Python::attach(|py| {
+                for i in 0..100u64 {
+                    assert_eq!(SITE.detach(py, || std::hint::black_box(i)), i);
+                }
+            })
         });
         let s = SITE.stats();
         assert_eq!((s.calls, s.released), (100, 100));
         // Calls 0, 16, ..., 96 were timed (the work is far below TIME_EVERY_CALL_FROM).
         assert_eq!(s.timed_calls, 100u64.div_ceil(SAMPLE_EVERY));
-        assert!(s.average_work.unwrap() < TIME_EVERY_CALL_FROM, "{s:?}");
+        assert_eq!(s.average_work, Some(Duration::from_nanos(100)));
+        // Call 0 stands for itself, each later timed call for itself and the 15 before it; the
+        // 3 calls after call 96 wait for the next timed call.
+        assert_eq!(s.released_time, Duration::from_nanos(100 * (1 + 6 * 16)));
     }
 
     #[test]
     fn a_timed_call_stands_for_the_untimed_ones_and_totals_never_decrease() {
         static SITE: CallSite = CallSite::new("stands-for", module_path!(), file!(), line!());
         Python::attach(|py| {
-            for _ in 0..100 {
-                SITE.detach(py, || std::hint::black_box(1));
-            }
+            with_work_taking(Duration::from_nanos(100), || {
+                for _ in 0..100 {
+                    SITE.detach(py, || std::hint::black_box(1));
+                }
+            });
             let tiny = SITE.stats();
-            // The work changes: 20 calls of 100 µs. The first of them that is timed stands for
-            // those before it, and from then on every call is timed (the average passes 2 µs).
-            for _ in 0..20 {
-                SITE.detach(py, || spin(Duration::from_micros(100)));
-            }
+            assert_eq!(tiny.released_time, Duration::from_nanos(100 * (1 + 6 * 16)));
+            // The work changes: 20 calls of 100 µs (calls 100 to 119). Call 112 is the first
+            // one timed; it stands for itself and the 15 untimed calls before it (97 to 111).
+            // Its sample lifts the average past TIME_EVERY_CALL_FROM, so calls 113 to 119 are
+            // all timed.
+            with_work_taking(Duration::from_micros(100), || {
+                for _ in 0..20 {
+                    SITE.detach(py, || std::hint::black_box(1));
+                }
+            });
             let long = SITE.stats();
-            assert!(long.released_time >= tiny.released_time + Duration::from_micros(2_000));
+            assert_eq!(long.timed_calls - tiny.timed_calls, 1 + 7, "{long:?}");
+            assert_eq!(
+                long.released_time - tiny.released_time,
+                Duration::from_micros(100 * (16 + 7))
+            );
             assert!(long.reacquire_time >= tiny.reacquire_time);
-            assert!(long.timed_calls - tiny.timed_calls >= 8, "{long:?}");
         });
     }
 
@@ -761,8 +814,6 @@ mod tests {
         assert_eq!((s.calls, s.released, s.adaptive_released), (2, 1, 1));
     }
 
-    // The thresholds leave a wide margin, so that the thread being descheduled in the middle of
-    // a measurement (the machine is shared) cannot flip a decision.
     #[test]
     fn adaptive_holds_short_work_and_releases_long_work() {
         static SHORT: CallSite = CallSite::new("short", module_path!(), file!(), line!())
@@ -771,17 +822,38 @@ mod tests {
             .with_threshold(Duration::from_micros(200));
         Python::attach(|py| {
             for _ in 0..20 {
-                SHORT.detach_adaptive(py, || std::hint::black_box(1 + 1));
-                LONG.detach_adaptive(py, || spin(Duration::from_millis(1)));
+                with_work_taking(Duration::from_micros(1), || {
+                    SHORT.detach_adaptive(py, || std::hint::black_box(1 + 1))
+                });
+                with_work_taking(Duration::from_millis(1), || {
+                    LONG.detach_adaptive(py, || std::hint::black_box(1 + 1))
+                });
             }
         });
         let short = SHORT.stats();
         assert_eq!((short.adaptive_calls, short.adaptive_released), (20, 1));
         assert_eq!(short.released, 1);
-        assert!(short.held_time > Duration::ZERO);
+        assert_eq!(short.held_time, Duration::from_micros(19));
         let long = LONG.stats();
         assert_eq!((long.adaptive_calls, long.adaptive_released), (20, 20));
-        assert!(long.average_work.unwrap() >= Duration::from_millis(1));
+        assert_eq!(long.average_work, Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn adaptive_measures_real_work() {
+        // The one adaptive test on the real clock: a lower bound, which holds however loaded the
+        // machine is (the clock is the same one `spin` reads).
+        static SITE: CallSite = CallSite::new("adaptive-real", module_path!(), file!(), line!())
+            .with_threshold(Duration::from_micros(200));
+        Python::attach(|py| {
+            for _ in 0..3 {
+                SITE.detach_adaptive(py, || spin(Duration::from_millis(1)));
+            }
+        });
+        let s = SITE.stats();
+        assert_eq!((s.adaptive_calls, s.adaptive_released), (3, 3));
+        assert!(s.average_work.unwrap() >= Duration::from_millis(1), "{s:?}");
+        assert!(s.released_time >= Duration::from_millis(3), "{s:?}");
     }
 
     #[test]
@@ -789,16 +861,22 @@ mod tests {
         static SITE: CallSite = CallSite::new("sized", module_path!(), file!(), line!())
             .with_threshold(Duration::from_millis(10));
         Python::attach(|py| {
-            // Learn ~10 µs per unit.
-            for _ in 0..20 {
-                SITE.detach_adaptive_sized(py, 10, || spin(Duration::from_micros(100)));
-            }
+            // Learn 10 µs per unit: 100 µs calls of 10 units (the first sample sets the average).
+            with_work_taking(Duration::from_micros(100), || {
+                for _ in 0..20 {
+                    SITE.detach_adaptive_sized(py, 10, || ());
+                }
+            });
             let before = SITE.stats().adaptive_released;
-            // 2 units predict ~20 µs: held.
-            SITE.detach_adaptive_sized(py, 2, || spin(Duration::from_micros(20)));
+            // 2 units predict 20 µs: held.
+            with_work_taking(Duration::from_micros(20), || {
+                SITE.detach_adaptive_sized(py, 2, || ())
+            });
             assert_eq!(SITE.stats().adaptive_released, before);
             // 100 000 units predict ~1 s: released (the work itself is short; the estimate moves).
-            SITE.detach_adaptive_sized(py, 100_000, || spin(Duration::from_micros(20)));
+            with_work_taking(Duration::from_micros(20), || {
+                SITE.detach_adaptive_sized(py, 100_000, || ())
+            });
             assert_eq!(SITE.stats().adaptive_released, before + 1);
         });
     }
@@ -810,11 +888,13 @@ mod tests {
                 .with_threshold(Duration::from_secs(1));
         static ASYNC: CallSite = CallSite::new("async", module_path!(), file!(), line!());
         Python::attach(|py| {
-            for _ in 0..5 {
-                let not_cancelled =
-                    HELD.detach_interruptible_adaptive(py, |token| !token.is_cancelled());
-                assert!(not_cancelled.unwrap());
-            }
+            with_work_taking(Duration::from_micros(1), || {
+                for _ in 0..5 {
+                    let not_cancelled =
+                        HELD.detach_interruptible_adaptive(py, |token| !token.is_cancelled());
+                    assert!(not_cancelled.unwrap());
+                }
+            });
             assert_eq!(ASYNC.block_on(py, async { 7 }).unwrap(), 7);
         });
         let held = HELD.stats();
