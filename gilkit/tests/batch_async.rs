@@ -151,22 +151,22 @@ fn the_deadline_keeps_finished_results_and_drops_in_flight_futures() {
     let counter = InFlight::default();
     let options = BatchOptions {
         max_concurrency: Some(8),
-        deadline: Some(Instant::now() + Duration::from_millis(100)),
+        deadline: Some(Instant::now() + Duration::from_millis(500)),
         ..BatchOptions::default()
     };
     let items: Vec<u64> = (0..200).collect();
-    let started = Instant::now();
     let report = runtime().block_on(batch::run_async(items, &options, |i| {
         let counter = &counter;
         async move {
             let mut guard = Guard::new(counter);
-            let ms = if i % 2 == 0 { 10 } else { 10_000 };
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            // Even items finish at once; odd ones would sleep for two minutes.
+            if i % 2 == 1 {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
             guard.finished = true;
             Ok::<_, ()>(i)
         }
     }));
-    assert!(started.elapsed() < Duration::from_secs(2));
     let stats = &report.stats;
     assert_eq!(stats.stopped, Some(StopReason::Deadline));
     assert!(stats.succeeded >= 1, "{stats:?}");
@@ -174,7 +174,8 @@ fn the_deadline_keeps_finished_results_and_drops_in_flight_futures() {
     for (i, outcome) in report.outcomes.iter().enumerate() {
         assert!(matches!(outcome, Outcome::Ok(v) if *v == i as u64) || outcome.is_timed_out());
     }
-    // The window filled with 10 s sleepers; the deadline dropped all of them.
+    // The window filled with sleepers; the deadline dropped all of them (had the executor waited
+    // for them, the test would not end, and they would have finished).
     assert_eq!(counter.now.load(Ordering::SeqCst), 0);
     assert_eq!(counter.dropped_unfinished.load(Ordering::SeqCst), 8);
 }
@@ -183,13 +184,18 @@ fn the_deadline_keeps_finished_results_and_drops_in_flight_futures() {
 fn an_item_over_its_timeout_is_timed_out_and_the_others_are_not() {
     let options = BatchOptions {
         max_concurrency: Some(4),
-        item_timeout: Some(Duration::from_millis(50)),
+        item_timeout: Some(Duration::from_secs(1)),
         ..BatchOptions::default()
     };
     let items: Vec<u64> = (0..20).collect();
+    // The slow items would sleep far past the timeout; the others only yield once, so only a
+    // runtime stalled for a whole second could time one of them out.
     let report = runtime().block_on(batch::run_async(items, &options, |i| async move {
-        let ms = if i % 5 == 2 { 5_000 } else { 1 };
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if i % 5 == 2 {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
         Ok::<_, ()>(i)
     }));
     for (i, outcome) in report.outcomes.iter().enumerate() {
@@ -212,31 +218,23 @@ fn cancellation_drops_in_flight_futures_and_keeps_what_finished() {
         ..BatchOptions::default()
     };
     let items: Vec<u64> = (0..1_000).collect();
-    let rt = runtime();
-    let canceller = {
-        let token = token.clone();
-        rt.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(60)).await;
-            token.cancel();
-        })
-    };
-    let started = Instant::now();
-    let report = rt.block_on(batch::run_async(items, &options, |i| {
-        let counter = &counter;
+    let report = runtime().block_on(batch::run_async(items, &options, |i| {
+        let (counter, token) = (&counter, &token);
         async move {
             let mut guard = Guard::new(counter);
+            if i == 100 {
+                // Claimed once 91 items have finished, with the window of 10 full.
+                token.cancel();
+            }
             tokio::time::sleep(Duration::from_millis(5 + mix(i) % 10)).await;
             guard.finished = true;
             Ok::<_, ()>(i)
         }
     }));
-    let elapsed = started.elapsed();
-    rt.block_on(canceller).unwrap();
-    // A full run would take ~1 s; the bound is loose for a loaded machine.
-    assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
     let stats = &report.stats;
     assert_eq!(stats.stopped, Some(StopReason::Cancelled));
-    assert!(stats.succeeded > 0 && stats.cancelled > 500, "{stats:?}");
+    // At least the 91 that finished before item 100 was claimed; at most those claimed before it.
+    assert!((91..=109).contains(&stats.succeeded), "{stats:?}");
     assert_eq!(stats.succeeded + stats.cancelled, 1_000);
     assert_eq!(counter.now.load(Ordering::SeqCst), 0);
     // The window was full when the token fired: its futures were dropped unfinished. (One may be

@@ -311,7 +311,7 @@ fn in_a_forked_child_submit_fails_at_once_instead_of_waiting_forever() {
                 .unwrap();
             // Bounded, so a regression fails (exit code 2) instead of hanging the parent's waitpid.
             let outcome = child_runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), batcher.submit(2)).await
+                tokio::time::timeout(Duration::from_secs(60), batcher.submit(2)).await
             });
             match outcome {
                 Ok(Err(BatchError::Forked)) => 0,
