@@ -19,6 +19,16 @@ from hypothesis import strategies as st
 from sigint import interrupt_after_ready
 from tqdm import tqdm
 
+
+def wait_until(condition, guard: float = 60.0) -> None:
+    """Waits for `condition()` to hold; fails only if it never does (a hang guard, not a timing
+    assertion)."""
+    give_up = time.monotonic() + guard
+    while not condition():
+        assert time.monotonic() < give_up, f"{condition} never held"
+        time.sleep(0.001)
+
+
 PanicException = type(ext.batch_square([1], panic_at={0})[0][0])
 
 
@@ -122,7 +132,9 @@ def test_the_deadline_keeps_finished_results():
 
 
 def test_the_item_timeout_cancels_slow_futures_only():
-    results, stats = ext.batch_sleep_async([1, 5_000, 2, 5_000, 3], max_concurrency=5, item_timeout=0.05)
+    # The timeout is far above the fast items (a runtime stalled for a second could not time them
+    # out) and far below the slow ones.
+    results, stats = ext.batch_sleep_async([1, 60_000, 2, 60_000, 3], max_concurrency=5, item_timeout=1.0)
     assert results[0::2] == [1, 2, 3]
     assert all(isinstance(r, TimeoutError) for r in results[1::2])
     assert stats["stopped"] is None and stats["timed_out"] == 2
@@ -167,8 +179,8 @@ def test_ctrl_c_stops_the_batch_and_raises_with_what_finished(code):
     _, _, total, done, cancelled, stopped = line.split()
     assert int(total) == int(done) + int(cancelled) and stopped == "cancelled"
     assert int(done) > 0 and int(cancelled) > 0
-    # Generous bound for a loaded machine; the ~100 ms figure is measured in benches/batch.
-    assert delay < 5.0, f"KeyboardInterrupt took {delay:.2f} s"
+    # No bound on `delay`: the cancelled items prove the batch stopped early; the latency (~100 ms)
+    # is measured in benches/batch.
 
 
 # --- the Executor ------------------------------------------------------------------------------
@@ -229,7 +241,7 @@ def test_native_fn_called_directly_releases_the_gil_and_checks_arguments():
 def test_shutdown_cancels_pending_futures_and_refuses_new_work():
     ex = ext.Executor(max_workers=1)
     first = ex.submit(ext.native_sleep, 200, 1)
-    time.sleep(0.05)  # let the only thread start it
+    wait_until(first.running)  # the only thread has started it
     pending = [ex.submit(ext.native_sleep, 200, i) for i in range(10)]
     ex.shutdown(wait=True, cancel_futures=True)
     assert first.result() == 1
@@ -241,24 +253,25 @@ def test_shutdown_cancels_pending_futures_and_refuses_new_work():
 
 
 def test_tasks_submitted_back_to_back_run_at_the_same_time():
-    # Regression: two quick submissions must not both count on one idle thread.
+    # Regression: two quick submissions must not both count on one idle thread. Each task waits
+    # at a barrier for the other: only tasks running at the same time get through (run one after
+    # the other, the first one's wait times out and breaks the barrier).
     with ext.Executor(max_workers=2) as ex:
         for _ in range(3):
-            futures = [ex.submit(ext.native_sleep, 600, i) for i in range(2)]
-            deadline = time.monotonic() + 0.5
-            while not all(f.running() or f.done() for f in futures) and time.monotonic() < deadline:
-                time.sleep(0.005)
-            assert all(f.running() for f in futures), "the second task waited for the first"
-            assert [f.result() for f in futures] == [0, 1]
+            barrier = threading.Barrier(2, timeout=60)
+            futures = [ex.submit(barrier.wait) for _ in range(2)]
+            assert sorted(f.result() for f in futures) == [0, 1], "the second task waited for the first"
 
 
 def test_a_future_cancelled_before_it_runs_is_skipped():
     with ext.Executor(max_workers=1) as ex:
-        blocker = ex.submit(ext.native_sleep, 100, 0)
-        time.sleep(0.02)
+        # The only thread is held until the queued future has been cancelled.
+        release = threading.Event()
+        blocker = ex.submit(release.wait, 60)
         queued = ex.submit(ext.native_sleep, 100, 1)
         assert queued.cancel()
-        assert blocker.result() == 0
+        release.set()
+        assert blocker.result() is True
         assert queued.cancelled()
 
 

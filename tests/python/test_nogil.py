@@ -8,6 +8,7 @@ The functions under test live in `tests/testext/src/nogil.rs`.
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from typing import Any, Callable
 
@@ -19,6 +20,10 @@ from sigint import CHILD_PRELUDE, interrupt_after_ready
 
 # Long enough for the probe's ticker to be scheduled even on a busy machine (see gil_probe).
 WORK_US = 200_000
+# The extension's work spins on `std::time::Instant`; gilkit times it on quanta's TSC clock,
+# calibrated against the monotonic clock to a small fraction of a percent. Sums of durations
+# measured on one clock are compared with durations spun on the other within this factor.
+CLOCKS_AGREE = 0.99
 MODULE = "gilkit_testext::nogil"
 
 
@@ -74,7 +79,9 @@ def test_adaptive_holds_work_shorter_than_its_threshold() -> None:
     after = stats("nogil_adaptive_high_threshold")
     assert after["adaptive_calls"] - before["adaptive_calls"] == 1
     assert after["adaptive_released"] == before["adaptive_released"]
-    assert after["held_s"] - before["held_s"] >= WORK_US / 1e6
+    # The work spins on std's clock and is timed on quanta's TSC clock, calibrated against it to
+    # a small fraction of a percent: 1% covers the two clocks (a call not counted would be 100%).
+    assert after["held_s"] - before["held_s"] >= WORK_US / 1e6 * CLOCKS_AGREE
 
 
 def test_adaptive_stops_releasing_once_the_work_is_short() -> None:
@@ -128,7 +135,7 @@ def test_python_signature_and_docstring_are_kept() -> None:
 def test_async_method_runs_to_completion() -> None:
     worker = ext.BlockWorker()
     assert worker.spin_async(5, 100) > 0
-    assert worker.spin_async(0, 0) >= 0
+    assert worker.spin_async(0, 0) == 0  # no time to spin: no iterations
     assert worker.done == 2
 
 
@@ -149,11 +156,11 @@ def test_counts_match_the_calls_made() -> None:
         assert after[name]["calls"] - before[name]["calls"] == calls, name
         assert after[name]["released"] - before[name]["released"] == calls, name
         # Each call spun 200 µs with the GIL released.
-        assert after[name]["released_s"] - before[name]["released_s"] >= calls * 200e-6, name
+        assert after[name]["released_s"] - before[name]["released_s"] >= calls * 200e-6 * CLOCKS_AGREE, name
     entry = ext.callsite_stats()[f"{MODULE}::BlockWorker.spin"]
     assert entry["name"] == "BlockWorker.spin"
     assert entry["file"].endswith("nogil.rs") and entry["line"] > 0
-    assert entry["reacquire_s"] >= 0.0
+    assert isinstance(entry["reacquire_s"], float) and math.isfinite(entry["reacquire_s"])
     assert entry["threshold_s"] == pytest.approx(250e-6)
 
 
@@ -165,9 +172,10 @@ def test_tiny_calls_are_all_counted_and_one_in_sixteen_timed() -> None:
     assert after["calls"] - before["calls"] == 1000
     assert after["released"] - before["released"] == 1000
     timed = after["timed_calls"] - before.get("timed_calls", 0)
-    # 62 or 63 calls of the 1000 fall on a multiple of 16; a sample inflated by the thread being
-    # descheduled may make a few more calls timed while the average decays, never most of them.
-    assert 62 <= timed <= 200, timed
+    # 62 or 63 calls of the 1000 fall on a multiple of 16 and are always timed. A sample inflated
+    # by the thread being descheduled makes more calls timed while the average decays, how many
+    # depends on the machine: the exact rule is checked in the Rust unit tests with fixed durations.
+    assert 62 <= timed <= 1000, timed
     assert after["released_s"] > before["released_s"]
 
 
@@ -183,11 +191,13 @@ def test_adaptive_counts() -> None:
     assert after["threshold_s"] == pytest.approx(1.0)
 
 
-# Ctrl-C: a subprocess starts a 30 s (or endless) call and gets SIGINT; KeyboardInterrupt must arrive.
+# Ctrl-C: a subprocess starts an endless call (10**12 µs: eleven days) and gets SIGINT; only an
+# interrupted call can print CAUGHT before the helper's 30 s hang guard.
+FOREVER_US = 10**12
 CTRL_C = {
-    "interruptible": "ext.nogil_interruptible(30_000_000)",
-    "interruptible-method": "ext.BlockWorker().spin_interruptible(30_000_000)",
-    "interruptible-adaptive": "ext.nogil_interruptible_adaptive(30_000_000)",
+    "interruptible": f"ext.nogil_interruptible({FOREVER_US})",
+    "interruptible-method": f"ext.BlockWorker().spin_interruptible({FOREVER_US})",
+    "interruptible-adaptive": f"ext.nogil_interruptible_adaptive({FOREVER_US})",
     "async-forever": "ext.nogil_async_forever()",
 }
 
@@ -198,5 +208,5 @@ def test_ctrl_c_interrupts(call: str) -> None:
     delay, output = interrupt_after_ready(CHILD_PRELUDE.format(call=call))
     assert "CAUGHT KeyboardInterrupt" in output
     assert "RETURNED" not in output
-    # Generous bound (the call would run 30 s or forever); latency is measured in benches/release.
-    assert delay < 5.0, f"KeyboardInterrupt took {delay:.2f} s"
+    # No bound on `delay`: the call would never end by itself, so CAUGHT is the proof; the latency
+    # is measured in benches/release.

@@ -78,13 +78,13 @@ def test_poll_hook_error_cancels_the_work_and_is_raised():
 @pytest.mark.parametrize(
     "call",
     [
-        "ext.spin_interruptible(30_000_000)",  # 30 s of CPU work that checks its token
+        "ext.spin_interruptible(10**12)",  # endless CPU work that checks its token
         "ext.block_on_forever()",  # a future that never completes
-        "ext.sleep_uncooperative(30.0, 200)",  # work that never checks: abandoned after 200 ms
+        "ext.sleep_uncooperative(3600.0, 200)",  # work that never checks: abandoned after 200 ms
     ],
 )
 def test_ctrl_c_interrupts_long_calls(call):
     delay, output = interrupt_after_ready(CHILD_PRELUDE.format(call=call))
-    assert "CAUGHT KeyboardInterrupt" in output
-    # Generous bound: the figure that matters (<=100 ms) is measured in benches/release.
-    assert delay < 5.0, f"KeyboardInterrupt took {delay:.2f} s"
+    assert "CAUGHT KeyboardInterrupt" in output and "RETURNED" not in output
+    # No bound on `delay`: none of the calls ends by itself within the helper's 30 s guard, so
+    # CAUGHT is the proof; the latency (<= 100 ms) is measured in benches/release.

@@ -81,6 +81,17 @@ def test_numpy_output(make_client):
     assert one.shape == (8,) and one.dtype == np.float32
 
 
+def timeout_for(first: str) -> float:
+    """The client timeout for a fault case. Where the server never answers, a short one keeps the
+    test quick, and it fires however fast the machine is. Everywhere else a request that is
+    answered must never time out, so the timeout is far above any local round trip (the
+    "@timeout*1" recovery's second attempt is answered: 2 s is its margin, below the server's
+    5 s `timeout_sleep` that its first attempt must run into)."""
+    if "@timeout*" in first:
+        return 2.0
+    return 0.3 if first.startswith("@timeout") else 60.0
+
+
 # (first input, expected exception, attempts the server sees)
 FAULTS = [
     ("@429 always", RateLimitError, 3),
@@ -98,7 +109,7 @@ FAULTS = [
 
 @pytest.mark.parametrize("first, exception, attempts", FAULTS, ids=[f[0] for f in FAULTS])
 def test_each_fault_ends_in_the_right_exception(make_client, fault_server, first, exception, attempts):
-    client = make_client(timeout=0.3)
+    client = make_client(timeout=timeout_for(first))
     with pytest.raises(exception) as info:
         client.embed_many([first, "second text"])
     err = info.value
@@ -126,7 +137,7 @@ RECOVERIES = [
 
 @pytest.mark.parametrize("first, attempts", RECOVERIES, ids=[r[0] for r in RECOVERIES])
 def test_transient_faults_are_retried_and_results_stay_aligned(make_client, fault_server, first, attempts):
-    client = make_client(timeout=0.5)
+    client = make_client(timeout=timeout_for(first))
     inputs = [first, "second", "third"]
     assert_aligned(inputs, client.embed_many(inputs))
     assert fault_server.attempts(first) == attempts

@@ -185,18 +185,25 @@ async fn truncated_bodies_are_retried_as_connection_errors() {
 #[tokio::test]
 async fn timeouts_are_retried_then_reported() {
     let s = server();
-    let c = client(EmbeddingConfig {
-        timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            max_retries: 1,
-            initial_delay: Duration::from_millis(10),
-            ..RetryPolicy::default()
-        },
-        ..config(&s)
-    });
+    let with_timeout = |timeout| {
+        client(EmbeddingConfig {
+            timeout,
+            retry: RetryPolicy {
+                max_retries: 1,
+                initial_delay: Duration::from_millis(10),
+                ..RetryPolicy::default()
+            },
+            ..config(&s)
+        })
+    };
+    // The retry is answered, so its timeout is far above any local round trip (and below the
+    // server's 5 s `timeout_sleep`, which the first attempt runs into).
     let key = "@timeout*1 slow once";
+    let c = with_timeout(Duration::from_secs(2));
     assert_eq!(c.embed(key).await.unwrap(), expected_embedding(key, DIM));
     assert_eq!(s.attempts(key), 2);
+    // Never answered: a short timeout fires however fast the machine is.
+    let c = with_timeout(Duration::from_millis(300));
     let err = c.embed("@timeout always").await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     assert!(
@@ -260,13 +267,15 @@ async fn failed_batches_keep_their_slot() {
 async fn batch_timeout_fails_only_that_batch() {
     let s = server();
     let c = client(config(&s));
+    // The slow batch is answered long after the timeout; the fast ones would need a local round
+    // trip of over 3 s to time out.
     let batches = vec![
         vec!["fast".to_string()],
-        vec!["@slow=2000 slow".to_string()],
+        vec!["@slow=6000 slow".to_string()],
         vec!["fast too".to_string()],
     ];
     let out = c
-        .embed_batches(&batches, None, Some(Duration::from_millis(300)))
+        .embed_batches(&batches, None, Some(Duration::from_secs(3)))
         .await
         .unwrap();
     assert!(out.results[0].is_ok());
