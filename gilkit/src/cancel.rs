@@ -165,7 +165,7 @@ mod tests {
         token.cancel();
         rt.block_on(async {
             for w in waiters {
-                tokio::time::timeout(Duration::from_secs(5), w)
+                tokio::time::timeout(Duration::from_secs(60), w)
                     .await
                     .expect("a waiter was not woken")
                     .unwrap();
