@@ -429,15 +429,19 @@ pub fn discover(paths: &[PathBuf], filter: &Filter) -> (Vec<PathBuf>, Vec<LoadEr
                             }
                             match special_kind(entry.file_type()) {
                                 None => files.push(path.to_owned()),
-                                Some(kind) => errors
-                                    .push(LoadError::new(path, LoadErrorKind::NotRegularFile(kind))),
+                                Some(kind) => errors.push(LoadError::new(
+                                    path,
+                                    LoadErrorKind::NotRegularFile(kind),
+                                )),
                             }
                         }
                     }
                 }
             }
             Ok(meta) => match special_kind(meta.file_type()) {
-                Some(kind) => errors.push(LoadError::new(root, LoadErrorKind::NotRegularFile(kind))),
+                Some(kind) => {
+                    errors.push(LoadError::new(root, LoadErrorKind::NotRegularFile(kind)))
+                }
                 None if Format::for_path(root).is_some() => files.push(root.clone()),
                 None => errors.push(LoadError::new(root, LoadErrorKind::UnsupportedFormat)),
             },
@@ -467,7 +471,10 @@ pub fn read_file(path: &Path, limits: &Limits) -> Result<Vec<u8>, LoadError> {
         return Err(LoadError::new(path, LoadErrorKind::NotRegularFile(kind)));
     }
     if meta.is_dir() {
-        return Err(LoadError::new(path, LoadErrorKind::NotRegularFile("a folder")));
+        return Err(LoadError::new(
+            path,
+            LoadErrorKind::NotRegularFile("a folder"),
+        ));
     }
     let too_large = || {
         LoadError::new(
@@ -549,7 +556,8 @@ pub fn load_bytes_with(
             None,
         ),
         _ => {
-            let (decoded, encoding) = decode_text(bytes).ok_or_else(|| fail(LoadErrorKind::Binary))?;
+            let (decoded, encoding) =
+                decode_text(bytes).ok_or_else(|| fail(LoadErrorKind::Binary))?;
             let text = decoded.strip_prefix('\u{feff}').unwrap_or(&decoded);
             let text = match format {
                 Format::Text | Format::Markdown => text.to_owned(),
@@ -596,7 +604,10 @@ fn decode_text(bytes: &[u8]) -> Option<(std::borrow::Cow<'_, str>, Option<&'stat
         if had_errors || text.contains('\0') {
             return None;
         }
-        return Some((std::borrow::Cow::Owned(text.into_owned()), Some(encoding.name())));
+        return Some((
+            std::borrow::Cow::Owned(text.into_owned()),
+            Some(encoding.name()),
+        ));
     }
     let control = bytes
         .iter()
@@ -612,7 +623,10 @@ fn decode_text(bytes: &[u8]) -> Option<(std::borrow::Cow<'_, str>, Option<&'stat
     if had_errors {
         return None;
     }
-    Some((std::borrow::Cow::Owned(text.into_owned()), Some(encoding.name())))
+    Some((
+        std::borrow::Cow::Owned(text.into_owned()),
+        Some(encoding.name()),
+    ))
 }
 
 /// The visible text of an HTML page: text nodes outside `head`, `script`, `style`, `noscript`,
@@ -684,22 +698,115 @@ fn html_text(source: &str) -> String {
     cleaned
 }
 
-/// The text layer of a PDF. `pdf-extract` may panic on malformed files; a panic is caught and
-/// reported as a parse error so one broken PDF never takes the ingest down.
+/// The text layer of a PDF: parsed with lopdf, its `'` and `"` operators spelled out (see
+/// [`spell_out_quote_operators`]), then extracted by `pdf-extract`. Either crate may panic on
+/// malformed files; a panic is caught, reported as a parse error, and its message is not printed
+/// (see [`quietly`]), so one broken PDF never takes the ingest down or writes to the terminal.
 fn pdf_text(bytes: &[u8]) -> Result<String, String> {
-    let result = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
+    let result = quietly(|| -> Result<String, String> {
+        let mut doc = lopdf::Document::load_mem(bytes).map_err(|e| e.to_string())?;
+        if doc.is_encrypted() {
+            // Encrypted with an empty user password (common for "no copying" PDFs) opens; others fail.
+            doc.decrypt("")
+                .map_err(|e| format!("encrypted PDF that needs a password ({e})"))?;
+        }
+        spell_out_quote_operators(&mut doc);
+        let mut text = String::new();
+        {
+            let mut output = pdf_extract::PlainTextOutput::new(&mut text);
+            pdf_extract::output_doc(&doc, &mut output).map_err(|e| e.to_string())?;
+        }
+        Ok(text)
+    });
     match result {
         Ok(Ok(text)) => Ok(text),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown reason");
-            Err(format!("malformed PDF ({msg})"))
+            Err(format!("malformed or unsupported PDF ({msg})"))
         }
     }
+}
+
+/// Rewrites the page content streams' "move to the next line and show text" operators, which
+/// `pdf-extract` ignores, into the operators it reads: `(s) '` is `T* (s) Tj`, and
+/// `aw ac (s) "` is `aw Tw ac Tc T* (s) Tj` (PDF 32000-1, table 109). Pages whose content does not
+/// parse are left as they are.
+fn spell_out_quote_operators(doc: &mut lopdf::Document) {
+    use lopdf::content::{Content, Operation};
+    let pages: Vec<lopdf::ObjectId> = doc.get_pages().values().copied().collect();
+    for page in pages {
+        let Ok(raw) = doc.get_page_content(page) else {
+            continue;
+        };
+        if !raw.iter().any(|b| *b == b'\'' || *b == b'"') {
+            continue;
+        }
+        let Ok(mut content) = Content::decode(&raw) else {
+            continue;
+        };
+        if !content
+            .operations
+            .iter()
+            .any(|op| op.operator == "'" || op.operator == "\"")
+        {
+            continue;
+        }
+        let mut operations = Vec::with_capacity(content.operations.len() + 8);
+        for op in content.operations {
+            match (op.operator.as_str(), op.operands.len()) {
+                ("'", 1) => {
+                    operations.push(Operation::new("T*", vec![]));
+                    operations.push(Operation::new("Tj", op.operands));
+                }
+                ("\"", 3) => {
+                    let mut operands = op.operands.into_iter();
+                    let (aw, ac, s) = (operands.next(), operands.next(), operands.next());
+                    let (Some(aw), Some(ac), Some(s)) = (aw, ac, s) else {
+                        continue;
+                    };
+                    operations.push(Operation::new("Tw", vec![aw]));
+                    operations.push(Operation::new("Tc", vec![ac]));
+                    operations.push(Operation::new("T*", vec![]));
+                    operations.push(Operation::new("Tj", vec![s]));
+                }
+                _ => operations.push(op),
+            }
+        }
+        content.operations = operations;
+        if let Ok(encoded) = content.encode() {
+            let _ = doc.change_page_content(page, encoded);
+        }
+    }
+}
+
+thread_local! {
+    /// Set while [`quietly`] runs on this thread: the panic hook then prints nothing.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without printing its message and backtrace (third-party parsers
+/// panic on malformed input; the caller reports the panic as a per-file error instead). Installs,
+/// once, a panic hook that stays silent on threads inside `quietly` and defers to the previous hook
+/// everywhere else.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET_PANICS.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(was));
+    result
 }
 
 /// A JSON document as text: every string, number and boolean with the key that holds it, one per
@@ -851,7 +958,11 @@ mod tests {
         // Windows-1252 / Latin-1: "café, naïve, déjà vu" (not valid UTF-8).
         let latin = b"Le caf\xe9 na\xefve, d\xe9j\xe0 vu: \xab quelle \xe9poque \xbb, dit-il \x96 voil\xe0.";
         let doc = load("fr.txt", latin).unwrap();
-        assert!(doc.text.contains("café") && doc.text.contains("déjà"), "{}", doc.text);
+        assert!(
+            doc.text.contains("café") && doc.text.contains("déjà"),
+            "{}",
+            doc.text
+        );
         assert_eq!(doc.encoding, Some("windows-1252"));
         // The same in CSV and HTML.
         let doc = load("t.csv", b"mot,sens\ncaf\xe9,boisson\n").unwrap();
@@ -862,11 +973,18 @@ mod tests {
             .chain("héllo wörld".encode_utf16().flat_map(u16::to_le_bytes))
             .collect();
         let doc = load("w.md", &utf16).unwrap();
-        assert_eq!((doc.text.as_str(), doc.encoding), ("héllo wörld", Some("UTF-16LE")));
+        assert_eq!(
+            (doc.text.as_str(), doc.encoding),
+            ("héllo wörld", Some("UTF-16LE"))
+        );
         // UTF-8 stays UTF-8 with no encoding recorded.
         assert_eq!(load("u.txt", "déjà".as_bytes()).unwrap().encoding, None);
         // Binary garbage: NUL bytes, control characters, a broken UTF-16 stream.
-        for bytes in [&b"\xff\xfe\x00broken"[..], b"ELF\x7f\x00\x01\x02\x03", b"\x01\x02\x03\x04\x05\xe9abc"] {
+        for bytes in [
+            &b"\xff\xfe\x00broken"[..],
+            b"ELF\x7f\x00\x01\x02\x03",
+            b"\x01\x02\x03\x04\x05\xe9abc",
+        ] {
             let err = load("b.txt", bytes).unwrap_err();
             assert_eq!(err.kind, LoadErrorKind::Binary, "{bytes:?}");
         }
@@ -892,7 +1010,11 @@ mod tests {
         assert!(err.to_string().contains("--max-decompressed-mb"), "{err}");
         // Text over the limit.
         let err = load_bytes_with(Path::new("big.txt"), &[b'x'; 1001], &limits).unwrap_err();
-        assert!(err.to_string().contains("extracted text over the limit of 1000"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("extracted text over the limit of 1000"),
+            "{err}"
+        );
         assert!(load_bytes_with(Path::new("ok.txt"), &[b'x'; 1000], &limits).is_ok());
     }
 
@@ -924,7 +1046,10 @@ mod tests {
         let zero = dir.path().join("zero.txt");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         // Named explicitly, and found by a walk: refused by type (a read would block or never end).
-        for paths in [vec![fifo.clone(), zero.clone()], vec![dir.path().to_owned()]] {
+        for paths in [
+            vec![fifo.clone(), zero.clone()],
+            vec![dir.path().to_owned()],
+        ] {
             let (files, errors) = discover(&paths, &Filter::default());
             assert!(files.is_empty(), "{files:?}");
             let kinds: Vec<_> = errors.iter().map(|e| e.kind.clone()).collect();

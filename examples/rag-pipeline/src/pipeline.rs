@@ -43,7 +43,7 @@ use gilkit_embed::EmbeddingClient;
 
 use crate::CancelToken;
 use crate::embed::{EmbedError, Embedder};
-use crate::load::{self, Filter, Format, LoadError, Limits};
+use crate::load::{self, Filter, Format, Limits, LoadError};
 use crate::parallel;
 use crate::split::{Chunk, Splitter, SplitterConfig};
 use crate::store::{ChunkMeta, FileState, Hit, NewDocument, Store, StoreError};
@@ -296,12 +296,7 @@ fn deleted_documents(store: &Store, paths: &[PathBuf], found: &HashSet<String>) 
         .collect()
 }
 
-fn look_at(
-    store: &Store,
-    path: &Path,
-    source: &str,
-    limits: &Limits,
-) -> Result<Loaded, LoadError> {
+fn look_at(store: &Store, path: &Path, source: &str, limits: &Limits) -> Result<Loaded, LoadError> {
     let io = |e: std::io::Error| LoadError {
         path: path.to_owned(),
         kind: load::LoadErrorKind::Io(e.to_string()),
@@ -411,10 +406,7 @@ pub fn ingest(
             Some(Err(panic)) => report.failures.push(Failure {
                 path: path.clone(),
                 stage: Stage::Load,
-                reason: format!(
-                    "{}: the loader crashed: {panic}",
-                    load::display_path(path)
-                ),
+                reason: format!("{}: the loader crashed: {panic}", load::display_path(path)),
                 failed_chunks: 0,
             }),
             Some(Ok(Err(e))) => report.failures.push(e.into()),

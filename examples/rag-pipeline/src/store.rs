@@ -442,10 +442,12 @@ fn parse_manifest(dir: &Path, bytes: &[u8]) -> Result<(Manifest, bool), StoreErr
             .ok_or_else(|| corrupt(format!("no checksum in the header {header:?}")))?;
         if blake3::hash(json).to_hex().as_str() != stored {
             return Err(corrupt(
-                "checksum mismatch: the manifest was changed or damaged after it was written".into(),
+                "checksum mismatch: the manifest was changed or damaged after it was written"
+                    .into(),
             ));
         }
-        let manifest: Manifest = serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))?;
         if manifest.format != FORMAT_VERSION {
             return Err(corrupt(format!(
                 "header says format {FORMAT_VERSION}, contents say {}",
@@ -486,7 +488,10 @@ fn read_manifest(dir: &Path) -> Result<Option<ReadManifest>, StoreError> {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-            return Err(StoreError::not_a_database(dir, "this is a file, not a folder"));
+            return Err(StoreError::not_a_database(
+                dir,
+                "this is a file, not a folder",
+            ));
         }
         Err(e) => return Err(StoreError::io(&path, e)),
     };
@@ -531,7 +536,11 @@ fn validate_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
                 doc.segment
             ));
         };
-        if doc.first_row.checked_add(doc.rows).is_none_or(|end| end > seg_rows) {
+        if doc
+            .first_row
+            .checked_add(doc.rows)
+            .is_none_or(|end| end > seg_rows)
+        {
             return corrupt(format!(
                 "document {source:?} claims rows {}..+{} of segment {}, which holds {seg_rows}",
                 doc.first_row, doc.rows, doc.segment
@@ -650,7 +659,10 @@ pub fn write_segment(
     vectors: &[f32],
     meta: &[ChunkMeta],
 ) -> Result<SegmentEntry, StoreError> {
-    assert!(dim > 0 && vectors.len() == meta.len() * dim, "one vector of `dim` floats per row");
+    assert!(
+        dim > 0 && vectors.len() == meta.len() * dim,
+        "one vector of `dim` floats per row"
+    );
     let buf = encode_segment(dim, vectors, meta);
     let crc = u32::from_le_bytes(buf[buf.len() - 4..].try_into().expect("4 bytes"));
     let dest = dir.join(segment_name(id));
@@ -1021,7 +1033,9 @@ impl Store {
             let is_file = entry.file_type().is_ok_and(|t| t.is_file());
             let stale = is_file
                 && match segment_id(name) {
-                    Some(id) => !keep.contains(&id) && file_head(&path, 8).as_deref() == Some(MAGIC),
+                    Some(id) => {
+                        !keep.contains(&id) && file_head(&path, 8).as_deref() == Some(MAGIC)
+                    }
                     None => name.ends_with(".tmp") && is_own_temporary(&path),
                 };
             if stale {
@@ -1145,7 +1159,10 @@ impl Store {
                 ));
             }
             if dim.is_some_and(|d| d != data.dim) {
-                return Err(StoreError::corrupt(&path, "segments of different dimensions"));
+                return Err(StoreError::corrupt(
+                    &path,
+                    "segments of different dimensions",
+                ));
             }
             dim = Some(data.dim);
             let mut start = 0;
@@ -1395,7 +1412,9 @@ impl CheckReport {
 }
 
 /// The segment files of `dir` (by id), each read and checked on its own.
-fn scan_segments(dir: &Path) -> Result<Vec<(u64, Result<(u64, SegmentData), StoreError>)>, StoreError> {
+fn scan_segments(
+    dir: &Path,
+) -> Result<Vec<(u64, Result<(u64, SegmentData), StoreError>)>, StoreError> {
     let mut ids: Vec<u64> = fs::read_dir(dir)
         .map_err(|e| StoreError::io(dir, e))?
         .flatten()
@@ -1482,7 +1501,10 @@ pub fn repair(dir: &Path, model: Option<&str>) -> Result<RepairReport, StoreErro
         Ok(b) => Some(b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-            return Err(StoreError::not_a_database(dir, "this is a file, not a folder"));
+            return Err(StoreError::not_a_database(
+                dir,
+                "this is a file, not a folder",
+            ));
         }
         Err(e) => return Err(StoreError::io(&manifest_path, e)),
     };
@@ -1493,11 +1515,12 @@ pub fn repair(dir: &Path, model: Option<&str>) -> Result<RepairReport, StoreErro
         });
     }
     // Ours: a manifest of ours (even damaged), or at least one segment with our magic.
-    let ours = old_bytes.as_deref().is_some_and(|b| {
-        b.starts_with(MANIFEST_MAGIC.as_bytes()) || looks_like_format_1(b)
-    }) || segments.iter().any(|(id, _)| {
-        file_head(&dir.join(segment_name(*id)), 8).as_deref() == Some(MAGIC)
-    });
+    let ours = old_bytes
+        .as_deref()
+        .is_some_and(|b| b.starts_with(MANIFEST_MAGIC.as_bytes()) || looks_like_format_1(b))
+        || segments
+            .iter()
+            .any(|(id, _)| file_head(&dir.join(segment_name(*id)), 8).as_deref() == Some(MAGIC));
     if !ours {
         return Err(StoreError::not_a_database(
             dir,

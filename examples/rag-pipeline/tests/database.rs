@@ -87,7 +87,11 @@ fn write_signed(db: &Path, json: &serde_json::Value) {
 fn write_format_1(db: &Path, json: &serde_json::Value) {
     let mut json = json.clone();
     json["format"] = 1.into();
-    fs::write(db.join("MANIFEST"), serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    fs::write(
+        db.join("MANIFEST"),
+        serde_json::to_vec_pretty(&json).unwrap(),
+    )
+    .unwrap();
 }
 
 fn tmp() -> (tempfile::TempDir, PathBuf) {
@@ -119,7 +123,11 @@ fn a_users_folder_is_refused_and_left_untouched() {
     let before = snapshot(&db);
     let err = Store::open(&db, OpenMode::ReadWrite).unwrap_err();
     assert!(err.is_not_a_database(), "{err}");
-    assert!(Store::open(&db, OpenMode::ReadOnly).unwrap_err().is_not_a_database());
+    assert!(
+        Store::open(&db, OpenMode::ReadOnly)
+            .unwrap_err()
+            .is_not_a_database()
+    );
     assert_eq!(snapshot(&db), before);
 }
 
@@ -137,7 +145,12 @@ fn a_file_is_not_a_database_and_an_empty_folder_is_claimed_at_once() {
 
     fs::create_dir(&db).unwrap();
     drop(Store::open(&db, OpenMode::ReadWrite).unwrap());
-    assert!(manifest_json(&db)["documents"].as_object().unwrap().is_empty());
+    assert!(
+        manifest_json(&db)["documents"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
     // From now on it is a database: opening again works.
     drop(Store::open(&db, OpenMode::ReadWrite).unwrap());
 }
@@ -159,7 +172,13 @@ fn only_files_the_store_wrote_are_cleaned_up_in_its_own_folder() {
     assert_eq!(fs::read(db.join("MANIFEST.tmp")).unwrap(), b"user data");
     // The new segment took an id past the foreign file's.
     assert!(db.join("seg-000008.seg").exists());
-    assert_eq!(Store::open(&db, OpenMode::ReadOnly).unwrap().stats().documents, 3);
+    assert_eq!(
+        Store::open(&db, OpenMode::ReadOnly)
+            .unwrap()
+            .stats()
+            .documents,
+        3
+    );
 }
 
 #[test]
@@ -186,7 +205,11 @@ fn a_changed_digit_in_the_manifest_is_detected_and_nothing_is_overwritten() {
     let h = format!("{:064x}", 1);
     let changed = text.replacen(&h, &format!("{}2", &h[..63]), 1);
     fs::write(db2.join("MANIFEST"), changed).unwrap();
-    assert!(Store::open(&db2, OpenMode::ReadOnly).unwrap_err().is_corrupt());
+    assert!(
+        Store::open(&db2, OpenMode::ReadOnly)
+            .unwrap_err()
+            .is_corrupt()
+    );
 }
 
 #[test]
@@ -232,12 +255,24 @@ fn a_format_1_manifest_is_still_read_and_upgraded_by_the_next_commit() {
     database(&db);
     let m = manifest_json(&db);
     write_format_1(&db, &m);
-    assert_eq!(Store::open(&db, OpenMode::ReadOnly).unwrap().stats().documents, 2);
+    assert_eq!(
+        Store::open(&db, OpenMode::ReadOnly)
+            .unwrap()
+            .stats()
+            .documents,
+        2
+    );
     let mut s = Store::open(&db, OpenMode::ReadWrite).unwrap();
     s.commit("m", vec![doc("c", 1, 1)]).unwrap();
     drop(s);
     assert_eq!(manifest_json(&db)["format"], 2);
-    assert_eq!(Store::open(&db, OpenMode::ReadOnly).unwrap().stats().documents, 3);
+    assert_eq!(
+        Store::open(&db, OpenMode::ReadOnly)
+            .unwrap()
+            .stats()
+            .documents,
+        3
+    );
 }
 
 #[test]
@@ -265,7 +300,10 @@ fn check_reports_and_repair_rebuilds_from_the_intact_segments() {
     let hits_before = s.search(&[1.0, 1.0, 2.0, 0.5], 3);
     drop(s);
     assert!(store::check(&db).unwrap().is_ok());
-    assert!(!store::repair(&db, None).unwrap().repaired, "intact: nothing to do");
+    assert!(
+        !store::repair(&db, None).unwrap().repaired,
+        "intact: nothing to do"
+    );
 
     // Damage the manifest.
     let mut bytes = fs::read(db.join("MANIFEST")).unwrap();
@@ -274,7 +312,11 @@ fn check_reports_and_repair_rebuilds_from_the_intact_segments() {
     fs::write(db.join("MANIFEST"), &bytes).unwrap();
     let report = store::check(&db).unwrap();
     assert!(!report.is_ok());
-    assert!(report.problems[0].contains("MANIFEST"), "{:?}", report.problems);
+    assert!(
+        report.problems[0].contains("MANIFEST"),
+        "{:?}",
+        report.problems
+    );
     assert_eq!(report.intact_segments, 3);
 
     let repaired = store::repair(&db, None).unwrap();
@@ -333,7 +375,10 @@ fn segments_written_elsewhere_are_committed_at_once() {
     drop(s);
     let mut s = Store::open(&db, OpenMode::ReadWrite).unwrap();
     assert_eq!(s.stats().documents, 2);
-    assert!(!db.join("seg-000003.seg").exists(), "orphans of a killed run are removed");
+    assert!(
+        !db.join("seg-000003.seg").exists(),
+        "orphans of a killed run are removed"
+    );
     s.commit("m", vec![doc("z", 1, 1)]).unwrap();
     assert!(db.join("seg-000005.seg").exists());
 
@@ -348,7 +393,11 @@ fn segments_written_elsewhere_are_committed_at_once() {
     s.commit_segments("m", &written2, &files).unwrap();
     assert_eq!(s.stats().documents, 5, "a, b, z, c, d");
     // Committing the same segment again is refused.
-    assert!(s.commit_segments("m", &written2, &files).unwrap_err().is_corrupt());
+    assert!(
+        s.commit_segments("m", &written2, &files)
+            .unwrap_err()
+            .is_corrupt()
+    );
     drop(s);
     let s = Store::open(&db, OpenMode::ReadOnly).unwrap();
     assert_eq!(s.stats().documents, 5);

@@ -87,6 +87,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 MAX_QUERY_CHARS = 10_000
 
 
+def check_query_text(text: str) -> None:
+    """Raises ``ValueError`` for a query longer than :data:`MAX_QUERY_CHARS` characters."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise ValueError(
+            f"the query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are accepted "
+            "(embedding models read only the first ~512 tokens of a text)"
+        )
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """What :class:`ParallelRAG` needs from an embedding model."""
@@ -451,11 +460,7 @@ class ParallelRAG:
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, not {k!r}")
-        if len(text) > MAX_QUERY_CHARS:
-            raise ValueError(
-                f"the query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are accepted "
-                "(embedding models read only the first ~512 tokens of a text)"
-            )
+        check_query_text(text)
         return [QueryHit(**hit) for hit in self._db.query(text, min(k, sys.maxsize))]
 
     def answer(

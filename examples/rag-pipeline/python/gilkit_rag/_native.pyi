@@ -16,7 +16,10 @@ __all__ = [
     "CorruptDatabaseError",
     "ModelMismatchError",
     "DatabaseNotFoundError",
+    "NotADatabaseError",
     "EmbeddingError",
+    "check_database",
+    "repair_database",
 ]
 
 class RagError(Exception): ...

@@ -32,6 +32,7 @@ from . import (
     ProgressUpdate,
     RagError,
     check_database,
+    check_query_text,
     embedder_for_model,
     repair_database,
 )
@@ -155,6 +156,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    check_query_text(args.text)
     model = _db_model(args.db)
     if model is None and not os.path.exists(os.path.join(args.db, "MANIFEST")):
         raise DatabaseNotFoundError(f"{args.db}: no database here; run `gilkit-rag ingest PATH --db {args.db}` first")
