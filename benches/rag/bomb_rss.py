@@ -6,7 +6,7 @@ child that imports gilkit_rag and opens the database without ingesting anything,
 same run. Bombs are written under benches/out/ (not committed):
 
 - zeros-1g: 1 GiB of zero bytes as `.txt.gz` (about 1 MB on disk);
-- text-256m: 256 MiB of real corpus text repeated, as `.txt.gz` (about 1 MB at level 9).
+- text-256m: 256 MiB of real corpus text (16 KB of it, repeated), as `.txt.gz`.
 
 The embedder is a trivial callable (no model in memory), so the figures are the loader's.
 
@@ -50,7 +50,8 @@ def make_bombs() -> dict[str, Path]:
                 f.write(block)
     text = OUT / "text-256m.txt.gz"
     if not text.exists():
-        sample = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(CORPUS.rglob("*.txt"))).encode()
+        # 16 KB of real text: repeats within gzip's 32 KB window, so the file stays small.
+        sample = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(CORPUS.rglob("*.txt"))).encode()[:16_000]
         with gzip.open(text, "wb", compresslevel=9) as f:
             written = 0
             while written < 256 << 20:
