@@ -194,10 +194,17 @@ impl fmt::Display for LoadError {
                 what,
                 limit,
                 setting,
-            } => write!(
-                f,
-                "{path}: {what} over the limit of {limit} (raise {setting} to accept it)"
-            ),
+            } => {
+                let limit = if what.ends_with("count") || limit % (1 << 20) != 0 {
+                    limit.to_string()
+                } else {
+                    format!("{} MiB", limit >> 20)
+                };
+                write!(
+                    f,
+                    "{path}: {what} over the limit of {limit} (raise {setting} to accept it)"
+                )
+            }
             LoadErrorKind::Gzip(e) => write!(f, "{path}: corrupt or truncated gzip data: {e}"),
             LoadErrorKind::Parse(e) => write!(f, "{path}: cannot parse the file: {e}"),
         }

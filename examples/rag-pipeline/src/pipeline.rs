@@ -10,7 +10,9 @@
 //!    touched;
 //! 2. **load** (parallel, CPU): for each file, `stat` it; a file whose size and mtime match the
 //!    store's record is skipped without being read; otherwise read and hash it (BLAKE3); same hash
-//!    as stored means unchanged (only its mtime is recorded); else parse it to text;
+//!    as stored means unchanged (only its mtime is recorded); else parse it to text. The read, the
+//!    inflated size, the text and (after splitting) the chunk count are capped by
+//!    [`IngestOptions::limits`]: a file over a limit is a failure, never a memory blow-up;
 //! 3. **split** (parallel, CPU): chunk every loaded document;
 //! 4. **embed**: documents are taken in waves of about `commit_every` chunks; a wave's chunks are cut
 //!    into batches of `embed_batch`, at most `embed_concurrency` in flight: as tasks on gilkit's

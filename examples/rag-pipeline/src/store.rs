@@ -1411,10 +1411,11 @@ impl CheckReport {
     }
 }
 
+/// A segment file's id and, if it passes its own checks, its length and contents.
+type ScannedSegment = (u64, Result<(u64, SegmentData), StoreError>);
+
 /// The segment files of `dir` (by id), each read and checked on its own.
-fn scan_segments(
-    dir: &Path,
-) -> Result<Vec<(u64, Result<(u64, SegmentData), StoreError>)>, StoreError> {
+fn scan_segments(dir: &Path) -> Result<Vec<ScannedSegment>, StoreError> {
     let mut ids: Vec<u64> = fs::read_dir(dir)
         .map_err(|e| StoreError::io(dir, e))?
         .flatten()
