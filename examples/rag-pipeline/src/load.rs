@@ -1,12 +1,33 @@
 //! Document discovery and loading: from paths on disk to plain text.
 //!
 //! [`discover`] walks the paths the user gave (files as they are, directories recursively) and keeps
-//! the files whose path matches the include globs and none of the exclude globs. [`load_bytes`] turns
-//! one file's bytes into text according to its extension: `.txt` and `.md` as UTF-8, `.html`/`.htm`
-//! as the visible text (no `<script>`, `<style>`, `<head>`), `.pdf` as its text layer, `.json` as its
-//! strings with their keys, `.csv` as one `header: value` block per record, and `name.EXT.gz` as
-//! `name.EXT` after gunzip. Every failure is a [`LoadError`] naming the path and the reason, so that
-//! the pipeline can report it and go on with the other files.
+//! the files whose path matches the include globs and none of the exclude globs. Anything that is
+//! not a regular file (a FIFO, a device, a socket, also behind a symlink) is refused by its type,
+//! never opened: a FIFO would block a reader forever and `/dev/zero` never ends. [`load_bytes`]
+//! turns one file's bytes into text according to its extension: `.txt` and `.md` as text,
+//! `.html`/`.htm` as the visible text (no `<script>`, `<style>`, `<head>`), `.pdf` as its text
+//! layer, `.json` as its strings with their keys, `.csv` as one `header: value` block per record,
+//! and `name.EXT.gz` as `name.EXT` after gunzip. Every failure is a [`LoadError`] naming the path
+//! and the reason, so that the pipeline can report it and go on with the other files.
+//!
+//! # Text encodings
+//!
+//! Text is UTF-8 when it is valid UTF-8 (a BOM is dropped); a UTF-16 BOM selects UTF-16; anything
+//! else is decoded in the legacy encoding `chardetng` (Firefox's detector) guesses, with
+//! `encoding_rs` (Windows-1252 for Latin-1 text, Shift_JIS, KOI8-R, ...), and the encoding used is
+//! recorded ([`LoadedDocument::encoding`]). Only binary data is refused: NUL bytes, or more than
+//! 1% control characters.
+//!
+//! # Limits
+//!
+//! Input is untrusted: [`Limits`] caps the bytes read from a file, the bytes a `.gz` may inflate to
+//! (a decompression bomb stops there, so memory stays bounded) and the size of the extracted text;
+//! a file over a limit is a [`LoadErrorKind::TooLarge`] failure naming the setting to raise.
+//!
+//! # Names
+//!
+//! A path that is not valid UTF-8 is kept: [`display_path`] shows (and the store keys it by) its
+//! valid parts as they are and each invalid byte as `\xNN`.
 //!
 //! Everything here is plain Rust with no Python involved: the pipeline calls it on worker threads
 //! with the GIL released.
@@ -40,7 +61,8 @@ impl Format {
     /// The format for a file name, looking through one `.gz` suffix. Returns the format and whether
     /// the file is gzip-compressed, or `None` for an unsupported extension.
     pub fn for_path(path: &Path) -> Option<(Format, bool)> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        // Lossy: only the (ASCII) extension matters, and a name that is not UTF-8 must still load.
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
         let (name, gz) = match name.strip_suffix(".gz") {
             Some(inner) => (inner.to_owned(), true),
             None => (name, false),
@@ -80,10 +102,25 @@ pub enum LoadErrorKind {
     UnsupportedFormat,
     /// The file is empty, or holds no text once parsed (e.g. a PDF without a text layer).
     Empty,
-    /// The bytes are not valid UTF-8 (text formats must be UTF-8).
+    /// The bytes are not valid UTF-8 (no longer produced for text formats, which are decoded in
+    /// their detected encoding; see [`LoadErrorKind::Binary`]).
     InvalidUtf8 {
         /// Byte offset of the first invalid sequence (after decompression).
         offset: usize,
+    },
+    /// A text format's bytes are binary data, not text in any encoding (NUL bytes or many control
+    /// characters).
+    Binary,
+    /// Not a regular file (a FIFO, device or socket): refused by its type, never opened.
+    NotRegularFile(&'static str),
+    /// Over one of the [`Limits`].
+    TooLarge {
+        /// What was too large (`"file"`, `"decompressed data"`, `"extracted text"`, `"chunks"`).
+        what: &'static str,
+        /// The limit it went over.
+        limit: u64,
+        /// The setting that raises it (Python keyword / CLI flag).
+        setting: &'static str,
     },
     /// The gzip stream is corrupt or truncated.
     Gzip(String),
@@ -118,6 +155,11 @@ impl LoadError {
         matches!(self.kind, LoadErrorKind::InvalidUtf8 { .. })
     }
 
+    /// True if the file went over one of the [`Limits`].
+    pub fn is_too_large(&self) -> bool {
+        matches!(self.kind, LoadErrorKind::TooLarge { .. })
+    }
+
     /// True if the format's parser rejected the file.
     pub fn is_parse(&self) -> bool {
         matches!(self.kind, LoadErrorKind::Parse(_) | LoadErrorKind::Gzip(_))
@@ -126,7 +168,7 @@ impl LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = self.path.display();
+        let path = display_path(&self.path);
         match &self.kind {
             LoadErrorKind::Io(e) => write!(f, "{path}: cannot read the file: {e}"),
             LoadErrorKind::UnsupportedFormat => write!(
@@ -138,6 +180,29 @@ impl fmt::Display for LoadError {
                 write!(
                     f,
                     "{path}: not valid UTF-8 (first bad byte at offset {offset}); save it as UTF-8"
+                )
+            }
+            LoadErrorKind::Binary => write!(
+                f,
+                "{path}: binary data, not text (neither UTF-8 nor a legacy encoding: NUL bytes or control characters)"
+            ),
+            LoadErrorKind::NotRegularFile(kind) => write!(
+                f,
+                "{path}: not a regular file ({kind}); refused without reading it"
+            ),
+            LoadErrorKind::TooLarge {
+                what,
+                limit,
+                setting,
+            } => {
+                let limit = if what.ends_with("count") || limit % (1 << 20) != 0 {
+                    limit.to_string()
+                } else {
+                    format!("{} MiB", limit >> 20)
+                };
+                write!(
+                    f,
+                    "{path}: {what} over the limit of {limit} (raise {setting} to accept it)"
                 )
             }
             LoadErrorKind::Gzip(e) => write!(f, "{path}: corrupt or truncated gzip data: {e}"),
@@ -157,6 +222,118 @@ pub struct LoadedDocument {
     pub format: Format,
     /// Its text.
     pub text: String,
+    /// The legacy encoding its text was decoded from (`"windows-1252"`), `None` for UTF-8 and
+    /// for PDF.
+    pub encoding: Option<&'static str>,
+}
+
+/// Caps for untrusted input; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes read from a file on disk (default 256 MiB).
+    pub max_file_bytes: u64,
+    /// Bytes a `.gz` file may inflate to (default 64 MiB).
+    pub max_decompressed_bytes: u64,
+    /// Bytes of text extracted from one document (default 16 MiB).
+    pub max_text_bytes: u64,
+    /// Chunks of one document (default 25,000; checked by the pipeline after splitting).
+    pub max_chunks_per_document: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 256 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_text_bytes: 16 << 20,
+            max_chunks_per_document: 25_000,
+        }
+    }
+}
+
+/// A path for messages and store keys: as it is when it is UTF-8, else its valid parts as they are
+/// and each invalid byte as `\xNN` (lossless on Unix, where [`path_from_display`] reverses it).
+pub fn display_path(path: &Path) -> String {
+    if let Some(s) = path.to_str() {
+        return s.to_owned();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        path.to_string_lossy().into_owned()
+    }
+}
+
+/// The path a [`display_path`] string stands for: the string itself if such a path exists, else
+/// with its `\xNN` escapes turned back into bytes.
+pub fn path_from_display(shown: &str) -> PathBuf {
+    let literal = PathBuf::from(shown);
+    if !shown.contains("\\x") || std::fs::symlink_metadata(&literal).is_ok() {
+        return literal;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = shown.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) if bytes[i] == b'\\' && bytes[i + 1] == b'x' => {
+                    out.push(b);
+                    i += 4;
+                }
+                _ => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        PathBuf::from(std::ffi::OsStr::from_bytes(&out))
+    }
+    #[cfg(not(unix))]
+    {
+        literal
+    }
+}
+
+/// What a file type is called in messages, if it is not a regular file or a directory.
+fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
+    if file_type.is_file() || file_type.is_dir() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return Some("a FIFO");
+        }
+        if file_type.is_char_device() {
+            return Some("a character device");
+        }
+        if file_type.is_block_device() {
+            return Some("a block device");
+        }
+        if file_type.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("not a file or folder")
 }
 
 /// Include and exclude globs for directory walks.
@@ -232,22 +409,16 @@ impl Filter {
 
 /// Finds the files to ingest under `paths`, in a stable order (sorted within each directory).
 ///
-/// Returns the files and the paths that could not be walked (missing path, unreadable directory,
-/// a file given by name with an unsupported extension), each as a [`LoadError`].
+/// Returns the files and the paths that could not be taken, each as a [`LoadError`]: a missing
+/// path, an unreadable directory, a file given by name with an unsupported extension, anything that
+/// is not a regular file (FIFO, device, socket: given by name, or walked with a name the globs keep).
 pub fn discover(paths: &[PathBuf], filter: &Filter) -> (Vec<PathBuf>, Vec<LoadError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for root in paths {
         match std::fs::metadata(root) {
             Err(e) => errors.push(LoadError::new(root, LoadErrorKind::Io(e.to_string()))),
-            Ok(meta) if meta.is_file() => {
-                if Format::for_path(root).is_some() {
-                    files.push(root.clone());
-                } else {
-                    errors.push(LoadError::new(root, LoadErrorKind::UnsupportedFormat));
-                }
-            }
-            Ok(_) => {
+            Ok(meta) if meta.is_dir() => {
                 for entry in WalkDir::new(root).follow_links(true).sort_by_file_name() {
                     match entry {
                         Err(e) => {
@@ -257,36 +428,111 @@ pub fn discover(paths: &[PathBuf], filter: &Filter) -> (Vec<PathBuf>, Vec<LoadEr
                         Ok(entry) => {
                             let path = entry.path();
                             let relative = path.strip_prefix(root).unwrap_or(path);
-                            if entry.file_type().is_file()
+                            let wanted = !entry.file_type().is_dir()
                                 && Format::for_path(path).is_some()
-                                && filter.keeps(relative)
-                            {
-                                files.push(path.to_owned());
+                                && filter.keeps(relative);
+                            if !wanted {
+                                continue;
+                            }
+                            match special_kind(entry.file_type()) {
+                                None => files.push(path.to_owned()),
+                                Some(kind) => errors.push(LoadError::new(
+                                    path,
+                                    LoadErrorKind::NotRegularFile(kind),
+                                )),
                             }
                         }
                     }
                 }
             }
+            Ok(meta) => match special_kind(meta.file_type()) {
+                Some(kind) => {
+                    errors.push(LoadError::new(root, LoadErrorKind::NotRegularFile(kind)))
+                }
+                None if Format::for_path(root).is_some() => files.push(root.clone()),
+                None => errors.push(LoadError::new(root, LoadErrorKind::UnsupportedFormat)),
+            },
         }
     }
     (files, errors)
 }
 
-/// Loads one file from disk: reads it and calls [`load_bytes`].
+/// Reads a regular file, at most `limits.max_file_bytes` of it. The file is opened without
+/// blocking and checked to be a regular file before a byte is read, so a FIFO or device swapped
+/// in after discovery is refused, not waited on.
+///
+/// # Errors
+/// [`LoadErrorKind::Io`], [`LoadErrorKind::NotRegularFile`], [`LoadErrorKind::TooLarge`].
+pub fn read_file(path: &Path, limits: &Limits) -> Result<Vec<u8>, LoadError> {
+    let io = |e: std::io::Error| LoadError::new(path, LoadErrorKind::Io(e.to_string()));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if let Some(kind) = special_kind(meta.file_type()) {
+        return Err(LoadError::new(path, LoadErrorKind::NotRegularFile(kind)));
+    }
+    if meta.is_dir() {
+        return Err(LoadError::new(
+            path,
+            LoadErrorKind::NotRegularFile("a folder"),
+        ));
+    }
+    let too_large = || {
+        LoadError::new(
+            path,
+            LoadErrorKind::TooLarge {
+                what: "file size",
+                limit: limits.max_file_bytes,
+                setting: "max_file_bytes / --max-file-mb",
+            },
+        )
+    };
+    if meta.len() > limits.max_file_bytes {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limits.max_file_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(too_large()); // it grew while read
+    }
+    Ok(bytes)
+}
+
+/// Loads one file from disk with the default [`Limits`]: reads it and calls [`load_bytes`].
 ///
 /// # Errors
 /// [`LoadError`] with the reason; see [`LoadErrorKind`].
 pub fn load_file(path: &Path) -> Result<LoadedDocument, LoadError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| LoadError::new(path, LoadErrorKind::Io(e.to_string())))?;
-    load_bytes(path, &bytes)
+    let limits = Limits::default();
+    load_bytes_with(path, &read_file(path, &limits)?, &limits)
 }
 
-/// Turns a file's bytes into text according to the extension of `path` (which is not read).
+/// Turns a file's bytes into text according to the extension of `path` (which is not read), with
+/// the default [`Limits`].
 ///
 /// # Errors
 /// [`LoadError`] with the reason; see [`LoadErrorKind`].
 pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedDocument, LoadError> {
+    load_bytes_with(path, bytes, &Limits::default())
+}
+
+/// [`load_bytes`] with the given limits on the inflated size and the extracted text.
+///
+/// # Errors
+/// [`LoadError`] with the reason; see [`LoadErrorKind`].
+pub fn load_bytes_with(
+    path: &Path,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<LoadedDocument, LoadError> {
     let fail = |kind| LoadError::new(path, kind);
     let (format, gz) =
         Format::for_path(path).ok_or_else(|| fail(LoadErrorKind::UnsupportedFormat))?;
@@ -295,31 +541,50 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedDocument, LoadError
     }
     let mut inflated = Vec::new();
     let bytes = if gz {
+        // Reads one byte past the limit to tell "exactly at the limit" from "over it".
         flate2::read::MultiGzDecoder::new(bytes)
+            .take(limits.max_decompressed_bytes.saturating_add(1))
             .read_to_end(&mut inflated)
             .map_err(|e| fail(LoadErrorKind::Gzip(e.to_string())))?;
+        if inflated.len() as u64 > limits.max_decompressed_bytes {
+            return Err(fail(LoadErrorKind::TooLarge {
+                what: "decompressed size",
+                limit: limits.max_decompressed_bytes,
+                setting: "max_decompressed_bytes / --max-decompressed-mb",
+            }));
+        }
         &inflated[..]
     } else {
         bytes
     };
-    let text = match format {
-        Format::Pdf => pdf_text(bytes).map_err(|e| fail(LoadErrorKind::Parse(e)))?,
+    let (text, encoding) = match format {
+        Format::Pdf => (
+            pdf_text(bytes).map_err(|e| fail(LoadErrorKind::Parse(e)))?,
+            None,
+        ),
         _ => {
-            let text = std::str::from_utf8(bytes).map_err(|e| {
-                fail(LoadErrorKind::InvalidUtf8 {
-                    offset: e.valid_up_to(),
-                })
-            })?;
-            let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-            match format {
+            let (decoded, encoding) =
+                decode_text(bytes).ok_or_else(|| fail(LoadErrorKind::Binary))?;
+            let text = decoded.strip_prefix('\u{feff}').unwrap_or(&decoded);
+            let text = match format {
                 Format::Text | Format::Markdown => text.to_owned(),
                 Format::Html => html_text(text),
                 Format::Json => json_text(text).map_err(|e| fail(LoadErrorKind::Parse(e)))?,
-                Format::Csv => csv_text(bytes).map_err(|e| fail(LoadErrorKind::Parse(e)))?,
+                Format::Csv => {
+                    csv_text(text.as_bytes()).map_err(|e| fail(LoadErrorKind::Parse(e)))?
+                }
                 Format::Pdf => unreachable!("handled above"),
-            }
+            };
+            (text, encoding)
         }
     };
+    if text.len() as u64 > limits.max_text_bytes {
+        return Err(fail(LoadErrorKind::TooLarge {
+            what: "extracted text",
+            limit: limits.max_text_bytes,
+            setting: "max_text_bytes / --max-text-mb",
+        }));
+    }
     if text.trim().is_empty() {
         return Err(fail(LoadErrorKind::Empty));
     }
@@ -327,7 +592,48 @@ pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedDocument, LoadError
         path: path.to_owned(),
         format,
         text,
+        encoding,
     })
+}
+
+/// Bytes of a text format as a string: UTF-8 as it is; a UTF-16 BOM as UTF-16; else the legacy
+/// encoding chardetng detects (its name returned). `None` for binary data: NUL bytes (outside
+/// UTF-16), more than 1% control characters, or bytes the encoding cannot decode.
+fn decode_text(bytes: &[u8]) -> Option<(std::borrow::Cow<'_, str>, Option<&'static str>)> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if text.contains('\0') {
+            return None;
+        }
+        return Some((std::borrow::Cow::Borrowed(text), None));
+    }
+    if let Some((encoding, bom_len)) = encoding_rs::Encoding::for_bom(bytes) {
+        let (text, had_errors) = encoding.decode_without_bom_handling(&bytes[bom_len..]);
+        if had_errors || text.contains('\0') {
+            return None;
+        }
+        return Some((
+            std::borrow::Cow::Owned(text.into_owned()),
+            Some(encoding.name()),
+        ));
+    }
+    let control = bytes
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b))
+        .count();
+    if bytes.contains(&0) || control * 100 > bytes.len() {
+        return None;
+    }
+    let mut detector = chardetng::EncodingDetector::new();
+    detector.feed(bytes, true);
+    let encoding = detector.guess(None, false);
+    let (text, had_errors) = encoding.decode_without_bom_handling(bytes);
+    if had_errors {
+        return None;
+    }
+    Some((
+        std::borrow::Cow::Owned(text.into_owned()),
+        Some(encoding.name()),
+    ))
 }
 
 /// The visible text of an HTML page: text nodes outside `head`, `script`, `style`, `noscript`,
@@ -399,22 +705,115 @@ fn html_text(source: &str) -> String {
     cleaned
 }
 
-/// The text layer of a PDF. `pdf-extract` may panic on malformed files; a panic is caught and
-/// reported as a parse error so one broken PDF never takes the ingest down.
+/// The text layer of a PDF: parsed with lopdf, its `'` and `"` operators spelled out (see
+/// [`spell_out_quote_operators`]), then extracted by `pdf-extract`. Either crate may panic on
+/// malformed files; a panic is caught, reported as a parse error, and its message is not printed
+/// (see [`quietly`]), so one broken PDF never takes the ingest down or writes to the terminal.
 fn pdf_text(bytes: &[u8]) -> Result<String, String> {
-    let result = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
+    let result = quietly(|| -> Result<String, String> {
+        let mut doc = lopdf::Document::load_mem(bytes).map_err(|e| e.to_string())?;
+        if doc.is_encrypted() {
+            // Encrypted with an empty user password (common for "no copying" PDFs) opens; others fail.
+            doc.decrypt("")
+                .map_err(|e| format!("encrypted PDF that needs a password ({e})"))?;
+        }
+        spell_out_quote_operators(&mut doc);
+        let mut text = String::new();
+        {
+            let mut output = pdf_extract::PlainTextOutput::new(&mut text);
+            pdf_extract::output_doc(&doc, &mut output).map_err(|e| e.to_string())?;
+        }
+        Ok(text)
+    });
     match result {
         Ok(Ok(text)) => Ok(text),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown reason");
-            Err(format!("malformed PDF ({msg})"))
+            Err(format!("malformed or unsupported PDF ({msg})"))
         }
     }
+}
+
+/// Rewrites the page content streams' "move to the next line and show text" operators, which
+/// `pdf-extract` ignores, into the operators it reads: `(s) '` is `T* (s) Tj`, and
+/// `aw ac (s) "` is `aw Tw ac Tc T* (s) Tj` (PDF 32000-1, table 109). Pages whose content does not
+/// parse are left as they are.
+fn spell_out_quote_operators(doc: &mut lopdf::Document) {
+    use lopdf::content::{Content, Operation};
+    let pages: Vec<lopdf::ObjectId> = doc.get_pages().values().copied().collect();
+    for page in pages {
+        let Ok(raw) = doc.get_page_content(page) else {
+            continue;
+        };
+        if !raw.iter().any(|b| *b == b'\'' || *b == b'"') {
+            continue;
+        }
+        let Ok(mut content) = Content::decode(&raw) else {
+            continue;
+        };
+        if !content
+            .operations
+            .iter()
+            .any(|op| op.operator == "'" || op.operator == "\"")
+        {
+            continue;
+        }
+        let mut operations = Vec::with_capacity(content.operations.len() + 8);
+        for op in content.operations {
+            match (op.operator.as_str(), op.operands.len()) {
+                ("'", 1) => {
+                    operations.push(Operation::new("T*", vec![]));
+                    operations.push(Operation::new("Tj", op.operands));
+                }
+                ("\"", 3) => {
+                    let mut operands = op.operands.into_iter();
+                    let (aw, ac, s) = (operands.next(), operands.next(), operands.next());
+                    let (Some(aw), Some(ac), Some(s)) = (aw, ac, s) else {
+                        continue;
+                    };
+                    operations.push(Operation::new("Tw", vec![aw]));
+                    operations.push(Operation::new("Tc", vec![ac]));
+                    operations.push(Operation::new("T*", vec![]));
+                    operations.push(Operation::new("Tj", vec![s]));
+                }
+                _ => operations.push(op),
+            }
+        }
+        content.operations = operations;
+        if let Ok(encoded) = content.encode() {
+            let _ = doc.change_page_content(page, encoded);
+        }
+    }
+}
+
+thread_local! {
+    /// Set while [`quietly`] runs on this thread: the panic hook then prints nothing.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without printing its message and backtrace (third-party parsers
+/// panic on malformed input; the caller reports the panic as a per-file error instead). Installs,
+/// once, a panic hook that stays silent on threads inside `quietly` and defers to the previous hook
+/// everywhere else.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET_PANICS.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(was));
+    result
 }
 
 /// A JSON document as text: every string, number and boolean with the key that holds it, one per
@@ -532,8 +931,10 @@ mod tests {
     fn broken_inputs_are_typed_errors() {
         assert!(load("e.txt", b"").unwrap_err().is_empty());
         assert!(load("e.txt", b"  \n").unwrap_err().is_empty());
-        let err = load("u.txt", b"ok \xff\xfe").unwrap_err();
-        assert_eq!(err.kind, LoadErrorKind::InvalidUtf8 { offset: 3 });
+        assert_eq!(
+            load("u.txt", b"ok \x00\x01\x02 binary").unwrap_err().kind,
+            LoadErrorKind::Binary
+        );
         assert!(load("t.pdf", b"%PDF-1.4\n1 0 obj").unwrap_err().is_parse());
         assert!(
             load("t.txt.gz", b"\x1f\x8b\x08\x00garbage")
@@ -557,5 +958,120 @@ mod tests {
             (doc.format, doc.text.as_str()),
             (Format::Markdown, "# Title\n\nbody")
         );
+    }
+
+    #[test]
+    fn legacy_encodings_are_detected_and_recorded_binary_is_refused() {
+        // Windows-1252 / Latin-1: "café, naïve, déjà vu" (not valid UTF-8).
+        let latin = b"Le caf\xe9 na\xefve, d\xe9j\xe0 vu: \xab quelle \xe9poque \xbb, dit-il \x96 voil\xe0.";
+        let doc = load("fr.txt", latin).unwrap();
+        assert!(
+            doc.text.contains("café") && doc.text.contains("déjà"),
+            "{}",
+            doc.text
+        );
+        assert_eq!(doc.encoding, Some("windows-1252"));
+        // The same in CSV and HTML.
+        let doc = load("t.csv", b"mot,sens\ncaf\xe9,boisson\n").unwrap();
+        assert_eq!(doc.text, "mot: café\nsens: boisson\n\n");
+        // UTF-16 with a BOM.
+        let utf16: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain("héllo wörld".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let doc = load("w.md", &utf16).unwrap();
+        assert_eq!(
+            (doc.text.as_str(), doc.encoding),
+            ("héllo wörld", Some("UTF-16LE"))
+        );
+        // UTF-8 stays UTF-8 with no encoding recorded.
+        assert_eq!(load("u.txt", "déjà".as_bytes()).unwrap().encoding, None);
+        // Binary garbage: NUL bytes, control characters, a broken UTF-16 stream.
+        for bytes in [
+            &b"\xff\xfe\x00broken"[..],
+            b"ELF\x7f\x00\x01\x02\x03",
+            b"\x01\x02\x03\x04\x05\xe9abc",
+        ] {
+            let err = load("b.txt", bytes).unwrap_err();
+            assert_eq!(err.kind, LoadErrorKind::Binary, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn limits_stop_bombs_and_huge_documents() {
+        use std::io::Write;
+        let limits = Limits {
+            max_decompressed_bytes: 1 << 20,
+            max_text_bytes: 1000,
+            ..Limits::default()
+        };
+        // 64 MiB of zeros-ish text compresses to ~64 KB: stopped at 1 MiB.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..64 {
+            enc.write_all(&block).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        let err = load_bytes_with(Path::new("bomb.txt.gz"), &bomb, &limits).unwrap_err();
+        assert!(err.is_too_large(), "{err}");
+        assert!(err.to_string().contains("--max-decompressed-mb"), "{err}");
+        // Text over the limit.
+        let err = load_bytes_with(Path::new("big.txt"), &[b'x'; 1001], &limits).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("extracted text over the limit of 1000"),
+            "{err}"
+        );
+        assert!(load_bytes_with(Path::new("ok.txt"), &[b'x'; 1000], &limits).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn names_that_are_not_utf8_are_escaped_losslessly() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        let path = dir.path().join(name);
+        std::fs::write(&path, b"hello").unwrap();
+        let shown = display_path(&path);
+        assert!(shown.ends_with("caf\\xe9.txt"), "{shown}");
+        assert_eq!(path_from_display(&shown), path);
+        assert_eq!(Format::for_path(&path), Some((Format::Text, false)));
+        let (files, errors) = discover(&[dir.path().to_owned()], &Filter::default());
+        assert_eq!((files, errors), (vec![path.clone()], vec![]));
+        assert_eq!(load_file(&path).unwrap().text, "hello");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_and_devices_are_refused_by_type_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.txt");
+        let c = std::ffi::CString::new(fifo.as_os_str().to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = dir.path().join("zero.txt");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        // Named explicitly, and found by a walk: refused by type (a read would block or never end).
+        for paths in [
+            vec![fifo.clone(), zero.clone()],
+            vec![dir.path().to_owned()],
+        ] {
+            let (files, errors) = discover(&paths, &Filter::default());
+            assert!(files.is_empty(), "{files:?}");
+            let kinds: Vec<_> = errors.iter().map(|e| e.kind.clone()).collect();
+            assert_eq!(
+                kinds,
+                [
+                    LoadErrorKind::NotRegularFile("a FIFO"),
+                    LoadErrorKind::NotRegularFile("a character device")
+                ]
+            );
+        }
+        // Swapped in after discovery: opened without blocking, refused before reading.
+        let err = read_file(&fifo, &Limits::default()).unwrap_err();
+        assert_eq!(err.kind, LoadErrorKind::NotRegularFile("a FIFO"));
+        let err = read_file(&zero, &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }

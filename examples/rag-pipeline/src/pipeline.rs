@@ -10,7 +10,9 @@
 //!    touched;
 //! 2. **load** (parallel, CPU): for each file, `stat` it; a file whose size and mtime match the
 //!    store's record is skipped without being read; otherwise read and hash it (BLAKE3); same hash
-//!    as stored means unchanged (only its mtime is recorded); else parse it to text;
+//!    as stored means unchanged (only its mtime is recorded); else parse it to text. The read, the
+//!    inflated size, the text and (after splitting) the chunk count are capped by
+//!    [`IngestOptions::limits`]: a file over a limit is a failure, never a memory blow-up;
 //! 3. **split** (parallel, CPU): chunk every loaded document;
 //! 4. **embed**: documents are taken in waves of about `commit_every` chunks; a wave's chunks are cut
 //!    into batches of `embed_batch`, at most `embed_concurrency` in flight: as tasks on gilkit's
@@ -43,7 +45,7 @@ use gilkit_embed::EmbeddingClient;
 
 use crate::CancelToken;
 use crate::embed::{EmbedError, Embedder};
-use crate::load::{self, Filter, Format, LoadError};
+use crate::load::{self, Filter, Format, Limits, LoadError};
 use crate::parallel;
 use crate::split::{Chunk, Splitter, SplitterConfig};
 use crate::store::{ChunkMeta, FileState, Hit, NewDocument, Store, StoreError};
@@ -69,6 +71,8 @@ pub struct IngestOptions {
     pub commit_every: usize,
     /// Remove the stored documents of deleted files under the directories given (default: on).
     pub prune: bool,
+    /// Caps for untrusted input (file, decompressed and text sizes, chunks per document).
+    pub limits: Limits,
 }
 
 impl Default for IngestOptions {
@@ -83,6 +87,7 @@ impl Default for IngestOptions {
             retry_backoff: Duration::from_millis(200),
             commit_every: 256,
             prune: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -180,10 +185,12 @@ pub struct StageTimings {
     pub store: Duration,
 }
 
-/// What an ingest did.
+/// What an ingest did. Every path given or walked is counted once in `files` and has one outcome:
+/// stored (`documents`), `unchanged`, or in `failures` (also paths that could not be walked or are
+/// not regular files); so `files == documents + unchanged + failures.len()` unless cancelled.
 #[derive(Debug, Clone, Default)]
 pub struct IngestReport {
-    /// Files found.
+    /// Files seen (given, or found by walking the folders given and kept by the globs).
     pub files: usize,
     /// Files skipped because they did not change since the last ingest.
     pub unchanged: usize,
@@ -260,12 +267,11 @@ struct Prepared {
     chunks: Vec<Chunk>,
 }
 
-/// The key a file is stored under: its absolute, canonical path (so `./a.txt` and `a.txt` are one).
+/// The key a file is stored under: its absolute, canonical path (so `./a.txt` and `a.txt` are one),
+/// with the bytes of a name that is not UTF-8 escaped as `\xNN` ([`load::display_path`]), so two
+/// such names never share a key.
 pub fn source_key(path: &Path) -> String {
-    std::fs::canonicalize(path)
-        .unwrap_or_else(|_| path.to_owned())
-        .to_string_lossy()
-        .into_owned()
+    load::display_path(&std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()))
 }
 
 /// The stored documents under one of the directories in `paths` whose files are gone (not `found`
@@ -283,16 +289,16 @@ fn deleted_documents(store: &Store, paths: &[PathBuf], found: &HashSet<String>) 
         .sources()
         .filter(|source| !found.contains(*source))
         .filter(|source| {
-            let path = Path::new(source);
+            let path = load::path_from_display(source);
             roots.iter().any(|root| path.starts_with(root))
-                && std::fs::symlink_metadata(path)
+                && std::fs::symlink_metadata(&path)
                     .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
         })
         .map(str::to_owned)
         .collect()
 }
 
-fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError> {
+fn look_at(store: &Store, path: &Path, source: &str, limits: &Limits) -> Result<Loaded, LoadError> {
     let io = |e: std::io::Error| LoadError {
         path: path.to_owned(),
         kind: load::LoadErrorKind::Io(e.to_string()),
@@ -310,21 +316,26 @@ fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError
     {
         return Ok(Loaded::Unchanged);
     }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let bytes = load::read_file(path, limits)?;
     let hash = blake3::hash(&bytes).to_hex().to_string();
     let format = Format::for_path(path)
         .map_or("unknown", |(f, _)| f.name())
         .to_owned();
-    let file = FileState {
+    let mut file = FileState {
         hash,
         size: bytes.len() as u64,
         mtime_ns,
         format,
+        encoding: None,
     };
-    if stored.is_some_and(|doc| doc.file.hash == file.hash) {
+    if let Some(doc) = stored
+        && doc.file.hash == file.hash
+    {
+        file.encoding = doc.file.encoding.clone();
         return Ok(Loaded::Touched(file));
     }
-    let doc = load::load_bytes(path, &bytes)?;
+    let doc = load::load_bytes_with(path, &bytes, limits)?;
+    file.encoding = doc.encoding.map(str::to_owned);
     Ok(Loaded::Changed(file, doc.text))
 }
 
@@ -360,6 +371,7 @@ pub fn ingest(
     // 1. Discover.
     let t = Instant::now();
     let (files, walk_errors) = load::discover(paths, &opts.filter);
+    let walk_failures = walk_errors.len();
     report
         .failures
         .extend(walk_errors.into_iter().map(Failure::from));
@@ -372,7 +384,7 @@ pub fn ingest(
         })
         .filter(|(_, key)| seen.insert(key.clone()))
         .collect();
-    report.files = files.len();
+    report.files = files.len() + walk_failures;
     progress.files_total.store(files.len(), Ordering::Relaxed);
     if opts.prune {
         report.removed = deleted_documents(store, paths, &seen);
@@ -383,7 +395,7 @@ pub fn ingest(
     let t = Instant::now();
     let shared: &Store = store;
     let loaded = parallel::map(&files, opts.workers, cancel, |(path, source)| {
-        let out = look_at(shared, path, source);
+        let out = look_at(shared, path, source, &opts.limits);
         Progress::add(&progress.files_done, 1);
         out
     });
@@ -396,7 +408,7 @@ pub fn ingest(
             Some(Err(panic)) => report.failures.push(Failure {
                 path: path.clone(),
                 stage: Stage::Load,
-                reason: format!("{}: the loader crashed: {panic}", path.display()),
+                reason: format!("{}: the loader crashed: {panic}", load::display_path(path)),
                 failed_chunks: 0,
             }),
             Some(Ok(Err(e))) => report.failures.push(e.into()),
@@ -429,6 +441,22 @@ pub fn ingest(
                 reason: format!("the splitter crashed: {panic}"),
                 failed_chunks: 0,
             }),
+            Some(Ok(chunks)) if chunks.len() > opts.limits.max_chunks_per_document => {
+                report.failures.push(Failure {
+                    reason: LoadError {
+                        path: path.clone(),
+                        kind: load::LoadErrorKind::TooLarge {
+                            what: "chunk count",
+                            limit: opts.limits.max_chunks_per_document as u64,
+                            setting: "max_chunks_per_document / --max-chunks-per-document",
+                        },
+                    }
+                    .to_string(),
+                    path,
+                    stage: Stage::Split,
+                    failed_chunks: 0,
+                })
+            }
             Some(Ok(chunks)) => prepared.push(Prepared {
                 source,
                 path,

