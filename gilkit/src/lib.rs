@@ -14,6 +14,7 @@
 //! | ... only when the work is long enough to be worth it | [`callsite::CallSite::detach_adaptive`], `#[nogil(adaptive)]` |
 //! | see, per call site, how often and how long the GIL was released | [`mod@callsite`] (`callsite_stats()` in Python) |
 //! | await a future from Python code | [`block_on`] (works inside another runtime) |
+//! | return a Rust future to asyncio as an awaitable; await a Python coroutine from Rust | [`asyncio::future_into_py`], `#[nogil(awaitable)]`, [`asyncio::into_future`] |
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
@@ -58,6 +59,7 @@ mod cancel;
 mod helper;
 mod release;
 
+pub mod asyncio;
 pub mod batch;
 pub mod callsite;
 pub mod file;
