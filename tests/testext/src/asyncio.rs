@@ -24,6 +24,14 @@ fn asyncio_sleep(py: Python<'_>, ms: u64, value: u64) -> PyResult<Bound<'_, PyAn
     })
 }
 
+/// `await asyncio_spin(micros)`: busy CPU work of `micros` µs on a runtime thread.
+#[pyfunction]
+fn asyncio_spin(py: Python<'_>, micros: u64) -> PyResult<Bound<'_, PyAny>> {
+    gilkit::asyncio::future_into_py(py, async move {
+        Ok::<_, PyErr>(crate::spin_for(Duration::from_micros(micros)))
+    })
+}
+
 /// `await asyncio_forever()`: never completes (only cancellation ends it).
 #[pyfunction]
 fn asyncio_forever(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
@@ -128,6 +136,7 @@ async fn nogil_async_parse(text: String) -> PyResult<i64> {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(asyncio_ready, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_sleep, m)?)?;
+    m.add_function(wrap_pyfunction!(asyncio_spin, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_forever, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_error, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_panic, m)?)?;
