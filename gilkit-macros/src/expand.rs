@@ -241,7 +241,11 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
         sig.output = syn::parse_quote!(
             -> ::gilkit::__private::PyResult<::gilkit::__private::Py<::gilkit::__private::PyAny>>
         );
-        quote!(::gilkit::__private::awaitable(#py, #fut))
+        if returns_unit(&ret_ty) {
+            quote!(::gilkit::__private::awaitable_unit(#py, #fut))
+        } else {
+            quote!(::gilkit::__private::awaitable(#py, #fut))
+        }
     } else if is_async {
         let fut = match &annotated {
             Some(_) => quote!(::gilkit::__private::future_of::<#ret_ty, _>(async move #block)),
@@ -326,6 +330,25 @@ fn returns_result(ty: &Type) -> bool {
             .segments
             .last()
             .is_some_and(|s| s.ident == "Result" || s.ident == "PyResult"),
+        _ => false,
+    }
+}
+
+/// `()`, or a `Result` whose success type is `()`.
+fn returns_unit(ty: &Type) -> bool {
+    let is_unit = |ty: &Type| matches!(ty, Type::Tuple(t) if t.elems.is_empty());
+    if is_unit(ty) {
+        return true;
+    }
+    let Type::Path(p) = ty else { return false };
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if returns_result(ty) => matches!(
+            args.args.first(),
+            Some(syn::GenericArgument::Type(first)) if is_unit(first)
+        ),
         _ => false,
     }
 }

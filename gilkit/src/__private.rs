@@ -54,3 +54,17 @@ where
 {
     crate::asyncio::future_into_py(py, fut).map(Bound::unbind)
 }
+
+/// `#[nogil(awaitable)]` for a function returning `()` or `Result<(), E>`: resolves to `None`, as
+/// the blocking form returns `None` (a bare `()` would become an empty tuple).
+#[inline(always)]
+pub fn awaitable_unit<F, E>(py: Python<'_>, fut: F) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<PyErr> + Send + 'static,
+{
+    crate::asyncio::future_into_py_with(py, fut, |py, output| {
+        output.map_err(Into::into).map(|()| py.None())
+    })
+    .map(Bound::unbind)
+}
