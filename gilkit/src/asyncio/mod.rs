@@ -86,7 +86,7 @@ pub use to_rust::{PyFuture, into_future};
 /// #     let f = wrap_pyfunction!(sleep_then_double, py).unwrap();
 /// #     let locals = pyo3::types::PyDict::new(py);
 /// #     locals.set_item("f", f).unwrap();
-/// #     py.run(c"import asyncio\nasync def main():\n    return await asyncio.gather(f(1), f(2))\nr = asyncio.run(main())", None, Some(&locals)).unwrap();
+/// #     py.run(c"import asyncio\nasync def main():\n    return await asyncio.gather(f(1), f(2))\nr = asyncio.run(main())", Some(&locals), None).unwrap();
 /// #     assert_eq!(locals.get_item("r").unwrap().unwrap().extract::<Vec<u64>>().unwrap(), [2, 4]);
 /// # });
 /// ```

@@ -54,7 +54,7 @@ use super::bridge::{self, Bridge, Message, Resolve};
 /// #     let f = wrap_pyfunction!(call_async, py).unwrap();
 /// #     let locals = pyo3::types::PyDict::new(py);
 /// #     locals.set_item("f", f).unwrap();
-/// #     py.run(c"import asyncio\nasync def cb():\n    return 41\nr = asyncio.run(f(cb))", None, Some(&locals)).unwrap();
+/// #     py.run(c"import asyncio\nasync def cb():\n    return 41\nasync def main():\n    return await f(cb)\nr = asyncio.run(main())", Some(&locals), None).unwrap();
 /// #     assert_eq!(locals.get_item("r").unwrap().unwrap().extract::<u64>().unwrap(), 42);
 /// # });
 /// ```
