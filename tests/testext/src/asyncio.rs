@@ -133,7 +133,45 @@ async fn nogil_async_parse(text: String) -> PyResult<i64> {
         .map_err(|e| PyValueError::new_err(format!("not an integer: {text:?} ({e})")))
 }
 
+/// The benchmark's baseline: the same functions through pyo3-async-runtimes' `future_into_py`.
+#[cfg(feature = "bench-pyo3-async-runtimes")]
+mod baseline {
+    use std::time::Duration;
+
+    use pyo3::prelude::*;
+
+    /// `await par_ready(value)`.
+    #[pyfunction]
+    pub(super) fn par_ready(py: Python<'_>, value: u64) -> PyResult<Bound<'_, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(value) })
+    }
+
+    /// `await par_sleep(ms, value)`.
+    #[pyfunction]
+    pub(super) fn par_sleep(py: Python<'_>, ms: u64, value: u64) -> PyResult<Bound<'_, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(value)
+        })
+    }
+
+    /// `await par_forever()`.
+    #[pyfunction]
+    pub(super) fn par_forever(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async {
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    #[cfg(feature = "bench-pyo3-async-runtimes")]
+    {
+        m.add_function(wrap_pyfunction!(baseline::par_ready, m)?)?;
+        m.add_function(wrap_pyfunction!(baseline::par_sleep, m)?)?;
+        m.add_function(wrap_pyfunction!(baseline::par_forever, m)?)?;
+    }
     m.add_function(wrap_pyfunction!(asyncio_ready, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_sleep, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_spin, m)?)?;
