@@ -272,13 +272,16 @@ def test_loop_closed_with_pending_awaitables_is_quiet(loop_kind):
             # Sleepers still running at close, and ready results arriving while the loop closes.
             return [ext.asyncio_sleep(i % 50, i) for i in range(500)] + [ext.asyncio_ready(i) for i in range(500)]
         futs = loop.run_until_complete(start())
+        # Cancelled just before the close (pyo3-async-runtimes #90): their done callbacks never run.
+        for f in futs[::3]:
+            f.cancel()
         loop.close()
         deadline = time.monotonic() + 60
         while ext.asyncio_live_tasks() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert ext.asyncio_live_tasks() == 0, ext.asyncio_live_tasks()
         # Results delivered before the close are right; the others stay pending, quietly.
-        assert all(f.result() == i % 500 for i, f in enumerate(futs) if f.done())
+        assert all(f.cancelled() or f.result() == i % 500 for i, f in enumerate(futs) if f.done())
         # A new loop works afterwards.
         async def again():
             return await asyncio.wait_for(ext.asyncio_sleep(1, 5), 60)

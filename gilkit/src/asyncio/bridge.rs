@@ -135,15 +135,17 @@ impl Bridge {
     }
 
     /// Whether the bridge can still take new work: its loop is alive and it is this process's.
-    fn is_usable(&self) -> bool {
+    pub(super) fn is_usable(&self) -> bool {
         !self.retired.load(Ordering::Acquire) && self.is_current()
     }
 
     /// Sends `message` to the loop thread. Never touches Python; never blocks for long (one
     /// uncontended mutex, at most one non-blocking `write`).
     pub(super) fn send(&self, message: Message) {
-        if self.retired.load(Ordering::Acquire) {
-            return; // the loop is gone: drop the message (and the result in it) here
+        if !self.is_usable() {
+            // The loop is gone (drop the message, and the result in it, here), or this is a
+            // parent's bridge in a forked child (its socket would wake the parent's loop).
+            return;
         }
         self.queue.lock().push(message);
         if !self.signalled.swap(true, Ordering::AcqRel) {

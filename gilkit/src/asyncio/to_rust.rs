@@ -70,6 +70,12 @@ where
         let _ = tx.send(value);
     });
     if let Some((bridge, parent)) = super::current() {
+        if !bridge.is_usable() {
+            return Err(PyRuntimeError::new_err(
+                "the asyncio event loop that awaits this Rust future has closed; the Python \
+                 awaitable was not started",
+            ));
+        }
         let key = bridge.next_key();
         bridge.register_task(key);
         bridge.send(Message::Start {
