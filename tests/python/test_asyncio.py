@@ -95,6 +95,17 @@ def test_the_loop_keeps_running_while_the_rust_future_works(run):
     run(main())
 
 
+def test_the_future_runs_on_the_runtime_and_its_output_is_converted_on_the_loop_thread(run):
+    """The runtime thread only queues the Rust output; the GIL work happens on the loop thread."""
+
+    async def main():
+        results = await asyncio.gather(*(ext.asyncio_where(i % 3) for i in range(100)))
+        assert {ran for ran, _ in results} == {False}, "a future ran on the loop thread"
+        assert {converted for _, converted in results} == {True}, "an output was converted elsewhere"
+
+    run(main())
+
+
 def test_panic_prints_nothing_and_keeps_the_exit_code():
     proc = run_python(
         """

@@ -32,6 +32,27 @@ fn asyncio_spin(py: Python<'_>, micros: u64) -> PyResult<Bound<'_, PyAny>> {
     })
 }
 
+/// `await asyncio_where(ms)`: `(ran_on_the_calling_thread, converted_on_the_calling_thread)`
+/// for a future sleeping `ms`: where the future ran, and where its output was converted.
+#[pyfunction]
+fn asyncio_where(py: Python<'_>, ms: u64) -> PyResult<Bound<'_, PyAny>> {
+    let caller = std::thread::current().id();
+    gilkit::asyncio::future_into_py_with(
+        py,
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            std::thread::current().id() == caller
+        },
+        move |py, ran_here| {
+            let converted_here = std::thread::current().id() == caller;
+            Ok((ran_here, converted_here)
+                .into_pyobject(py)?
+                .into_any()
+                .unbind())
+        },
+    )
+}
+
 /// `await asyncio_forever()`: never completes (only cancellation ends it).
 #[pyfunction]
 fn asyncio_forever(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
@@ -175,6 +196,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(asyncio_ready, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_sleep, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_spin, m)?)?;
+    m.add_function(wrap_pyfunction!(asyncio_where, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_forever, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_error, m)?)?;
     m.add_function(wrap_pyfunction!(asyncio_panic, m)?)?;
