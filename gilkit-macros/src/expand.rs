@@ -154,7 +154,23 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
             ));
         }
     }
-    if is_async {
+    if awaitable {
+        if let Some(a) = &opts.adaptive {
+            errors.push(syn::Error::new(
+                a.span,
+                "`adaptive` does not apply to an `awaitable` function: its body always runs on \
+                 gilkit's runtime, without the GIL\nhelp: remove `adaptive`",
+            ));
+        }
+        if let Some(i) = &opts.interruptible {
+            errors.push(syn::Error::new(
+                i.span,
+                "an `awaitable` function is cancellable already: cancelling its awaitable (Ctrl-C \
+                 in `asyncio.run` does) drops its future at the next `.await`\nhelp: remove \
+                 `interruptible`",
+            ));
+        }
+    } else if is_async {
         if let Some(a) = &opts.adaptive {
             errors.push(syn::Error::new(
                 a.span,

@@ -19,6 +19,10 @@ async fn twice() {}
 #[gilkit::nogil(awaitable(fast))]
 async fn with_arguments() {}
 
+/// The release policies do not apply: the body always runs on the runtime.
+#[gilkit::nogil(awaitable, adaptive, interruptible)]
+async fn with_policies() {}
+
 #[pyclass(frozen)]
 struct Model;
 
