@@ -327,6 +327,14 @@ EXIT_CASES = {
             sys.exit(0)
         asyncio.run(main())
     """,
+    # The program's own exit code is kept.
+    "sys-exit-3-in-loop": """
+        async def main():
+            futs = [ext.asyncio_sleep(i % 20, i) for i in range(500)]
+            await asyncio.sleep(0.005)
+            sys.exit(3)
+        asyncio.run(main())
+    """,
     # A daemon thread's loop is still running, with work in flight, when the main thread exits.
     "daemon-thread-loop": """
         import threading
@@ -347,7 +355,7 @@ EXIT_CASES = {
 def test_interpreter_exit_with_awaitables_in_flight(case):
     code = "import asyncio, sys, gilkit_testext as ext\n" + textwrap.dedent(EXIT_CASES[case])
     proc = run_python(code, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == (3 if case == "sys-exit-3-in-loop" else 0), proc.stderr
     assert proc.stderr == ""
 
 
