@@ -142,7 +142,35 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
         ));
     }
     let is_async = sig.asyncness.is_some();
-    if is_async {
+    let awaitable = opts.awaitable.is_some();
+    if let Some(span) = opts.awaitable {
+        if is_async {
+            check_static_params(&sig, &mut errors);
+        } else {
+            errors.push(syn::Error::new(
+                span,
+                "`awaitable` applies to an `async fn`: it makes the function return an asyncio \
+                 awaitable of its future\nhelp: make the function `async fn`, or remove `awaitable`",
+            ));
+        }
+    }
+    if awaitable {
+        if let Some(a) = &opts.adaptive {
+            errors.push(syn::Error::new(
+                a.span,
+                "`adaptive` does not apply to an `awaitable` function: its body always runs on \
+                 gilkit's runtime, without the GIL\nhelp: remove `adaptive`",
+            ));
+        }
+        if let Some(i) = &opts.interruptible {
+            errors.push(syn::Error::new(
+                i.span,
+                "an `awaitable` function is cancellable already: cancelling its awaitable (Ctrl-C \
+                 in `asyncio.run` does) drops its future at the next `.await`\nhelp: remove \
+                 `interruptible`",
+            ));
+        }
+    } else if is_async {
         if let Some(a) = &opts.adaptive {
             errors.push(syn::Error::new(
                 a.span,
@@ -219,7 +247,22 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
     // out when the type has elided lifetimes, which a closure signature cannot express.
     let annotated = (!has_elided_lifetime_or_impl(&ret_ty)).then(|| quote!(-> #ret_ty));
 
-    let call = if is_async {
+    let call = if awaitable {
+        let fut = quote!(::gilkit::__private::future_of::<#ret_ty, _>(async move #block));
+        let fut = if returns_result(&ret_ty) {
+            fut
+        } else {
+            quote!(::gilkit::__private::infallible(#fut))
+        };
+        sig.output = syn::parse_quote!(
+            -> ::gilkit::__private::PyResult<::gilkit::__private::Py<::gilkit::__private::PyAny>>
+        );
+        if returns_unit(&ret_ty) {
+            quote!(::gilkit::__private::awaitable_unit(#py, #fut))
+        } else {
+            quote!(::gilkit::__private::awaitable(#py, #fut))
+        }
+    } else if is_async {
         let fut = match &annotated {
             Some(_) => quote!(::gilkit::__private::future_of::<#ret_ty, _>(async move #block)),
             None => quote!(async move #block),
@@ -250,7 +293,7 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
 
     // `interruptible` and `async fn` can fail with the exception a signal handler raised: merge
     // it into a `Result` return type, or make the return type `PyResult<_>`.
-    let fallible = is_async || opts.interruptible.is_some();
+    let fallible = !awaitable && (is_async || opts.interruptible.is_some());
     let call = if fallible && returns_result(&ret_ty) {
         quote!(::gilkit::__private::flatten(#call))
     } else {
@@ -264,6 +307,8 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
         None => quote!(::gilkit::__private::attach(|#py| #call)),
     };
     sig.asyncness = None;
+    // The awaitable form records no call statistics (its work runs on the runtime, not in the call).
+    let site_static = (!awaitable).then_some(site_static);
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
@@ -271,6 +316,26 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
             #call
         }
     })
+}
+
+/// `awaitable`: the future outlives the call, so it cannot borrow from the caller.
+fn check_static_params(sig: &syn::Signature, errors: &mut Errors) {
+    for input in &sig.inputs {
+        let span = match input {
+            syn::FnArg::Receiver(r) if r.reference.is_some() => Some(r.self_token.span),
+            syn::FnArg::Typed(pt) if matches!(&*pt.ty, Type::Reference(_)) => Some(pt.ty.span()),
+            _ => None,
+        };
+        if let Some(span) = span {
+            errors.push(syn::Error::new(
+                span,
+                "an `awaitable` function's future runs after the call returns, so it cannot \
+                 borrow its arguments\nhelp: take owned values (`String`, `Vec<u8>`, ...); for a \
+                 method, take `slf: Py<Self>` on a `#[pyclass(frozen)]` and read it with \
+                 `slf.get()`",
+            ));
+        }
+    }
 }
 
 /// `Result<..>`, `PyResult<..>`, `io::Result<..>`: return types that can carry a `PyErr`.
@@ -281,6 +346,25 @@ fn returns_result(ty: &Type) -> bool {
             .segments
             .last()
             .is_some_and(|s| s.ident == "Result" || s.ident == "PyResult"),
+        _ => false,
+    }
+}
+
+/// `()`, or a `Result` whose success type is `()`.
+fn returns_unit(ty: &Type) -> bool {
+    let is_unit = |ty: &Type| matches!(ty, Type::Tuple(t) if t.elems.is_empty());
+    if is_unit(ty) {
+        return true;
+    }
+    let Type::Path(p) = ty else { return false };
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if returns_result(ty) => matches!(
+            args.args.first(),
+            Some(syn::GenericArgument::Type(first)) if is_unit(first)
+        ),
         _ => false,
     }
 }

@@ -8,8 +8,8 @@ use syn::{Expr, Ident, LitInt, LitStr, Meta, Token};
 
 /// What the options list must look like, for error messages.
 pub(crate) const VALID_OPTIONS: &str = "the options are `interruptible`, \
-    `interruptible(token = <name>)`, `adaptive`, `adaptive(threshold_us = <integer>, hint = <expr>)` \
-    and `name = \"<name>\"`";
+    `interruptible(token = <name>)`, `adaptive`, `adaptive(threshold_us = <integer>, hint = <expr>)`, \
+    `awaitable` (on an `async fn`) and `name = \"<name>\"`";
 
 /// The parsed options of one `#[nogil(...)]`.
 #[derive(Default)]
@@ -17,6 +17,8 @@ pub(crate) struct Options {
     pub(crate) interruptible: Option<Interruptible>,
     pub(crate) adaptive: Option<Adaptive>,
     pub(crate) name: Option<LitStr>,
+    /// `awaitable`: an `async fn` returns an asyncio awaitable instead of blocking; where written.
+    pub(crate) awaitable: Option<Span>,
 }
 
 pub(crate) struct Interruptible {
@@ -133,6 +135,14 @@ impl Options {
                 }
                 self.adaptive = Some(adaptive);
             }
+            "awaitable" => match meta {
+                Meta::Path(_) if self.awaitable.is_none() => self.awaitable = Some(span),
+                Meta::Path(_) => errors.push(syn::Error::new(span, "`awaitable` is given twice")),
+                _ => errors.push(syn::Error::new(
+                    span,
+                    "`awaitable` takes no arguments: write `#[nogil(awaitable)]`",
+                )),
+            },
             "name" => match meta {
                 Meta::NameValue(syn::MetaNameValue {
                     value:

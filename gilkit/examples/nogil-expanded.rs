@@ -28,6 +28,13 @@
 //!     tokio::time::sleep(Duration::from_millis(ms)).await;
 //!     ms
 //! }
+//!
+//! #[gilkit::nogil(awaitable)]
+//! #[pyfunction]
+//! async fn wait_ms_awaitable(ms: u64) -> u64 {
+//!     tokio::time::sleep(Duration::from_millis(ms)).await;
+//!     ms
+//! }
 //! ```
 //!
 //! The expansion below is what the attribute produces (its private names, which are hygienic in
@@ -130,6 +137,25 @@ fn wait_ms(ms: u64) -> ::gilkit::__private::PyResult<u64> {
     })
 }
 
+/// `awaitable`: the function returns the asyncio future at once; the body runs on gilkit's
+/// runtime (see `gilkit::asyncio::future_into_py`). A return type that is not a `Result` is made
+/// one by `infallible`; `()` (or `Result<(), E>`) goes through `awaitable_unit`, which resolves to
+/// `None`. No call site: the work does not run inside the call.
+#[pyfunction]
+fn wait_ms_awaitable(
+    ms: u64,
+) -> ::gilkit::__private::PyResult<::gilkit::__private::Py<::gilkit::__private::PyAny>> {
+    ::gilkit::__private::attach(|__gilkit_py| {
+        ::gilkit::__private::awaitable(
+            __gilkit_py,
+            ::gilkit::__private::infallible(::gilkit::__private::future_of::<u64, _>(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ms
+            })),
+        )
+    })
+}
+
 fn main() -> PyResult<()> {
     Python::attach(|py| -> PyResult<()> {
         let m = PyModule::new(py, "expanded")?;
@@ -137,6 +163,7 @@ fn main() -> PyResult<()> {
         m.add_function(wrap_pyfunction!(count_lines, &m)?)?;
         m.add_function(wrap_pyfunction!(count_primes, &m)?)?;
         m.add_function(wrap_pyfunction!(wait_ms, &m)?)?;
+        m.add_function(wrap_pyfunction!(wait_ms_awaitable, &m)?)?;
         let checksum: u64 = m
             .getattr("checksum")?
             .call1((vec![1u8, 2, 3],))?
@@ -148,6 +175,18 @@ fn main() -> PyResult<()> {
         let primes: u64 = m.getattr("count_primes")?.call1((100,))?.extract()?;
         let waited: u64 = m.getattr("wait_ms")?.call1((5,))?.extract()?;
         assert_eq!((checksum, lines, primes, waited), (6, 2, 25, 5));
+        let locals = pyo3::types::PyDict::new(py);
+        locals.set_item("m", &m)?;
+        py.run(
+            c"import asyncio\nasync def main():\n    return await m.wait_ms_awaitable(5)\nr = asyncio.run(main())",
+            Some(&locals),
+            None,
+        )?;
+        let awaited: u64 = locals
+            .get_item("r")?
+            .expect("set by the script")
+            .extract()?;
+        assert_eq!(awaited, 5);
         Ok(())
     })?;
     for site in gilkit::callsite::call_sites() {

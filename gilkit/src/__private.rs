@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use crate::callsite::CallSite;
-pub use pyo3::PyResult;
-use pyo3::{PyErr, Python};
+use pyo3::{Bound, IntoPyObject, PyErr, Python};
+pub use pyo3::{Py, PyAny, PyResult};
 
 /// The `Python` token for a function without a `py` parameter. Called from Python, the thread is
 /// attached already and this is one thread-local read; called from Rust without the GIL, it
@@ -36,4 +36,35 @@ pub fn future_of<T, F: Future<Output = T>>(fut: F) -> F {
 #[inline(always)]
 pub const fn micros(n: u64) -> Duration {
     Duration::from_micros(n)
+}
+
+/// `#[nogil(awaitable)]` with a return type that is not a `Result`.
+#[inline(always)]
+pub async fn infallible<F: Future>(fut: F) -> PyResult<F::Output> {
+    Ok(fut.await)
+}
+
+/// `#[nogil(awaitable)]`: the function's awaitable (see [`crate::asyncio::future_into_py`]).
+#[inline(always)]
+pub fn awaitable<F, T, E>(py: Python<'_>, fut: F) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+    E: Into<PyErr> + Send + 'static,
+{
+    crate::asyncio::future_into_py(py, fut).map(Bound::unbind)
+}
+
+/// `#[nogil(awaitable)]` for a function returning `()` or `Result<(), E>`: resolves to `None`, as
+/// the blocking form returns `None` (a bare `()` would become an empty tuple).
+#[inline(always)]
+pub fn awaitable_unit<F, E>(py: Python<'_>, fut: F) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<PyErr> + Send + 'static,
+{
+    crate::asyncio::future_into_py_with(py, fut, |py, output| {
+        output.map_err(Into::into).map(|()| py.None())
+    })
+    .map(Bound::unbind)
 }

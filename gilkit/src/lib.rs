@@ -14,6 +14,7 @@
 //! | ... only when the work is long enough to be worth it | [`callsite::CallSite::detach_adaptive`], `#[nogil(adaptive)]` |
 //! | see, per call site, how often and how long the GIL was released | [`mod@callsite`] (`callsite_stats()` in Python) |
 //! | await a future from Python code | [`block_on`] (works inside another runtime) |
+//! | return a Rust future to asyncio as an awaitable; await a Python coroutine from Rust | [`asyncio::future_into_py`], `#[nogil(awaitable)]`, [`asyncio::into_future`] |
 //! | one tokio runtime, configurable, fork-safe, clean at exit | [`runtime`] |
 //! | go back into Python from gilkit's threads safely | [`try_attach`] |
 //! | expose runtime configuration to Python in one line | [`python::add_runtime_functions`] |
@@ -58,6 +59,7 @@ mod cancel;
 mod helper;
 mod release;
 
+pub mod asyncio;
 pub mod batch;
 pub mod callsite;
 pub mod file;
@@ -93,12 +95,21 @@ pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 /// | `interruptible` | Ctrl-C stops the call: the body sees a `token: &CancelToken` to check ([`detach_interruptible`]) |
 /// | `interruptible(token = name)` | the same, with the token named `name` |
 /// | `name = "..."` | the call site's name in the statistics |
+/// | `awaitable` (on an `async fn`) | the function returns an asyncio awaitable of its future instead of blocking ([`asyncio::future_into_py`]) |
 ///
 /// An `async fn` becomes a plain function that drives its body with [`block_on`] (GIL released,
 /// Ctrl-C drops the future); for methods this needs the impl-block form, and for functions the
 /// attribute above `#[pyfunction]`, because PyO3 must not see the `async fn` itself.
 /// With `interruptible` or on an `async fn`, a return type that is not a `Result` becomes
 /// `PyResult<_>` (the call can raise `KeyboardInterrupt`); Python sees no difference.
+///
+/// **Event loops:** that blocking form blocks the calling thread until the future completes. Called
+/// from a coroutine, it stalls the whole asyncio event loop (every other task waits) for as long.
+/// For functions meant to be awaited, write `#[nogil(awaitable)]`: the function then returns an
+/// `asyncio.Future` at once (`PyResult<Py<PyAny>>` in Rust), the body runs on gilkit's runtime,
+/// and Python writes `await f(...)`. Its arguments must be owned (the future outlives the call);
+/// a method takes `slf: Py<Self>` on a frozen class. Awaitable calls are not counted in the call
+/// site statistics. Why blocking stays the default: see the guide chapter `docs/asyncio.md`.
 ///
 /// The body must not touch Python: the attribute rejects, at compile time and at the offending
 /// token, `py`, `Python`, `Bound`, `Borrowed`, `PyRef`, `PyRefMut` and parameters of those types,
@@ -157,4 +168,6 @@ mod guide {
     struct FileAdapter;
     #[doc = include_str!("../../docs/batch.md")]
     struct Batch;
+    #[doc = include_str!("../../docs/asyncio.md")]
+    struct Asyncio;
 }

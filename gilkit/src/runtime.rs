@@ -31,7 +31,7 @@
 use std::fmt;
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -156,6 +156,8 @@ static CURRENT: AtomicPtr<Started> = AtomicPtr::new(ptr::null_mut());
 /// Serialises starting, configuring and shutting down; also held across `fork()`.
 static START_LOCK: Mutex<Option<RuntimeConfig>> = Mutex::new(None);
 static EXITING: AtomicBool = AtomicBool::new(false);
+/// Bumped in every forked child (see [`fork_generation`]).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK: std::sync::Once = std::sync::Once::new();
 
 /// Sets how the shared runtime will be built. Call it before anything uses the runtime.
@@ -356,6 +358,17 @@ pub fn is_exiting() -> bool {
     EXITING.load(Ordering::Acquire)
 }
 
+/// How many `fork()`s separate this process from the one that first used gilkit: state recorded
+/// with another generation belongs to a parent process, whose threads and tasks do not exist here.
+/// Meaningful once the fork handlers are installed (the runtime's start does it).
+///
+/// Relaxed: the child handler runs while the child has a single thread, and every thread that
+/// reads the counter later is started after it (thread creation orders the store before them).
+#[inline]
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 pub(crate) fn install_fork_handlers() {
     ATFORK.call_once(|| {
         // SAFETY: the three handlers are `extern "C" fn()` with no arguments, as pthread_atfork
@@ -387,6 +400,7 @@ extern "C" fn after_fork_in_child() {
     // The child has only this thread: the runtime's threads are gone. Forget the runtime (leaking
     // it; dropping it would wait for threads that do not exist) so the next use starts a new one.
     CURRENT.store(ptr::null_mut(), Ordering::Release);
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     // The thread that forked is the child's main thread now.
     crate::release::forget_main_thread();
     // The interruptible forms' helper threads are gone too.

@@ -3,7 +3,9 @@
 //! The client is a frozen pyclass over an `Arc` of the Rust client, so any number of Python threads
 //! call it at once without a borrow flag or lock; each call extracts its texts with the GIL, then
 //! runs with the GIL released (`gilkit::block_on`: Ctrl-C drops the call and its requests), then
-//! converts the vectors with the GIL. The `a*` variants return asyncio awaitables instead.
+//! converts the vectors with the GIL. The `a*` variants return asyncio awaitables instead
+//! (`gilkit::asyncio::future_into_py_with`: the request runs on gilkit's runtime, the vectors are
+//! converted on the event loop's thread, and cancelling the awaitable drops the request).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::{aio, convert, errors, local};
+use crate::{convert, errors, local};
 
 /// Which provider a config describes.
 #[derive(Clone)]
@@ -435,7 +437,7 @@ impl PyEmbeddingClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let texts = vec![convert::text(text)?];
         let client = self.inner.clone();
-        aio::spawn(
+        gilkit::asyncio::future_into_py_with(
             py,
             async move { client.embed_many(&texts).await },
             vector_to_py(numpy),
@@ -452,7 +454,7 @@ impl PyEmbeddingClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let texts = convert::texts(texts, "texts")?;
         let client = self.inner.clone();
-        aio::spawn(
+        gilkit::asyncio::future_into_py_with(
             py,
             async move { client.embed_many(&texts).await },
             vectors_to_py(numpy),
@@ -472,7 +474,7 @@ impl PyEmbeddingClient {
         let batches = convert::batches(texts_batch)?;
         let (conc, timeout) = (concurrency(max_concurrency)?, timeout_from_ms(timeout_ms)?);
         let client = self.inner.clone();
-        aio::spawn(
+        gilkit::asyncio::future_into_py_with(
             py,
             async move { client.embed_batches(&batches, conc, timeout).await },
             batch_to_py(numpy),

@@ -5,7 +5,7 @@
 //! | `EmbeddingConfig`, `EmbeddingClient` (`embed`, `embed_many`, `embed_batch_parallel`, `a*`) | `client` |
 //! | exceptions (declared in `gilkit_embed/errors.py`) | `errors` |
 //! | texts in, lists / numpy out | `convert` |
-//! | asyncio awaitables | `aio` |
+//! | asyncio awaitables | `gilkit::asyncio`, from `client` |
 //! | `EmbeddingConfig.local(...)` (in-process Python model) | `local` |
 //! | `EmbeddingService` (`python -m gilkit_embed serve`) | `service` |
 //! | `gilkit_embed.testing.FaultServer` | `testing` |
@@ -14,7 +14,6 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-mod aio;
 mod client;
 mod convert;
 mod errors;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+mod asyncio;
 mod batch;
 mod file;
 mod nogil;
@@ -172,6 +173,7 @@ fn spawn_attaching_tasks(count: usize, delay_ms: u64, callback: Py<PyAny>) {
 fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gilkit::python::add_runtime_functions(m)?;
     nogil::register(m)?;
+    asyncio::register(m)?;
     batch::register(m)?;
     semaphore::register(m)?;
     m.add_function(wrap_pyfunction!(spin_held, m)?)?;
