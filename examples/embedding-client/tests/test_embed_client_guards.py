@@ -258,3 +258,34 @@ def test_bad_call_arguments_name_the_argument():
         client.embed_batch_parallel([["a"]], timeout_ms=-1)
     with pytest.raises(ValueError, match="max_concurrency must be an integer >= 1, got -3"):
         client.embed_batch_parallel([["a"]], max_concurrency=-3)
+
+
+def test_interpreter_exit_while_daemon_threads_are_inside_embed_is_clean():
+    # Daemon threads waiting in embed (HTTP, a hanging server), embed_batch_parallel and a local
+    # model's call at exit: no panic text, no traceback, the exit code kept.
+    code = """
+        import sys, threading, time
+        from gilkit_embed import EmbeddingClient, EmbeddingConfig
+        from gilkit_embed.testing import FaultServer
+        import embed_fake_models as fake
+
+        server = FaultServer(timeout_sleep=60)
+        http = EmbeddingClient(EmbeddingConfig.openai(api_key="k", base_url=server.base_url, timeout=120))
+        local = EmbeddingClient(EmbeddingConfig.local(fake.Slow(30)))
+        for call in (
+            lambda: http.embed("@timeout at exit"),
+            lambda: http.embed_batch_parallel([["@timeout a"], ["@timeout b"]]),
+            lambda: local.embed("slow at exit"),
+        ):
+            threading.Thread(target=call, daemon=True).start()
+        time.sleep(0.3)
+        print("EXITING", flush=True)
+        sys.exit(4)
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    for _ in range(3):
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=GUARD, env=env
+        )
+        assert (proc.returncode, proc.stdout.strip()) == (4, "EXITING"), proc.stderr
+        assert proc.stderr == "", proc.stderr

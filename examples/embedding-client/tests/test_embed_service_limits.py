@@ -336,7 +336,7 @@ def test_metrics_and_openapi(service):
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) >= {"/v1/embeddings", "/v1/models", "/health", "/metrics", "/openapi.json"}
     request = doc["components"]["schemas"]["EmbeddingRequest"]["properties"]
-    assert request["model"]["enum"] == ["fake"]
+    assert request["model"]["enum"] == ["fake", None]
     assert set(doc["paths"]["/v1/embeddings"]["post"]["responses"]) >= {"200", "400", "404", "408", "413", "503"}
 
 

@@ -419,7 +419,8 @@ pub fn openapi_document(model: &str, options: &ServiceOptions) -> String {
     let mut doc: serde_json::Value =
         serde_json::from_str(OPENAPI_TEMPLATE).expect("the bundled OpenAPI document is JSON");
     let request = &mut doc["components"]["schemas"]["EmbeddingRequest"]["properties"];
-    request["model"]["enum"] = serde_json::json!([model]);
+    // `null` is listed too: OpenAPI 3.0's `nullable` does not extend an `enum`.
+    request["model"]["enum"] = serde_json::json!([model, null]);
     request["input"]["oneOf"][1]["maxItems"] = options.max_inputs_per_request.into();
     serde_json::to_string_pretty(&doc).expect("JSON values serialize")
 }

@@ -193,7 +193,7 @@ async fn fair_shares_split_a_large_request_and_keep_its_order() {
     .await
     .unwrap();
     // 9 texts of 4 estimated tokens: shares of at most 10 tokens are 2 texts.
-    let texts: Vec<String> = (0..9).map(|i| format!("text {i:04}")).collect();
+    let texts: Vec<String> = (0..9).map(|i| format!("text {i:05}")).collect();
     let body = serde_json::json!({ "input": texts }).to_string();
     let (s, v, _) = post(&h, &body).await;
     assert_eq!(s, 200);
