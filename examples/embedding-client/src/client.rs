@@ -346,9 +346,9 @@ impl PyEmbeddingClient {
     /// where waiting would deadlock.
     fn refuse_reentry(&self) -> PyResult<()> {
         match &self.local {
-            Some(embedder) if embedder.is_model_thread() => {
-                Err(PyRuntimeError::new_err(embedder.reentry_error().to_string()))
-            }
+            Some(embedder) if embedder.is_model_thread() => Err(PyRuntimeError::new_err(
+                embedder.reentry_error().to_string(),
+            )),
             _ => Ok(()),
         }
     }

@@ -164,7 +164,6 @@ pub(crate) fn duration(name: &str, value: f64, unit: &str) -> PyResult<std::time
             "{name} must be a positive number of {unit}, got {value}"
         )));
     }
-    std::time::Duration::try_from_secs_f64(value * scale).map_err(|_| {
-        PyValueError::new_err(format!("{name} is too large: {value} {unit}"))
-    })
+    std::time::Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| PyValueError::new_err(format!("{name} is too large: {value} {unit}")))
 }

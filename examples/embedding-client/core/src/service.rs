@@ -341,7 +341,11 @@ fn error(status: StatusCode, message: &str, param: Option<&str>, code: Option<&s
 }
 
 /// Counts every answered request in the metrics, by route (the router's path, never the raw one).
-async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -454,7 +458,8 @@ impl Refusal {
 
     fn into_response(self) -> Response {
         let mut response = error(self.status, &self.message, self.param, Some(self.code));
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE || self.status == StatusCode::REQUEST_TIMEOUT
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE
+            || self.status == StatusCode::REQUEST_TIMEOUT
         {
             // The rest of the body is not read: the connection cannot carry another request.
             response
@@ -659,7 +664,11 @@ impl Drop for Queued<'_> {
 }
 
 /// Embeds `texts` in fair shares (see the module doc), one share in the model's queue at a time.
-async fn embed_fairly(state: &AppState, texts: &[String], estimates: &[usize]) -> Result<Embeddings, EmbedError> {
+async fn embed_fairly(
+    state: &AppState,
+    texts: &[String],
+    estimates: &[usize],
+) -> Result<Embeddings, EmbedError> {
     let share = state.options.fair_share_tokens.unwrap_or(usize::MAX);
     let limits = Limits {
         max_inputs_per_request: usize::MAX,
@@ -696,7 +705,11 @@ async fn embed_fairly(state: &AppState, texts: &[String], estimates: &[usize]) -
     Embeddings::concat(parts).map_err(EmbedError::Provider)
 }
 
-async fn embeddings(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let c = &state.counters;
     c.requests.fetch_add(1, Relaxed);

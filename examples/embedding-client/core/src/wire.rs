@@ -309,7 +309,12 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        let f = parse_error_body(&error_body("nope", "invalid_request_error", None, Some("bad")));
+        let f = parse_error_body(&error_body(
+            "nope",
+            "invalid_request_error",
+            None,
+            Some("bad"),
+        ));
         assert_eq!(f.message.as_deref(), Some("nope"));
         assert_eq!(f.error_type.as_deref(), Some("invalid_request_error"));
         assert_eq!(f.code.as_deref(), Some("bad"));
