@@ -20,7 +20,7 @@
 //!
 //! # Limits and fairness
 //! Connections: header, body and idle timeouts and a connection bound ([`ConnectionLimits`], in
-//! [`crate::listener`]). Inputs: every input is at most `max_tokens_per_input` estimated tokens and
+//! the service's accept loop). Inputs: every input is at most `max_tokens_per_input` estimated tokens and
 //! a request at most `max_tokens_per_request` ([`crate::tokens`] estimates, the client's rule),
 //! refused with 400 before the model sees them. Sharing the model: a request's texts go to the
 //! model in *fair shares* of at most `fair_share_tokens` estimated tokens, the next share only once
