@@ -351,3 +351,14 @@ def test_bad_service_arguments_name_the_argument():
         with pytest.raises(ValueError) as info:
             EmbeddingService(fake_models.exact, **kwargs)
         assert needle in str(info.value)
+
+
+def test_the_reported_megabyte_input_is_refused_with_the_defaults(service):
+    # Issue 17's case: "word " * 200000 (1 MB) used to hold the model for minutes.
+    model = Recorder()
+    svc = service(model)
+    status, payload = post(svc.url, {"input": "word " * 200_000})
+    assert status == 400
+    assert "8192 tokens per input" in assert_openai_error(payload, "context_length_exceeded")["message"]
+    assert model.calls == []
+    assert post(svc.url, {"input": "word"})[0] == 200
