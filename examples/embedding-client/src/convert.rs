@@ -5,7 +5,7 @@
 
 use gilkit_embed::Embeddings;
 use numpy::{PyArray1, PyArrayMethods};
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
@@ -111,4 +111,59 @@ pub(crate) fn vector<'py>(
         return Ok(PyArray1::from_vec(py, emb.into_flat()).into_any());
     }
     Ok(PyList::new(py, emb.as_flat())?.into_any())
+}
+
+/// An integer argument that must be at least `min`, as a `usize`, with a message that names it
+/// (instead of "can't convert negative int to unsigned").
+///
+/// # Errors
+///
+/// `ValueError` naming `name` when `value < min`.
+pub(crate) fn count(name: &str, value: i64, min: usize) -> PyResult<usize> {
+    match usize::try_from(value) {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be an integer >= {min}, got {value}"
+        ))),
+    }
+}
+
+/// [`count`] for an optional argument (`None` stays `None`).
+///
+/// # Errors
+///
+/// As [`count`].
+pub(crate) fn opt_count(name: &str, value: Option<i64>, min: usize) -> PyResult<Option<usize>> {
+    value.map(|v| count(name, v, min)).transpose()
+}
+
+/// A `u32` argument of at least `min`, named in the error.
+///
+/// # Errors
+///
+/// `ValueError` naming `name` when `value` is below `min` or above `u32::MAX`.
+pub(crate) fn count_u32(name: &str, value: i64, min: u32) -> PyResult<u32> {
+    match u32::try_from(value) {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be an integer from {min} to {}, got {value}",
+            u32::MAX
+        ))),
+    }
+}
+
+/// A duration argument given in `unit` ("seconds" or "milliseconds"): finite and positive.
+///
+/// # Errors
+///
+/// `ValueError` naming `name` and echoing the value as given.
+pub(crate) fn duration(name: &str, value: f64, unit: &str) -> PyResult<std::time::Duration> {
+    let scale = if unit == "milliseconds" { 1e-3 } else { 1.0 };
+    if !value.is_finite() || value <= 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of {unit}, got {value}"
+        )));
+    }
+    std::time::Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| PyValueError::new_err(format!("{name} is too large: {value} {unit}")))
 }

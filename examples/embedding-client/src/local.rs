@@ -6,6 +6,8 @@ use std::time::Duration;
 use gilkit_embed::python::{PyCallableEmbedder, PyModelConfig};
 use gilkit_embed::{ClientOptions, EmbeddingClient};
 use pyo3::exceptions::PyValueError;
+
+use crate::convert::{count, opt_count};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -20,23 +22,17 @@ pub(crate) struct LocalConfig {
 
 /// Validated batcher settings.
 pub(crate) fn model_config(
-    max_batch: usize,
+    max_batch: i64,
     max_wait_ms: f64,
-    max_queue: Option<usize>,
+    max_queue: Option<i64>,
     batching: bool,
 ) -> PyResult<PyModelConfig> {
-    if max_batch == 0 {
-        return Err(PyValueError::new_err("max_batch must be at least 1"));
-    }
-    if max_queue == Some(0) {
-        return Err(PyValueError::new_err(
-            "max_queue must be at least 1 (or None for no bound)",
-        ));
-    }
+    let max_batch = count("max_batch", max_batch, 1)?;
+    let max_queue = opt_count("max_queue (None for no bound)", max_queue, 1)?;
     if !max_wait_ms.is_finite() || max_wait_ms < 0.0 {
-        return Err(PyValueError::new_err(
-            "max_wait_ms must be a non-negative number",
-        ));
+        return Err(PyValueError::new_err(format!(
+            "max_wait_ms must be a non-negative number of milliseconds, got {max_wait_ms}"
+        )));
     }
     Ok(PyModelConfig {
         max_batch,
@@ -55,11 +51,6 @@ impl LocalConfig {
         model_config: PyModelConfig,
         options: ClientOptions,
     ) -> PyResult<Self> {
-        if options.max_batch_size == 0 || options.max_concurrency == 0 {
-            return Err(PyValueError::new_err(
-                "max_batch_size and max_concurrency must be at least 1",
-            ));
-        }
         let (model, resolved) = gilkit_embed::python::resolve_model(py, model)?;
         Ok(LocalConfig {
             model: Arc::new(model),

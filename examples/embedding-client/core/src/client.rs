@@ -12,6 +12,7 @@
 //! out on its own, and the result keeps one slot per input batch, in input order.
 
 use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use futures_util::{StreamExt, stream};
 use gilkit::batch::{self, BatchOptions, BatchReport, Outcome};
 
 use crate::config::EmbeddingConfig;
-use crate::error::{EmbedError, InvalidInput, TransportError, TransportKind};
+use crate::error::{DecodeError, EmbedError, InvalidInput, TransportError, TransportKind};
 use crate::openai::OpenAiEmbedder;
 use crate::provider::{Embedder, Embeddings};
 use crate::tokens::{self, Limits};
@@ -189,13 +190,63 @@ impl EmbeddingClient {
     ) -> Result<Embeddings, EmbedError> {
         let plan = tokens::plan_requests(estimates, limits, self.options.max_batch_size);
         if let [only] = plan.as_slice() {
-            return self.embedder.embed(&texts[only.clone()]).await;
+            let part = self.embedder.embed(&texts[only.clone()]).await?;
+            return self.checked(part, only.clone());
         }
         let parts = try_run_indexed(plan.len(), concurrency, |i| {
-            self.embedder.embed(&texts[plan[i].clone()])
+            let range = plan[i].clone();
+            async move {
+                let part = self.embedder.embed(&texts[range.clone()]).await?;
+                self.checked(part, range)
+            }
         })
         .await?;
-        Embeddings::concat(parts).map_err(EmbedError::Provider)
+        Embeddings::concat(parts).map_err(|e| self.bad_vectors(e))
+    }
+
+    /// Refuses a provider's answer for the inputs `range` unless it has one vector per input,
+    /// every value finite, and the declared dimension (when the provider has one). The error names
+    /// the first offending input by its index in the caller's list.
+    fn checked(&self, part: Embeddings, range: Range<usize>) -> Result<Embeddings, EmbedError> {
+        if part.len() != range.len() {
+            return Err(self.bad_vectors(format!(
+                "got {} vectors for the {} inputs {}..{}",
+                part.len(),
+                range.len(),
+                range.start,
+                range.end
+            )));
+        }
+        if let Some(i) = part.first_non_finite() {
+            return Err(self.bad_vectors(format!(
+                "the vector of input {} contains NaN or infinity",
+                range.start + i
+            )));
+        }
+        if let Some(want) = self.embedder.dimensions()
+            && part.dim() != want
+        {
+            return Err(self.bad_vectors(format!(
+                "the vector of input {} has {} dimensions, but {want} were asked for (dimensions={want})",
+                range.start,
+                part.dim()
+            )));
+        }
+        Ok(part)
+    }
+
+    /// An unusable answer: a response validation error for an HTTP provider, a model error for an
+    /// in-process one.
+    fn bad_vectors(&self, message: String) -> EmbedError {
+        if self.http.is_some() {
+            EmbedError::Decode(DecodeError {
+                message,
+                status: 200,
+                request_id: None,
+            })
+        } else {
+            EmbedError::Provider(message)
+        }
     }
 
     /// Embeds many batches concurrently; each batch succeeds or fails on its own.

@@ -38,6 +38,8 @@ pub mod breaker;
 mod client;
 mod config;
 mod error;
+mod listener;
+pub mod metrics;
 mod openai;
 mod provider;
 #[cfg(feature = "python")]

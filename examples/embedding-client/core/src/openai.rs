@@ -309,6 +309,10 @@ impl Embedder for OpenAiEmbedder {
     fn limits(&self) -> Limits {
         self.config.limits
     }
+
+    fn dimensions(&self) -> Option<usize> {
+        self.config.dimensions.map(|d| d as usize)
+    }
 }
 
 fn with_attempts(mut e: EmbedError, attempts: u32) -> EmbedError {

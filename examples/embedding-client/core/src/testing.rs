@@ -249,7 +249,7 @@ fn api_error(status: u16, message: &str) -> Response {
     };
     json(
         StatusCode::from_u16(status).expect("valid status"),
-        wire::error_body(message, error_type, None),
+        wire::error_body(message, error_type, None, None),
     )
 }
 

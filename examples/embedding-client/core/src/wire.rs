@@ -72,6 +72,9 @@ pub struct ServiceRequest {
     /// Requested dimensions; only the model's own is accepted.
     #[serde(default)]
     pub dimensions: Option<u32>,
+    /// OpenAI's end-user id: accepted (and ignored) when it is a string.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,10 +132,13 @@ pub fn decode_response(body: &[u8], expected: usize) -> Result<Embeddings, Strin
             Vector::Float(v) => v,
             Vector::Base64(s) => decode_base64_f32(&s)?,
         };
+        if row.is_empty() {
+            return Err(format!("embedding {} is empty", item.index));
+        }
         let d = *dim.get_or_insert(row.len());
-        if row.len() != d || d == 0 {
+        if row.len() != d {
             return Err(format!(
-                "embedding {} has {} dimensions, others have {d}",
+                "embedding {} has {} dimensions, but an earlier one has {d}",
                 item.index,
                 row.len()
             ));
@@ -217,9 +223,14 @@ pub fn encode_response(emb: &Embeddings, model: &str, format: EncodingFormat) ->
 }
 
 /// An OpenAI-style error body: `{"error": {"message", "type", "param", "code"}}`.
-pub fn error_body(message: &str, error_type: &str, code: Option<&str>) -> Vec<u8> {
+pub fn error_body(
+    message: &str,
+    error_type: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "error": {"message": message, "type": error_type, "param": null, "code": code}
+        "error": {"message": message, "type": error_type, "param": param, "code": code}
     }))
     .expect("JSON values serialize")
 }
@@ -298,7 +309,12 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        let f = parse_error_body(&error_body("nope", "invalid_request_error", Some("bad")));
+        let f = parse_error_body(&error_body(
+            "nope",
+            "invalid_request_error",
+            None,
+            Some("bad"),
+        ));
         assert_eq!(f.message.as_deref(), Some("nope"));
         assert_eq!(f.error_type.as_deref(), Some("invalid_request_error"));
         assert_eq!(f.code.as_deref(), Some("bad"));

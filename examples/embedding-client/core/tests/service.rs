@@ -72,6 +72,7 @@ async fn our_client_against_the_service_in_both_encodings() {
     for fmt in [EncodingFormat::Float, EncodingFormat::Base64] {
         let client = EmbeddingClient::new(EmbeddingConfig {
             base_url: url(&h, "/v1"),
+            model: "test-model".into(),
             encoding_format: fmt,
             max_batch_size: 16,
             ..EmbeddingConfig::openai("")
@@ -158,9 +159,9 @@ async fn bad_requests_get_openai_error_bodies() {
 #[tokio::test]
 async fn single_string_input_and_model_echo() {
     let h = start(usize::MAX, Duration::ZERO).await;
-    let (s, v, _) = post(&h, r#"{"input": "hello", "model": "my-name"}"#).await;
+    let (s, v, _) = post(&h, r#"{"input": "hello", "model": "test-model"}"#).await;
     assert_eq!(s, 200);
-    assert_eq!(v["model"], "my-name");
+    assert_eq!(v["model"], "test-model");
     assert_eq!(v["data"][0]["index"], 0);
     assert_eq!(v["data"][0]["object"], "embedding");
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
@@ -169,6 +170,63 @@ async fn single_string_input_and_model_echo() {
     assert_eq!(models["data"][0]["id"], "test-model");
     let health = json(reqwest::get(url(&h, "/health")).await.unwrap()).await;
     assert_eq!(health["status"], "ok");
+    let (s, v, _) = post(&h, r#"{"input": "hello", "model": "gpt-99"}"#).await;
+    assert_eq!(s, 404);
+    assert_eq!(v["error"]["code"], "model_not_found");
+    assert_eq!(v["error"]["param"], "model");
+}
+
+#[tokio::test]
+async fn fair_shares_split_a_large_request_and_keep_its_order() {
+    let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let model = Recording {
+        calls: calls.clone(),
+    };
+    let h = service::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(model),
+        ServiceOptions {
+            fair_share_tokens: Some(10),
+            ..ServiceOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // 9 texts of 4 estimated tokens: shares of at most 10 tokens are 2 texts.
+    let texts: Vec<String> = (0..9).map(|i| format!("text {i:05}")).collect();
+    let body = serde_json::json!({ "input": texts }).to_string();
+    let (s, v, _) = post(&h, &body).await;
+    assert_eq!(s, 200);
+    for (i, t) in texts.iter().enumerate() {
+        let got: Vec<f32> = serde_json::from_value(v["data"][i]["embedding"].clone()).unwrap();
+        assert_eq!(got, expected_embedding(t, DIM));
+    }
+    assert_eq!(
+        calls.lock().iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2, 2, 2, 1]
+    );
+    assert_eq!(h.metrics().queue_depth(), 0);
+    h.stop().await;
+}
+
+/// Records each call's texts; answers with `expected_embedding`.
+struct Recording {
+    calls: Arc<parking_lot::Mutex<Vec<Vec<String>>>>,
+}
+
+impl Embedder for Recording {
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Embeddings, EmbedError>> {
+        self.calls.lock().push(texts.to_vec());
+        let values = texts
+            .iter()
+            .flat_map(|t| expected_embedding(t, DIM))
+            .collect();
+        Box::pin(async move { Ok(Embeddings::from_flat(values, DIM, 0)) })
+    }
+
+    fn model(&self) -> &str {
+        "recording"
+    }
 }
 
 #[tokio::test]
@@ -192,6 +250,7 @@ async fn a_hundred_concurrent_clients_get_no_errors() {
             tokio::spawn(async move {
                 let client = EmbeddingClient::new(EmbeddingConfig {
                     base_url: base,
+                    model: "test-model".into(),
                     ..EmbeddingConfig::openai("")
                 })
                 .unwrap();

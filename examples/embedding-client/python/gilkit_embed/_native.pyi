@@ -142,6 +142,14 @@ class EmbeddingService:
         max_queue: Optional[int] = ...,  # 1024
         batching: bool = True,
         max_inputs_per_request: int = 2048,
+        max_tokens_per_input: int = 8192,
+        max_tokens_per_request: int = 300000,
+        fair_share_tokens: Optional[int] = ...,  # 1024
+        max_body_bytes: int = ...,  # 16 MiB
+        header_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        idle_timeout: float = 5.0,
+        max_connections: int = 1024,
     ) -> EmbeddingService: ...
     @property
     def url(self) -> str: ...

@@ -16,6 +16,13 @@ HTTP is served by Rust (axum) on gilkit's runtime threads; the model is called t
 ``max_batch`` texts; with ``max_wait_ms=0``, the default, a batch is whatever is queued when the
 model is free). When ``max_queue`` texts are already waiting, new requests get ``503`` with
 ``Retry-After`` at once.
+
+Limits (defaults): inputs over ``max_tokens_per_input`` (8,192 estimated tokens) or requests over
+``max_tokens_per_request`` (300,000) get ``400`` before the model sees them; a request's texts reach
+the model in fair shares of ``fair_share_tokens`` (1,024) so a large request cannot make small ones
+wait for all of it; connections are closed after ``header_timeout`` (10 s) without a complete
+request head, ``idle_timeout`` (5 s) idle, and a body must arrive within ``body_timeout`` (30 s);
+at most ``max_connections`` (1,024) are open at once.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ def serve(
     max_queue: Optional[int] = 1024,
     batching: bool = True,
     quiet: bool = False,
+    **limits: Any,
 ) -> None:
-    """Serve ``model`` until Ctrl-C (blocking)."""
+    """Serve ``model`` until Ctrl-C (blocking). ``limits`` are ``EmbeddingService``'s keyword
+    arguments (``max_tokens_per_input``, ``fair_share_tokens``, ``idle_timeout``, ...)."""
     svc = EmbeddingService(
         model,
         host=host,
@@ -52,6 +61,7 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
         batching=batching,
+        **limits,
     )
     if not quiet:
         print(f"gilkit_embed: serving {svc.model} at {svc.url} (Ctrl-C to stop)", flush=True)
@@ -78,6 +88,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     s.add_argument("--max-wait-ms", type=float, default=0.0, help="longest wait for a batch to fill (0: take what is queued)")
     s.add_argument("--max-queue", type=int, default=1024, help="most texts waiting before 503 (0: no bound)")
     s.add_argument("--no-batching", action="store_true", help="call the model once per request (baseline)")
+    s.add_argument("--max-input-tokens", type=int, default=8192, help="most estimated tokens per input (400 above)")
+    s.add_argument("--max-request-tokens", type=int, default=300_000, help="most estimated tokens per request (400 above)")
+    s.add_argument(
+        "--fair-share-tokens",
+        type=int,
+        default=1024,
+        help="most estimated tokens of one request queued for the model at once (0: whole requests, no fairness)",
+    )
+    s.add_argument("--max-body-bytes", type=int, default=16 << 20, help="largest request body (413 above)")
+    s.add_argument("--header-timeout", type=float, default=10.0, help="seconds for a request head to arrive")
+    s.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request body to arrive (408)")
+    s.add_argument("--idle-timeout", type=float, default=5.0, help="seconds an idle keep-alive connection stays open")
+    s.add_argument("--max-connections", type=int, default=1024, help="most connections open at once")
     args = parser.parse_args(argv)
     try:
         serve(
@@ -89,6 +112,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             max_wait_ms=args.max_wait_ms,
             max_queue=args.max_queue or None,
             batching=not args.no_batching,
+            max_tokens_per_input=args.max_input_tokens,
+            max_tokens_per_request=args.max_request_tokens,
+            fair_share_tokens=args.fair_share_tokens or None,
+            max_body_bytes=args.max_body_bytes,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            idle_timeout=args.idle_timeout,
+            max_connections=args.max_connections,
         )
     except (ValueError, TypeError, ImportError, AttributeError, OSError) as e:
         print(f"gilkit_embed: {e}", file=sys.stderr)
