@@ -373,7 +373,10 @@ impl CallSite {
         let start = Instant::now();
         let result = run();
         add(&self.timed, 1);
-        add(&self.released_ns, nanos(work_between(start, Instant::now())));
+        add(
+            &self.released_ns,
+            nanos(work_between(start, Instant::now())),
+        );
         result
     }
 

@@ -22,8 +22,9 @@
 //!
 //! # Fork
 //! A forked child has none of the parent's helper threads, so the pool would take jobs and never
-//! run them: the runtime's `pthread_atfork` child handler calls [`forget_pool`], and the child's
-//! first call builds a new pool (the old one is leaked: its threads do not exist to be joined).
+//! run them. The pool records the fork generation it was built in (see the `process` module); a
+//! caller that finds another generation builds a new pool for its process (the old one is leaked:
+//! its threads do not exist to be joined).
 //!
 //! # Memory ordering
 //! `Finished::waited` is only ever touched by the waiting caller's thread (`Relaxed`); it is an
@@ -47,6 +48,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use parking_lot::Mutex;
 
+use crate::process;
+
 /// How long an idle helper waits for work before it exits.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,6 +66,8 @@ struct Pool {
     queue: Receiver<Job>,
     /// Helpers waiting for work, minus jobs reserved for them (see [Memory ordering](self)).
     idle: AtomicUsize,
+    /// The fork generation the pool was built in: its helpers exist only in that process.
+    generation: u64,
 }
 
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(ptr::null_mut());
@@ -219,36 +224,34 @@ fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
     }
 }
 
-/// This process's pool, built on first use.
+/// This process's pool, built on first use (and again in a forked child).
 fn pool() -> &'static Pool {
+    let generation = process::generation();
     let current = POOL.load(Ordering::Acquire);
-    if !current.is_null() {
-        // SAFETY: a published pool is leaked, never freed, so the pointer stays valid.
-        return unsafe { &*current };
+    // SAFETY: a published pool is leaked, never freed, so the pointer stays valid.
+    if let Some(pool) = unsafe { current.as_ref() }
+        && pool.generation == generation
+    {
+        return pool;
     }
-    crate::runtime::install_fork_handlers();
     let (jobs, queue) = crossbeam_channel::unbounded();
     let fresh = Box::into_raw(Box::new(Pool {
         jobs,
         queue,
         idle: AtomicUsize::new(0),
+        generation,
     }));
-    match POOL.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+    match POOL.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: `fresh` came from `Box::into_raw` and is now published, hence never freed.
         Ok(_) => unsafe { &*fresh },
         Err(winner) => {
             // SAFETY: `fresh` was never published, so this thread still owns it.
             drop(unsafe { Box::from_raw(fresh) });
-            // SAFETY: as for `current` above.
+            // SAFETY: as for `current` above; the winner was built in this generation (in a
+            // child, only threads started after the fork can race here).
             unsafe { &*winner }
         }
     }
-}
-
-/// Forgets the pool in a forked child, where its threads do not exist (called from the
-/// `pthread_atfork` child handler, when the child has only one thread).
-pub(crate) fn forget_pool() {
-    POOL.store(ptr::null_mut(), Ordering::Release);
 }
 
 #[cfg(test)]
@@ -346,5 +349,26 @@ mod tests {
             "{} helpers for 20 calls in a row",
             ids.len()
         );
+    }
+
+    #[test]
+    fn a_forked_child_gets_its_own_helpers() {
+        // A helper of this process, idle now: in the child it does not exist, and a job handed to
+        // it would never run.
+        join(|| (), |_| ()).unwrap().0.unwrap();
+        let code = crate::process::testing::in_forked_child(|| {
+            let (result, finished) = join(
+                || 7,
+                // Bounded, so a regression fails instead of hanging the parent's waitpid.
+                |finished| finished.wait_timeout(Duration::from_secs(10)),
+            )
+            .unwrap();
+            if finished && result.unwrap() == 7 {
+                0
+            } else {
+                1
+            }
+        });
+        assert_eq!(code, 0);
     }
 }

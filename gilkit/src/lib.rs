@@ -56,6 +56,7 @@
 mod block_on;
 mod cancel;
 mod helper;
+mod process;
 mod release;
 
 pub mod batch;

@@ -31,7 +31,7 @@ use pyo3::prelude::*;
 
 use crate::CancelToken;
 use crate::helper;
-use crate::runtime;
+use crate::process;
 
 /// How often a waiting caller re-attaches to run signal handlers and the poll hook, by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -414,20 +414,21 @@ fn spawn_error(err: std::io::Error) -> PyErr {
 /// assert_eq!(answer, Some(3));
 /// ```
 pub fn try_attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
-    if runtime::is_exiting() {
+    if process::is_exiting() {
         return None;
     }
     Python::try_attach(f)
 }
 
-/// Python's main thread, as `PyThread_get_thread_ident` sees it; 0 while unknown. Reset in a forked
-/// child (where the forking thread becomes the main thread). Relaxed: a racing reader at worst
-/// recomputes the same value.
+/// Python's main thread, as `PyThread_get_thread_ident` sees it, and the fork generation it was
+/// looked up in (the thread that forks becomes the child's main thread). `MAIN_THREAD_GENERATION`
+/// is `u64::MAX` while unknown.
+///
+/// Ordering: the ident is stored before the generation (`Release`), and read after it
+/// (`Acquire`), so a reader that sees the current generation sees the ident looked up in it.
+/// Two racing lookups in one process store the same values.
 static MAIN_THREAD_IDENT: AtomicU64 = AtomicU64::new(0);
-
-pub(crate) fn forget_main_thread() {
-    MAIN_THREAD_IDENT.store(0, Ordering::Relaxed);
-}
+static MAIN_THREAD_GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Whether the calling thread is Python's main thread, the only one that runs signal handlers.
 pub(crate) fn is_main_thread(py: Python<'_>) -> bool {
@@ -435,16 +436,17 @@ pub(crate) fn is_main_thread(py: Python<'_>) -> bool {
     #[allow(clippy::useless_conversion)]
     // SAFETY: PyThread_get_thread_ident has no preconditions; it returns the OS thread id.
     let me = u64::from(unsafe { pyo3::ffi::PyThread_get_thread_ident() });
-    let mut main = MAIN_THREAD_IDENT.load(Ordering::Relaxed);
-    if main == 0 {
-        runtime::install_fork_handlers();
-        main = py
-            .import("threading")
-            .and_then(|threading| threading.call_method0("main_thread"))
-            .and_then(|thread| thread.getattr("ident"))
-            .and_then(|ident| ident.extract::<u64>())
-            .unwrap_or(u64::MAX);
-        MAIN_THREAD_IDENT.store(main, Ordering::Relaxed);
+    let generation = process::generation();
+    if MAIN_THREAD_GENERATION.load(Ordering::Acquire) == generation {
+        return me == MAIN_THREAD_IDENT.load(Ordering::Relaxed);
     }
+    let main = py
+        .import("threading")
+        .and_then(|threading| threading.call_method0("main_thread"))
+        .and_then(|thread| thread.getattr("ident"))
+        .and_then(|ident| ident.extract::<u64>())
+        .unwrap_or(u64::MAX);
+    MAIN_THREAD_IDENT.store(main, Ordering::Relaxed);
+    MAIN_THREAD_GENERATION.store(generation, Ordering::Release);
     me == main
 }

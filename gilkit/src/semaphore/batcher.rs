@@ -133,8 +133,8 @@ struct Job<Req, Resp> {
 
 struct BatchShared {
     config: BatcherConfig,
-    /// The process that started the worker: a child made by `fork()` has no worker thread.
-    pid: u32,
+    /// The fork generation that started the worker: a child made by `fork()` has no worker thread.
+    generation: u64,
     submitted: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
@@ -182,7 +182,7 @@ where
         let shared = Arc::new(BatchShared {
             batch_sizes: (0..config.max_batch).map(|_| AtomicU64::new(0)).collect(),
             config,
-            pid: std::process::id(),
+            generation: crate::process::generation(),
             submitted: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -230,7 +230,7 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
     /// reaches the batch function (counted in `cancelled`). Once its batch has started, the result
     /// is dropped.
     pub async fn submit(&self, request: Req) -> Result<Resp, BatchError> {
-        if std::process::id() != self.shared.pid {
+        if crate::process::generation() != self.shared.generation {
             return Err(BatchError::Forked);
         }
         let (reply, answer) = oneshot::channel();
