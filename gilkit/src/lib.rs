@@ -55,7 +55,7 @@
 
 mod block_on;
 mod cancel;
-mod helper;
+mod pool;
 mod process;
 mod release;
 

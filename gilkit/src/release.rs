@@ -13,13 +13,14 @@
 //!
 //! # What it costs
 //! On the main thread (or when a poll hook is set) the work moves to a helper thread, taken from a
-//! small pool that starts one on demand and lets it go after 10 s idle (see the `helper` module):
+//! small pool that starts one on demand and lets it go after 10 s idle (see the `pool` module):
 //! ~1 µs a call from Python instead of 43 µs for a thread spawned and joined per call (see
 //! `benches/results/release.md`). Elsewhere no signal can be delivered to
 //! the caller, so the work runs inline, exactly like [`detach`]. [`detach_interruptible_owned`]
-//! still starts a thread per call: work it abandons after an interrupt keeps that thread.
+//! runs its work on the same pool, detached: work it abandons after an interrupt keeps its pooled
+//! thread until it returns, and the pool starts another thread for the next call meanwhile.
 
-use std::panic::resume_unwind;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use pyo3::marker::Ungil;
 use pyo3::prelude::*;
 
 use crate::CancelToken;
-use crate::helper;
+use crate::pool;
 use crate::process;
 
 /// How often a waiting caller re-attaches to run signal handlers and the poll hook, by default.
@@ -251,7 +252,7 @@ impl<'a> Interruptible<'a> {
             return Ok(py.detach(|| f(&token)));
         }
         let worker_token = token.clone();
-        let (outcome, poller) = helper::join(
+        let (outcome, poller) = pool::join(
             move || f(&worker_token),
             |finished| {
                 let mut poller = Poller::new(on_main, hook.as_mut());
@@ -293,15 +294,14 @@ impl<'a> Interruptible<'a> {
         if hook.is_none() && !on_main {
             return Ok(py.detach(|| f(&token)));
         }
-        let (result_tx, result_rx) = crossbeam_channel::bounded::<T>(1);
+        let (result_tx, result_rx) = crossbeam_channel::bounded::<thread::Result<T>>(1);
         let worker_token = token.clone();
-        let worker = thread::Builder::new()
-            .name("gilkit-interruptible".into())
-            .spawn(move || {
-                // If the caller gave up, nobody receives: the result is dropped here.
-                let _ = result_tx.send(f(&worker_token));
-            })
-            .map_err(spawn_error)?;
+        pool::spawn("gilkit-owned", move || {
+            let result = catch_unwind(AssertUnwindSafe(|| f(&worker_token)));
+            // If the caller gave up, nobody receives: the result is dropped here.
+            let _ = result_tx.send(result);
+        })
+        .map_err(spawn_error)?;
         let mut poller = Poller::new(on_main, hook.as_mut());
         let mut give_up_at: Option<Instant> = None;
         loop {
@@ -309,16 +309,17 @@ impl<'a> Interruptible<'a> {
                 interval.min(at.saturating_duration_since(Instant::now()))
             });
             match py.detach(|| result_rx.recv_timeout(wait)) {
-                Ok(value) => {
+                Ok(Ok(value)) => {
                     poller.finish(py)?;
                     return Ok(value);
                 }
+                Ok(Err(panic)) => resume_unwind(panic),
                 Err(RecvTimeoutError::Disconnected) => {
-                    // The worker dropped its sender without sending: it panicked.
-                    let panic = py
-                        .detach(|| worker.join())
-                        .expect_err("a worker that sent nothing must have panicked");
-                    resume_unwind(panic);
+                    // The job always sends; it can only have been dropped unrun, which `spawn`
+                    // reports as an error instead.
+                    return Err(PyRuntimeError::new_err(
+                        "gilkit's interruptible work ended without a result",
+                    ));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -335,8 +336,7 @@ impl<'a> Interruptible<'a> {
                 give_up_at = Some(Instant::now() + grace);
             }
         }
-        // Abandoned: the worker thread runs on, detached.
-        drop(worker);
+        // Abandoned: the work runs on, detached, on its pooled thread.
         Err(poller
             .failure
             .take()

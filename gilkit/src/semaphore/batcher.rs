@@ -2,7 +2,7 @@
 //!
 //! # How it works
 //!
-//! Each batcher owns one worker thread and a channel of requests (bounded when a queue bound is
+//! Each batcher runs one worker (a long-running job on gilkit's thread pool) and owns a channel of requests (bounded when a queue bound is
 //! set). [`GilBatcher::submit`] puts the request and a one-shot reply slot on the channel and waits
 //! for the reply. The worker, detached, blocks for the first request, then keeps taking requests
 //! until it has `max_batch` of them or `max_wait` has passed since the first one was submitted. It
@@ -156,8 +156,10 @@ where
     /// requests in submission order. `batch_fn` must return exactly one result per request, in the
     /// same order ([`BatchError::LengthMismatch`] otherwise).
     ///
-    /// Needs no tokio runtime: the worker is a plain thread named `gilkit-batcher`, detached except
-    /// while `batch_fn` runs.
+    /// Needs no tokio runtime: the worker runs on a thread of gilkit's pool (named `gilkit-batcher`
+    /// while it does),
+    /// detached except while `batch_fn` runs, and gives the thread back once every handle is
+    /// dropped.
     ///
     /// # Panics
     ///
@@ -197,10 +199,8 @@ where
             requests,
             batch_fn,
         };
-        std::thread::Builder::new()
-            .name("gilkit-batcher".into())
-            .spawn(move || worker.run())
-            .expect("failed to spawn the gilkit-batcher worker thread");
+        crate::pool::spawn("gilkit-batcher", move || worker.run())
+            .expect("failed to start the GilBatcher's worker thread");
         Self { queue, shared }
     }
 }

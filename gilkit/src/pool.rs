@@ -1,17 +1,23 @@
-//! gilkit's helper threads: [`join`] runs work that borrows from the caller's stack on a pooled
-//! thread while the caller waits, and returns only once the work is done. The interruptible forms
-//! run their work there (so that the main thread stays free for signal handlers), and CPU batches
-//! their extra workers.
+//! gilkit's threads: the one owner of every thread gilkit starts (tokio's runtime threads aside,
+//! which tokio owns; see [`crate::runtime`]).
+//!
+//! - [`join`] runs work that borrows from the caller's stack on a pooled thread while the caller
+//!   waits, and returns only once the work is done. The interruptible forms run their work there
+//!   (so that the main thread stays free for signal handlers), and CPU batches their extra workers.
+//! - [`spawn`] runs `'static` work on a pooled thread, detached: the owned interruptible form
+//!   (whose work may be abandoned), the Python `Executor`'s workers and each `GilBatcher`'s worker.
+//!   Long-running work simply keeps its thread until it returns; the pool starts another thread
+//!   for the next job meanwhile.
 //!
 //! # Why a pool
-//! Spawning (and joining) a thread per call costs ~40 µs here, more than many calls' work; handing
-//! the work to an idle helper costs a channel send. Helpers are started on demand (one per call in
-//! flight, so concurrent calls never queue behind each other), and a helper idle for
+//! Spawning (and joining) a thread per call costs tens of µs, more than many calls' work; handing
+//! the work to an idle helper costs a channel send. Helpers are started on demand (one per job in
+//! flight, so concurrent jobs never queue behind each other), and a helper idle for
 //! [`IDLE_TIMEOUT`] exits. A wake-up costs tens of microseconds on a busy VM, so both sides first
 //! look for each other for up to [`SPIN_FOR`] (yielding the CPU between looks) before they sleep:
 //! a helper that just finished a job, for the next one, and a caller, for the end of short work.
-//! Measured (`benches/results/release.md`, `batch.md`): an interruptible call from Python's main
-//! thread ~1 µs instead of 43 µs, a 16-item CPU batch 2.2 µs instead of 64 µs.
+//! Measured: `benches/results/release.md` (interruptible calls) and `benches/results/batch.md`
+//! (CPU batches).
 //!
 //! # Borrowed work
 //! The work may borrow from the caller (it is not `'static`), which a pooled thread cannot see in
@@ -37,6 +43,7 @@
 //! before [`join`] returns: the job stores its outcome under a mutex and then drops its completion
 //! sender, and the caller observes the disconnection under the channel's own lock.
 
+use std::ffi::{CStr, CString};
 use std::io;
 use std::mem;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -160,6 +167,65 @@ impl Drop for WaitOnDrop<'_> {
     }
 }
 
+/// Runs `'static` work on a pooled thread, detached: returns once the work is handed over, not
+/// when it is done. The work should catch its own panics if anyone needs to know about them; a
+/// panic that escapes it is contained (the thread goes back to the pool).
+///
+/// While the work runs, the thread's OS-level name (as `top -H`, `/proc/<pid>/task/*/comm` and
+/// debuggers show it; at most 15 bytes on Linux) is `name`, so a long-running worker says what it
+/// is; it is [`THREAD_NAME`] again afterwards.
+///
+/// # Errors
+/// If no helper was idle and a new one could not be started; `work` has not run then (and has been
+/// dropped).
+pub(crate) fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    let name = os_thread_name(name);
+    submit(Box::new(move || {
+        set_os_thread_name(&name);
+        // Restored also if `work` unwinds.
+        let _restore = RestoreName;
+        work();
+    }))
+}
+
+/// The name of the pool's threads while they run no named work.
+pub(crate) const THREAD_NAME: &str = "gilkit-pool";
+
+/// `name` as the OS accepts it: no NUL, at most 15 bytes (Linux's limit), cut at a char boundary.
+fn os_thread_name(name: &str) -> CString {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes: Vec<u8> = name.as_bytes()[..end]
+        .iter()
+        .copied()
+        .filter(|b| *b != 0)
+        .collect();
+    CString::new(bytes).expect("NUL bytes were removed")
+}
+
+fn set_os_thread_name(name: &CStr) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `pthread_self` is always a valid handle for the calling thread, and `name` is a
+    // NUL-terminated string of at most 15 bytes plus the NUL, as Linux requires. Failure (which
+    // the length rules out) would only leave the old name: the result is ignored on purpose.
+    unsafe {
+        libc::pthread_setname_np(libc::pthread_self(), name.as_ptr());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
+/// Gives the thread back its pool name when dropped.
+struct RestoreName;
+
+impl Drop for RestoreName {
+    fn drop(&mut self) {
+        set_os_thread_name(c"gilkit-pool");
+    }
+}
+
 /// Hands `job` to an idle helper, or starts a new helper for it.
 fn submit(job: Job) -> io::Result<()> {
     let pool = pool();
@@ -176,14 +242,14 @@ fn submit(job: Job) -> io::Result<()> {
     }
     let queue = pool.queue.clone();
     thread::Builder::new()
-        .name("gilkit-helper".into())
+        .name(THREAD_NAME.into())
         .spawn(move || run_helper(pool, queue, job))
         .map(drop)
 }
 
 /// A helper's life: run its first job, then wait for more until idle for [`IDLE_TIMEOUT`].
 fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
-    first();
+    run(first);
     loop {
         pool.idle.fetch_add(1, Ordering::Relaxed);
         // Calls often come in quick succession: look for the next job for a moment before
@@ -198,14 +264,14 @@ fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
             thread::yield_now();
         }
         if let Some(job) = early {
-            job();
+            run(job);
             continue;
         }
         loop {
             match queue.recv_timeout(IDLE_TIMEOUT) {
                 // Whoever sent it reserved an idle helper, i.e. took back our increment.
                 Ok(job) => {
-                    job();
+                    run(job);
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -222,6 +288,12 @@ fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
             }
         }
     }
+}
+
+/// Runs one job. [`join`]'s jobs catch their own panics; one escaping a [`spawn`]ed job is
+/// contained here, so the helper lives on (the panic hook has already reported it).
+fn run(job: Job) {
+    let _ = catch_unwind(AssertUnwindSafe(job));
 }
 
 /// This process's pool, built on first use (and again in a forked child).
@@ -370,5 +442,26 @@ mod tests {
             }
         });
         assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn spawned_work_runs_detached_and_a_panic_spares_the_helper() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        spawn("test-panics", || panic!("contained")).unwrap();
+        spawn("test-names-me-too-long", move || {
+            let os_name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+            tx.send((os_name, thread::current().name().map(str::to_owned)))
+                .unwrap();
+        })
+        .unwrap();
+        let (os_name, rust_name) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            os_name.trim_end(),
+            "test-names-me-t",
+            "the OS name, cut to 15 bytes"
+        );
+        assert_eq!(rust_name.as_deref(), Some(THREAD_NAME));
+        // Still usable after the panic.
+        assert_eq!(join(|| 5, |_| ()).unwrap().0.unwrap(), 5);
     }
 }
