@@ -85,6 +85,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use quanta::Instant;
 
+use crate::stats::nanos;
+
 /// The work duration from which [`CallSite::detach_adaptive`] releases the GIL, unless the call
 /// site sets its own with [`CallSite::with_threshold`].
 ///
@@ -677,11 +679,6 @@ fn work_between(start: Instant, end: Instant) -> Duration {
         return fixed;
     }
     end.saturating_duration_since(start)
-}
-
-#[inline]
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[inline]

@@ -55,6 +55,7 @@
 
 mod block_on;
 mod cancel;
+mod panic;
 mod pool;
 mod process;
 mod release;
@@ -65,6 +66,7 @@ pub mod file;
 pub mod python;
 pub mod runtime;
 pub mod semaphore;
+pub mod stats;
 
 #[doc(hidden)]
 pub mod __private;

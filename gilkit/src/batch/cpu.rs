@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::core::Board;
-use super::outcome::panic_message;
 use super::report::Latency;
 use super::{BatchOptions, BatchReport, BatchStats, Outcome, StopReason};
 use crate::CancelToken;
+use crate::panic::panic_message;
 use crate::pool;
 
 /// How often a worker publishes its finished-item count to [`Progress`](super::Progress).

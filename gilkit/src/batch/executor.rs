@@ -40,7 +40,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use super::outcome::panic_message;
+use crate::panic::panic_message;
 
 /// The detached part of one [`NativeFn`] call: runs without the GIL and returns the part that
 /// converts its result with the GIL held.

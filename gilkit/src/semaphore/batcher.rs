@@ -28,8 +28,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-use super::error::{BatchError, panic_message};
-use super::stats::{BatcherStats, DurationHistogram};
+use super::error::BatchError;
+use super::stats::BatcherStats;
+use crate::panic::panic_message;
+use crate::stats::{DurationHistogram, nanos};
 
 /// How a [`GilBatcher`] groups requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,8 +358,7 @@ where
             crate::try_attach(|py| {
                 let entered = Instant::now();
                 let result = batch_fn(py, requests);
-                let nanos = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                s.python_ns.fetch_add(nanos, Relaxed);
+                s.python_ns.fetch_add(nanos(entered.elapsed()), Relaxed);
                 match result {
                     Ok(values) if values.len() == n => Ok(values),
                     Ok(values) => Err(vec_of(n, || BatchError::LengthMismatch {
@@ -374,7 +375,7 @@ where
             Ok(Some(outcome)) => outcome,
             Ok(None) => Err(vec_of(n, || BatchError::InterpreterUnavailable)),
             Err(payload) => {
-                let msg = panic_message(payload);
+                let msg = panic_message(&*payload);
                 Err(vec_of(n, || BatchError::Panicked(msg.clone())))
             }
         };
