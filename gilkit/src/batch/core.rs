@@ -193,8 +193,8 @@ mod tests {
     }
 
     /// Two workers claim and complete a board of three slots; the reader sees every result exactly
-    /// once, whatever the interleaving. Run with
-    /// `RUSTFLAGS="--cfg gilkit_loom" cargo test -p gilkit --lib batch::core --release`.
+    /// once, whatever the interleaving. The test command runs it (`scripts/ci.d/20-loom.sh`:
+    /// `RUSTFLAGS="--cfg gilkit_loom"` in its own target directory).
     #[cfg(gilkit_loom)]
     #[test]
     fn loom_claim_and_complete() {
