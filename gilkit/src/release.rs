@@ -119,7 +119,7 @@ where
 /// token: after a signal handler raises, the caller waits at most `grace` for `f` to return, then
 /// returns the exception anyway.
 ///
-/// **What happens to abandoned work:** it keeps running on its own thread until it returns (Rust
+/// **What happens to abandoned work:** it keeps its thread of gilkit's pool until it returns (Rust
 /// cannot stop a thread from outside); its result is then dropped on that thread. It holds no GIL
 /// while running. A second Ctrl-C during the grace period abandons the work at once.
 ///

@@ -92,6 +92,8 @@ use quanta::Instant;
 mod adaptive;
 mod registry;
 mod sampling;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod test_hooks;
 #[cfg(test)]
 mod tests;
 

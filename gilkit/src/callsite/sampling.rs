@@ -174,13 +174,14 @@ pub(super) fn take(counter: &AtomicU64) -> u64 {
 /// The duration of work between two clock readings.
 ///
 /// Every duration the policy and the statistics depend on goes through here, so that unit tests
-/// can substitute a fixed one (`tests::with_work_taking`): a verdict about sampling or the
+/// can substitute a fixed one (`test_hooks::with_work_taking`, for gilkit's unit tests and
+/// behind the `test-hooks` feature for test extensions): a verdict about sampling or the
 /// adaptive policy must not depend on how long the work took on a shared machine (a thread
 /// descheduled for a moment makes a 100 ns call "take" milliseconds).
 #[inline]
 pub(super) fn work_between(start: Instant, end: Instant) -> Duration {
-    #[cfg(test)]
-    if let Some(fixed) = super::tests::FIXED_WORK.get() {
+    #[cfg(any(test, feature = "test-hooks"))]
+    if let Some(fixed) = super::test_hooks::FIXED_WORK.get() {
         return fixed;
     }
     end.saturating_duration_since(start)

@@ -3,28 +3,9 @@
 
 use super::adaptive::*;
 use super::sampling::*;
+use super::test_hooks::with_work_taking;
 use super::*;
-use std::cell::Cell;
 use std::thread;
-
-thread_local! {
-    /// When set, [`work_between`] returns this instead of reading the clock (this thread only).
-    pub(in crate::callsite) static FIXED_WORK: Cell<Option<Duration>> = const { Cell::new(None) };
-}
-
-/// Runs `f` with every piece of work on this thread measured as `work`, so that the policy's
-/// decisions and the sampled totals are exact, whatever the machine is doing meanwhile.
-pub(super) fn with_work_taking<R>(work: Duration, f: impl FnOnce() -> R) -> R {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            FIXED_WORK.set(None);
-        }
-    }
-    FIXED_WORK.set(Some(work));
-    let _reset = Reset;
-    f()
-}
 
 fn spin(d: Duration) {
     let end = Instant::now() + d;
