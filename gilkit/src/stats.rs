@@ -64,6 +64,31 @@ impl DurationHistogram {
         self.max_ns.fetch_max(ns, Relaxed);
     }
 
+    /// Records `d` from the histogram's one owner (a batch worker): plain adds through `&mut`,
+    /// no atomic read-modify-write.
+    #[inline]
+    pub(crate) fn record_mut(&mut self, d: Duration) {
+        let ns = nanos(d);
+        *self.buckets[bucket_of(ns)].get_mut() += 1;
+        *self.count.get_mut() += 1;
+        let sum = self.sum_ns.get_mut();
+        *sum = sum.wrapping_add(ns);
+        let max = self.max_ns.get_mut();
+        *max = (*max).max(ns);
+    }
+
+    /// Adds every value recorded in `other` (the workers' histograms of one batch, merged).
+    pub(crate) fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *mine.get_mut() += theirs.load(Relaxed);
+        }
+        *self.count.get_mut() += other.count.load(Relaxed);
+        let sum = self.sum_ns.get_mut();
+        *sum = sum.wrapping_add(other.sum_ns.load(Relaxed));
+        let max = self.max_ns.get_mut();
+        *max = (*max).max(other.max_ns.load(Relaxed));
+    }
+
     pub(crate) fn summary(&self) -> LatencySummary {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let count: u64 = counts.iter().sum();
@@ -177,6 +202,19 @@ mod tests {
         assert!((500_000.0..=500_000.0 * 1.125).contains(&p50), "{p50}");
         assert!((990_000.0..=1_000_000.0).contains(&p99), "{p99}");
         assert_eq!(s.mean, Duration::from_nanos(500_500));
+    }
+
+    #[test]
+    fn owned_recording_and_merging_match_shared_recording() {
+        let shared = DurationHistogram::new();
+        let (mut a, mut b) = (DurationHistogram::new(), DurationHistogram::new());
+        for us in 1..=1000u64 {
+            shared.record(Duration::from_micros(us));
+            let owner = if us % 2 == 0 { &mut a } else { &mut b };
+            owner.record_mut(Duration::from_micros(us));
+        }
+        a.merge(&b);
+        assert_eq!(a.summary(), shared.summary());
     }
 
     #[test]
