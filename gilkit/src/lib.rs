@@ -56,7 +56,9 @@
 
 mod block_on;
 mod cancel;
-mod helper;
+mod panic;
+mod pool;
+mod process;
 mod release;
 
 pub mod asyncio;
@@ -66,6 +68,7 @@ pub mod file;
 pub mod python;
 pub mod runtime;
 pub mod semaphore;
+pub mod stats;
 
 #[doc(hidden)]
 pub mod __private;

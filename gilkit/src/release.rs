@@ -13,13 +13,13 @@
 //!
 //! # What it costs
 //! On the main thread (or when a poll hook is set) the work moves to a helper thread, taken from a
-//! small pool that starts one on demand and lets it go after 10 s idle (see the `helper` module):
-//! ~1 µs a call from Python instead of 43 µs for a thread spawned and joined per call (see
-//! `benches/results/release.md`). Elsewhere no signal can be delivered to
-//! the caller, so the work runs inline, exactly like [`detach`]. [`detach_interruptible_owned`]
-//! still starts a thread per call: work it abandons after an interrupt keeps that thread.
+//! small pool that starts one on demand and lets it go after 10 s idle (see the `pool` module),
+//! far cheaper than a thread spawned and joined per call (figures: `benches/results/release.md`).
+//! Elsewhere no signal can be delivered to the caller, so the work runs inline, exactly like [`detach`]. [`detach_interruptible_owned`]
+//! runs its work on the same pool, detached: work it abandons after an interrupt keeps its pooled
+//! thread until it returns, and the pool starts another thread for the next call meanwhile.
 
-use std::panic::resume_unwind;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,8 +30,8 @@ use pyo3::marker::Ungil;
 use pyo3::prelude::*;
 
 use crate::CancelToken;
-use crate::helper;
-use crate::runtime;
+use crate::pool;
+use crate::process;
 
 /// How often a waiting caller re-attaches to run signal handlers and the poll hook, by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -119,7 +119,7 @@ where
 /// token: after a signal handler raises, the caller waits at most `grace` for `f` to return, then
 /// returns the exception anyway.
 ///
-/// **What happens to abandoned work:** it keeps running on its own thread until it returns (Rust
+/// **What happens to abandoned work:** it keeps its thread of gilkit's pool until it returns (Rust
 /// cannot stop a thread from outside); its result is then dropped on that thread. It holds no GIL
 /// while running. A second Ctrl-C during the grace period abandons the work at once.
 ///
@@ -251,7 +251,7 @@ impl<'a> Interruptible<'a> {
             return Ok(py.detach(|| f(&token)));
         }
         let worker_token = token.clone();
-        let (outcome, poller) = helper::join(
+        let (outcome, poller) = pool::join(
             move || f(&worker_token),
             |finished| {
                 let mut poller = Poller::new(on_main, hook.as_mut());
@@ -293,15 +293,14 @@ impl<'a> Interruptible<'a> {
         if hook.is_none() && !on_main {
             return Ok(py.detach(|| f(&token)));
         }
-        let (result_tx, result_rx) = crossbeam_channel::bounded::<T>(1);
+        let (result_tx, result_rx) = crossbeam_channel::bounded::<thread::Result<T>>(1);
         let worker_token = token.clone();
-        let worker = thread::Builder::new()
-            .name("gilkit-interruptible".into())
-            .spawn(move || {
-                // If the caller gave up, nobody receives: the result is dropped here.
-                let _ = result_tx.send(f(&worker_token));
-            })
-            .map_err(spawn_error)?;
+        pool::spawn("gilkit-owned", move || {
+            let result = catch_unwind(AssertUnwindSafe(|| f(&worker_token)));
+            // If the caller gave up, nobody receives: the result is dropped here.
+            let _ = result_tx.send(result);
+        })
+        .map_err(spawn_error)?;
         let mut poller = Poller::new(on_main, hook.as_mut());
         let mut give_up_at: Option<Instant> = None;
         loop {
@@ -309,16 +308,17 @@ impl<'a> Interruptible<'a> {
                 interval.min(at.saturating_duration_since(Instant::now()))
             });
             match py.detach(|| result_rx.recv_timeout(wait)) {
-                Ok(value) => {
+                Ok(Ok(value)) => {
                     poller.finish(py)?;
                     return Ok(value);
                 }
+                Ok(Err(panic)) => resume_unwind(panic),
                 Err(RecvTimeoutError::Disconnected) => {
-                    // The worker dropped its sender without sending: it panicked.
-                    let panic = py
-                        .detach(|| worker.join())
-                        .expect_err("a worker that sent nothing must have panicked");
-                    resume_unwind(panic);
+                    // The job always sends; it can only have been dropped unrun, which `spawn`
+                    // reports as an error instead.
+                    return Err(PyRuntimeError::new_err(
+                        "gilkit's interruptible work ended without a result",
+                    ));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -335,8 +335,7 @@ impl<'a> Interruptible<'a> {
                 give_up_at = Some(Instant::now() + grace);
             }
         }
-        // Abandoned: the worker thread runs on, detached.
-        drop(worker);
+        // Abandoned: the work runs on, detached, on its pooled thread.
         Err(poller
             .failure
             .take()
@@ -414,20 +413,21 @@ fn spawn_error(err: std::io::Error) -> PyErr {
 /// assert_eq!(answer, Some(3));
 /// ```
 pub fn try_attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
-    if runtime::is_exiting() {
+    if process::is_exiting() {
         return None;
     }
     Python::try_attach(f)
 }
 
-/// Python's main thread, as `PyThread_get_thread_ident` sees it; 0 while unknown. Reset in a forked
-/// child (where the forking thread becomes the main thread). Relaxed: a racing reader at worst
-/// recomputes the same value.
+/// Python's main thread, as `PyThread_get_thread_ident` sees it, and the fork generation it was
+/// looked up in (the thread that forks becomes the child's main thread). `MAIN_THREAD_GENERATION`
+/// is `u64::MAX` while unknown.
+///
+/// Ordering: the ident is stored before the generation (`Release`), and read after it
+/// (`Acquire`), so a reader that sees the current generation sees the ident looked up in it.
+/// Two racing lookups in one process store the same values.
 static MAIN_THREAD_IDENT: AtomicU64 = AtomicU64::new(0);
-
-pub(crate) fn forget_main_thread() {
-    MAIN_THREAD_IDENT.store(0, Ordering::Relaxed);
-}
+static MAIN_THREAD_GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Whether the calling thread is Python's main thread, the only one that runs signal handlers.
 pub(crate) fn is_main_thread(py: Python<'_>) -> bool {
@@ -435,16 +435,17 @@ pub(crate) fn is_main_thread(py: Python<'_>) -> bool {
     #[allow(clippy::useless_conversion)]
     // SAFETY: PyThread_get_thread_ident has no preconditions; it returns the OS thread id.
     let me = u64::from(unsafe { pyo3::ffi::PyThread_get_thread_ident() });
-    let mut main = MAIN_THREAD_IDENT.load(Ordering::Relaxed);
-    if main == 0 {
-        runtime::install_fork_handlers();
-        main = py
-            .import("threading")
-            .and_then(|threading| threading.call_method0("main_thread"))
-            .and_then(|thread| thread.getattr("ident"))
-            .and_then(|ident| ident.extract::<u64>())
-            .unwrap_or(u64::MAX);
-        MAIN_THREAD_IDENT.store(main, Ordering::Relaxed);
+    let generation = process::generation();
+    if MAIN_THREAD_GENERATION.load(Ordering::Acquire) == generation {
+        return me == MAIN_THREAD_IDENT.load(Ordering::Relaxed);
     }
+    let main = py
+        .import("threading")
+        .and_then(|threading| threading.call_method0("main_thread"))
+        .and_then(|thread| thread.getattr("ident"))
+        .and_then(|ident| ident.extract::<u64>())
+        .unwrap_or(u64::MAX);
+    MAIN_THREAD_IDENT.store(main, Ordering::Relaxed);
+    MAIN_THREAD_GENERATION.store(generation, Ordering::Release);
     me == main
 }

@@ -11,10 +11,11 @@
 //!   `AtomicPtr`; [`handle`] is one atomic load and an `Arc` clone.
 //! - **Fork-safe.** A child made by `fork()` (Python's `os.fork()`, `multiprocessing` with the fork
 //!   start method) has none of the parent's runtime threads, so the parent's runtime is useless there
-//!   and would hang the first `block_on`. A `pthread_atfork` child handler forgets it (leaking it:
-//!   dropping it would wait for threads that do not exist), and the child's first use starts a fresh
-//!   runtime. The handlers also hold the start lock across `fork()` so a child never inherits it
-//!   locked by a thread that does not exist there.
+//!   and would hang the first `block_on`. The `Started` record keeps the fork generation it was
+//!   built in (see the `process` module); in a child the generation differs, the record is ignored
+//!   (leaked: dropping it would wait for threads that do not exist), and the child's first use
+//!   starts a fresh runtime. Fork hooks registered with the process layer hold the start lock across
+//!   `fork()` so a child never inherits it locked by a thread that does not exist there.
 //! - **Clean exit.** [`shutdown`] stops the runtime with a timeout; the Python helpers register it
 //!   with `atexit` (see [`crate::python`]), and mark the interpreter as exiting first so that
 //!   [`crate::try_attach`] refuses to attach from a runtime thread during finalization (attaching then
@@ -24,18 +25,21 @@
 //!
 //! # Memory ordering
 //! `CURRENT` is written with `Release` after the `Started` record is fully built and read with
-//! `Acquire`, so a reader that sees the pointer sees the whole record. Writers are serialised by
-//! `START_LOCK`. The thread counters are statistics only and use `Relaxed`. `EXITING` is set with
-//! `Release` before the runtime is shut down and read with `Acquire`.
+//! `Acquire`, so a reader that sees the pointer sees the whole record (its generation included).
+//! Writers are serialised by `START_LOCK`. The thread counters are statistics only and use
+//! `Relaxed`. The exiting flag lives in the process layer, which justifies its ordering.
 
 use std::fmt;
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::runtime::{Builder, Handle, Runtime};
+
+use crate::process::{self, ForkHooks};
+pub use crate::process::{is_exiting, mark_exiting};
 
 /// How the shared runtime is built. `None` fields take tokio's (or gilkit's) defaults.
 ///
@@ -150,15 +154,26 @@ struct Started {
     config: RuntimeConfig,
     started_at: Instant,
     threads: Arc<AtomicUsize>,
+    /// The fork generation it was started in: its threads exist only in that process.
+    generation: u64,
 }
 
 static CURRENT: AtomicPtr<Started> = AtomicPtr::new(ptr::null_mut());
 /// Serialises starting, configuring and shutting down; also held across `fork()`.
 static START_LOCK: Mutex<Option<RuntimeConfig>> = Mutex::new(None);
-static EXITING: AtomicBool = AtomicBool::new(false);
-/// Bumped in every forked child (see [`fork_generation`]).
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-static ATFORK: std::sync::Once = std::sync::Once::new();
+static FORK_HOOKS: std::sync::Once = std::sync::Once::new();
+
+/// Takes the start lock, first registering the hooks that hold it across `fork()`.
+fn lock_start() -> parking_lot::MutexGuard<'static, Option<RuntimeConfig>> {
+    FORK_HOOKS.call_once(|| {
+        process::register_fork_hooks(ForkHooks {
+            prepare: Some(before_fork),
+            parent: Some(after_fork),
+            child: Some(after_fork),
+        });
+    });
+    START_LOCK.lock()
+}
 
 /// Sets how the shared runtime will be built. Call it before anything uses the runtime.
 ///
@@ -180,7 +195,7 @@ static ATFORK: std::sync::Once = std::sync::Once::new();
 /// ```
 pub fn configure(config: RuntimeConfig) -> Result<(), ConfigureError> {
     validate(&config)?;
-    let mut pending = START_LOCK.lock();
+    let mut pending = lock_start();
     if let Some(started) = current() {
         return Err(ConfigureError::AlreadyStarted {
             worker_threads: started.handle.metrics().num_workers(),
@@ -239,13 +254,14 @@ fn current() -> Option<&'static Started> {
     // SAFETY: a non-null `CURRENT` points to a `Started` that was leaked with `Box::leak`, is never
     // freed, and is never mutated except through its own `Mutex`, so a shared `'static` reference is
     // valid.
-    unsafe { ptr.as_ref() }
+    let started = unsafe { ptr.as_ref() }?;
+    // In a forked child the parent's runtime threads do not exist: as if nothing had started.
+    (started.generation == process::generation()).then_some(started)
 }
 
 #[cold]
 fn start() -> Result<&'static Started, StartError> {
-    install_fork_handlers();
-    let mut pending = START_LOCK.lock();
+    let mut pending = lock_start();
     if let Some(started) = current() {
         return Ok(started);
     }
@@ -288,6 +304,7 @@ fn start() -> Result<&'static Started, StartError> {
         config,
         started_at: Instant::now(),
         threads,
+        generation: process::generation(),
     }));
     CURRENT.store(ptr::from_ref(started).cast_mut(), Ordering::Release);
     *pending = None;
@@ -320,7 +337,7 @@ pub fn info() -> RuntimeInfo {
             cpu_count,
             uptime: Duration::ZERO,
             tasks_alive: 0,
-            config: START_LOCK.lock().clone().unwrap_or_default(),
+            config: lock_start().clone().unwrap_or_default(),
         },
     }
 }
@@ -333,7 +350,7 @@ pub fn info() -> RuntimeInfo {
 ///
 /// Call it with the GIL released if runtime tasks may want the GIL (the Python exit hook does).
 pub fn shutdown(timeout: Duration) -> bool {
-    let _start = START_LOCK.lock();
+    let _start = lock_start();
     let Some(started) = current() else {
         return false;
     };
@@ -345,68 +362,16 @@ pub fn shutdown(timeout: Duration) -> bool {
     true
 }
 
-/// Marks the interpreter as exiting: from now on [`crate::try_attach`] returns `None`.
-/// The Python exit hook calls this before [`shutdown`].
-pub fn mark_exiting() {
-    EXITING.store(true, Ordering::Release);
-}
-
-/// Whether the interpreter is exiting (see [`mark_exiting`]).
-#[inline]
-#[must_use]
-pub fn is_exiting() -> bool {
-    EXITING.load(Ordering::Acquire)
-}
-
-/// How many `fork()`s separate this process from the one that first used gilkit: state recorded
-/// with another generation belongs to a parent process, whose threads and tasks do not exist here.
-/// Meaningful once the fork handlers are installed (the runtime's start does it).
-///
-/// Relaxed: the child handler runs while the child has a single thread, and every thread that
-/// reads the counter later is started after it (thread creation orders the store before them).
-#[inline]
-pub(crate) fn fork_generation() -> u64 {
-    FORK_GENERATION.load(Ordering::Relaxed)
-}
-
-pub(crate) fn install_fork_handlers() {
-    ATFORK.call_once(|| {
-        // SAFETY: the three handlers are `extern "C" fn()` with no arguments, as pthread_atfork
-        // requires, and stay valid for the life of the process (they are plain functions).
-        let rc = unsafe {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(after_fork_in_parent),
-                Some(after_fork_in_child),
-            )
-        };
-        // Without the handlers a forked child could hang; that is worth knowing at once.
-        assert_eq!(rc, 0, "pthread_atfork failed with {rc}");
-    });
-}
-
-extern "C" fn before_fork() {
+fn before_fork() {
     // Hold the start lock across fork() so the child cannot inherit it locked by another thread.
     std::mem::forget(START_LOCK.lock());
 }
 
-extern "C" fn after_fork_in_parent() {
-    // SAFETY: `before_fork` locked START_LOCK on this very thread and forgot the guard; nothing else
-    // has released it since.
-    unsafe { START_LOCK.force_unlock() };
-}
-
-extern "C" fn after_fork_in_child() {
-    // The child has only this thread: the runtime's threads are gone. Forget the runtime (leaking
-    // it; dropping it would wait for threads that do not exist) so the next use starts a new one.
-    CURRENT.store(ptr::null_mut(), Ordering::Release);
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    // The thread that forked is the child's main thread now.
-    crate::release::forget_main_thread();
-    // The interruptible forms' helper threads are gone too.
-    crate::helper::forget_pool();
-    // SAFETY: `before_fork` locked START_LOCK on the thread that forked, which is this thread in the
-    // child, and forgot the guard.
+/// In the parent and in the child: release the lock `before_fork` took. In the child, the
+/// parent's runtime is ignored from now on because the fork generation changed (see [`current`]).
+fn after_fork() {
+    // SAFETY: `before_fork` locked START_LOCK on the thread that forked (in the child: the only
+    // thread, this one) and forgot the guard; nothing else can have released it since.
     unsafe { START_LOCK.force_unlock() };
 }
 
@@ -429,5 +394,30 @@ mod tests {
             }
         ));
         assert!(!err.is_already_started());
+    }
+
+    #[test]
+    fn a_forked_child_starts_its_own_runtime() {
+        let parent = handle();
+        assert_eq!(parent.block_on(async { 1 }), 1);
+        let code = crate::process::testing::in_forked_child(|| {
+            // The parent's runtime threads do not exist here: a task spawned on it would never
+            // run. Bounded by a plain channel timeout, so a regression fails instead of hanging.
+            let (tx, rx) = std::sync::mpsc::channel();
+            handle().spawn(async move { tx.send(3).unwrap() });
+            let ran = rx.recv_timeout(Duration::from_secs(10)) == Ok(3);
+            let fresh = info().uptime < Duration::from_secs(10);
+            if ran && fresh && shutdown(Duration::from_secs(1)) {
+                0
+            } else {
+                1
+            }
+        });
+        assert_eq!(code, 0);
+        assert_eq!(
+            handle().block_on(async { 2 }),
+            2,
+            "the parent's runtime still works"
+        );
     }
 }

@@ -65,52 +65,70 @@ ADAPTIVE_LONG: dict[str, Callable[[], Any]] = {
 }
 
 
+# The adaptive tests fix the work durations the call sites measure (`ext.with_work_taking`, gilkit's
+# `test-hooks` feature): the policy's decisions are then exact whatever the machine is doing, while
+# the work itself still runs for real, so the GIL probe can tell a release from a hold.
+
+
+def adaptive_decisions(average_ns: float, sample_ns: float, calls: int, threshold_ns: float) -> list[bool]:
+    """The releases of `calls` calls measured `sample_ns` each, starting from `average_ns`: the
+    policy releases when the average reaches the threshold, then moves the average 1/8 of the way
+    to the sample (gilkit/src/callsite/adaptive.rs, in the same float arithmetic)."""
+    decisions = []
+    for _ in range(calls):
+        decisions.append(average_ns == 0.0 or average_ns >= threshold_ns)
+        average_ns = sample_ns if average_ns == 0.0 else average_ns + (sample_ns - average_ns) * 0.125
+    return decisions
+
+
 @pytest.mark.parametrize("call", ADAPTIVE_LONG.values(), ids=ADAPTIVE_LONG.keys())
 def test_adaptive_releases_long_work(call: Callable[[], Any]) -> None:
-    call()  # teaches the call site that the work is long
-    assert_releases_gil(call)
+    ext.with_work_taking(WORK_US, call)  # teaches the call site that the work is long
+    assert_releases_gil(lambda: ext.with_work_taking(WORK_US, call))
 
 
 def test_adaptive_holds_work_shorter_than_its_threshold() -> None:
     # The threshold is 1 s; the first call releases (nothing is known yet), later 200 ms calls hold.
-    ext.nogil_adaptive_high_threshold(WORK_US)
+    ext.with_work_taking(WORK_US, lambda: ext.nogil_adaptive_high_threshold(0))
     before = stats("nogil_adaptive_high_threshold")
-    assert_holds_gil(lambda: ext.nogil_adaptive_high_threshold(WORK_US))
+    assert_holds_gil(lambda: ext.with_work_taking(WORK_US, lambda: ext.nogil_adaptive_high_threshold(WORK_US)))
     after = stats("nogil_adaptive_high_threshold")
     assert after["adaptive_calls"] - before["adaptive_calls"] == 1
     assert after["adaptive_released"] == before["adaptive_released"]
-    # The work spins on std's clock and is timed on quanta's TSC clock, calibrated against it to
-    # a small fraction of a percent: 1% covers the two clocks (a call not counted would be 100%).
-    assert after["held_s"] - before["held_s"] >= WORK_US / 1e6 * CLOCKS_AGREE
+    assert after["held_s"] - before["held_s"] == pytest.approx(WORK_US / 1e6, rel=1e-9)
 
 
 def test_adaptive_stops_releasing_once_the_work_is_short() -> None:
-    # Threshold 10 ms: far from both the long (200 ms) and the short (5 µs) work, so that the
-    # thread being descheduled during a measurement cannot flip a decision.
-    ext.nogil_adaptive_10ms(WORK_US)
+    # Threshold 10 ms. Two calls measured 200 ms set the average to exactly 200 ms (the first
+    # sample sets it, the second equals it); the second, real 200 ms of work, releases.
+    ext.with_work_taking(WORK_US, lambda: ext.nogil_adaptive_10ms(0))
+    assert_releases_gil(lambda: ext.with_work_taking(WORK_US, lambda: ext.nogil_adaptive_10ms(WORK_US)))
+    # Then 40 calls measured 5 µs: each weighs 1/8, so the average decays below 10 ms after a
+    # number of releases the policy's arithmetic fixes exactly.
     before = stats("nogil_adaptive_10ms")
-    assert_releases_gil(lambda: ext.nogil_adaptive_10ms(WORK_US))
-    # Each sample weighs 1/8: 100 short calls bring a 200 ms average far below 10 ms.
-    for _ in range(100):
-        ext.nogil_adaptive_10ms(5)
-    middle = stats("nogil_adaptive_10ms")
-    for _ in range(20):
-        ext.nogil_adaptive_10ms(5)
+    expected = adaptive_decisions(before["average_work_s"] * 1e9, 5e3, 40, 10e6)
+    assert 0 < sum(expected) < 40  # releases first, then holds
+    for _ in range(40):
+        ext.with_work_taking(5, lambda: ext.nogil_adaptive_10ms(5))
     after = stats("nogil_adaptive_10ms")
-    assert middle["adaptive_released"] - before["adaptive_released"] >= 1
-    assert after["adaptive_calls"] - middle["adaptive_calls"] == 20
-    assert after["adaptive_released"] == middle["adaptive_released"]
+    assert after["adaptive_calls"] - before["adaptive_calls"] == 40
+    assert after["adaptive_released"] - before["adaptive_released"] == sum(expected)
+    # Now real 200 ms of work measured as 5 µs: held.
+    assert_holds_gil(lambda: ext.with_work_taking(5, lambda: ext.nogil_adaptive_10ms(WORK_US)))
+    assert stats("nogil_adaptive_10ms")["adaptive_released"] == after["adaptive_released"]
 
 
 def test_size_hint_decides_per_call() -> None:
-    # Teach ~100 µs per unit; the threshold is 1 ms.
+    # Threshold 1 ms. Teach 100 µs per unit: calls of 5 units measured 500 µs.
     for _ in range(20):
-        ext.nogil_adaptive_sized(5, 100)
+        ext.with_work_taking(500, lambda: ext.nogil_adaptive_sized(5, 0))
     before = stats("nogil_adaptive_sized")
-    assert_holds_gil(lambda: ext.nogil_adaptive_sized(1, 100))  # predicts ~100 µs
+    # 1 unit predicts ~100 µs: held (the work really spins 200 ms, measured as 100 µs).
+    assert_holds_gil(lambda: ext.with_work_taking(100, lambda: ext.nogil_adaptive_sized(1, WORK_US)))
     middle = stats("nogil_adaptive_sized")
     assert middle["adaptive_released"] == before["adaptive_released"]
-    assert_releases_gil(lambda: ext.nogil_adaptive_sized(2000, 100))  # predicts ~200 ms
+    # 2000 units predict ~200 ms: released.
+    assert_releases_gil(lambda: ext.with_work_taking(WORK_US, lambda: ext.nogil_adaptive_sized(2000, 100)))
     after = stats("nogil_adaptive_sized")
     assert after["adaptive_released"] == middle["adaptive_released"] + 1
 

@@ -131,7 +131,7 @@ pub(super) struct Bridge {
 impl Bridge {
     /// Whether this bridge belongs to this process (not to a parent before a fork).
     fn is_current(&self) -> bool {
-        self.generation == runtime::fork_generation()
+        self.generation == crate::process::generation()
     }
 
     /// Whether the bridge can still take new work: its loop is alive and it is this process's.
@@ -488,7 +488,7 @@ fn register(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Bridge>> {
         retired: AtomicBool::new(false),
         wake_tx,
         wake_rx,
-        generation: runtime::fork_generation(),
+        generation: crate::process::generation(),
         table: Mutex::new(Table::default()),
     });
     let drain = Bound::new(py, Drain(Arc::clone(&bridge)))?;

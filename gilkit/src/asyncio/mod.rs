@@ -194,7 +194,7 @@ static LIVE_GENERATION: AtomicU64 = AtomicU64::new(0);
 static RESET: Mutex<()> = Mutex::new(());
 
 fn sync_generation() {
-    let generation = runtime::fork_generation();
+    let generation = crate::process::generation();
     if LIVE_GENERATION.load(Ordering::Acquire) != generation {
         let _reset = RESET.lock();
         if LIVE_GENERATION.load(Ordering::Relaxed) != generation {

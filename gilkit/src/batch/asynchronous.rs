@@ -15,9 +15,9 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 
 use super::cpu::stopped_outcome;
-use super::outcome::panic_message;
 use super::report::Latency;
 use super::{BatchOptions, BatchReport, BatchStats, Outcome, StopReason};
+use crate::panic::panic_message;
 
 pub(crate) async fn run<I, T, E, F, Fut>(
     items: Vec<I>,

@@ -10,14 +10,14 @@
 //!   slot once. A writer only exists for an index its claim owns: no two writers for one slot ever
 //!   exist, which is what makes the unsynchronised write sound.
 //! - [`Board::into_slots`] takes the board by value, so every claim and writer (which borrow it) has
-//!   ended; waiting for the worker threads that held them (`helper::join`) makes their writes
+//!   ended; waiting for the worker threads that held them (`pool::join`) makes their writes
 //!   visible to the caller.
 //!
 //! # Memory ordering
 //! The cursor uses `Relaxed`: atomicity of the read-modify-write alone gives uniqueness of claims
 //! (all RMWs of one atomic form a single total order and each reads the value written by the one
 //! before it). No data is published through the cursor: slot writes become visible to the reader
-//! through the happens-before edge of waiting for the worker threads (`helper::join`, whose
+//! through the happens-before edge of waiting for the worker threads (`pool::join`, whose
 //! completion signal is a channel disconnection observed under the channel's lock), which
 //! [`Board::into_slots`] requires by taking `self`.
 //!
@@ -193,8 +193,8 @@ mod tests {
     }
 
     /// Two workers claim and complete a board of three slots; the reader sees every result exactly
-    /// once, whatever the interleaving. Run with
-    /// `RUSTFLAGS="--cfg gilkit_loom" cargo test -p gilkit --lib batch::core --release`.
+    /// once, whatever the interleaving. The test command runs it (`scripts/ci.d/20-loom.sh`:
+    /// `RUSTFLAGS="--cfg gilkit_loom"` in its own target directory).
     #[cfg(gilkit_loom)]
     #[test]
     fn loom_claim_and_complete() {

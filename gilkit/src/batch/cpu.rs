@@ -1,10 +1,10 @@
-//! CPU mode: a fixed set of threads (the caller's and pooled helpers, see the `helper` module)
+//! CPU mode: a fixed set of threads (the caller's and pooled helpers, see the `pool` module)
 //! claims items from the [`Board`]'s cursor, runs them and writes each outcome into the item's
 //! slot.
 //!
 //! A worker stops when the cursor runs out, or at its next item once the batch is stopped (deadline
 //! or cancellation); it never waits for work, so there is nothing to spin or park on. The calling
-//! thread, after its own share, waits until the others are done (`helper::join` returns only
+//! thread, after its own share, waits until the others are done (`pool::join` returns only
 //! then, also when unwinding, which is what lets the helpers borrow the items).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::core::Board;
-use super::outcome::panic_message;
 use super::report::Latency;
 use super::{BatchOptions, BatchReport, BatchStats, Outcome, StopReason};
 use crate::CancelToken;
-use crate::helper;
+use crate::panic::panic_message;
+use crate::pool;
 
 /// How often a worker publishes its finished-item count to [`Progress`](super::Progress).
 const PUBLISH_EVERY: Duration = Duration::from_millis(1);
@@ -107,14 +107,14 @@ where
     BatchReport { outcomes, stats }
 }
 
-/// Runs `work` on `workers` threads, the caller's and pooled helpers (see the `helper` module),
+/// Runs `work` on `workers` threads, the caller's and pooled helpers (see the `pool` module),
 /// and returns their merged latencies and how many threads ran. If a helper cannot be started,
 /// the batch runs on the threads it got (at least the caller).
 fn run_workers(workers: usize, work: &(dyn Fn() -> Latency + Sync)) -> (Latency, usize) {
     if workers <= 1 {
         return (work(), 1);
     }
-    match helper::join(work, |_| run_workers(workers - 1, work)) {
+    match pool::join(work, |_| run_workers(workers - 1, work)) {
         Ok((theirs, (mut latency, ran))) => {
             // `work` catches the items' panics; a panic here is a bug in gilkit: pass it on.
             let theirs = theirs.unwrap_or_else(|payload| std::panic::resume_unwind(payload));

@@ -7,24 +7,31 @@
 //! released, and its result is converted and set on the `concurrent.futures.Future` with the GIL
 //! re-acquired. Any other callable is run like `ThreadPoolExecutor` runs it, with the GIL held.
 //!
-//! The pool starts threads lazily, up to `max_workers`, as submissions find no idle thread. Idle
-//! threads block in a `crossbeam_channel` receive (parked, no spinning). A thread facing a long
+//! The executor starts workers lazily, up to `max_workers`, as submissions find no idle worker.
+//! A worker is a long-running job on gilkit's thread pool (the `pool` module), holding its thread
+//! until the executor shuts down. Idle workers block in a `crossbeam_channel` receive (parked, no
+//! spinning). A thread facing a long
 //! queue takes its share of it at once, so one GIL acquisition starts many futures and one more
 //! settles them. `submit` returns a real
 //! `concurrent.futures.Future`, so `as_completed`, `wait`, `asyncio.wrap_future`,
 //! `loop.run_in_executor` and tqdm work unchanged; `map` is the standard library's own
 //! `Executor.map` running over this `submit`.
 //!
-//! Pool threads re-attach with [`try_attach`](crate::try_attach): while the interpreter exits, the
+//! Workers re-attach with [`try_attach`](crate::try_attach): while the interpreter exits, the
 //! tasks they still hold are dropped instead of run.
+//!
+//! # Fork
+//! A child made by `fork()` has none of the parent's workers. The executor records the fork
+//! generation its workers were started in (see the `process` module); a submission that finds
+//! another generation forgets them and starts workers of its own for the queued tasks.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread::{self, ThreadId};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use pyo3::BoundObject as _;
 use pyo3::conversion::FromPyObjectOwned;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -33,7 +40,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use super::outcome::panic_message;
+use crate::panic::panic_message;
 
 /// The detached part of one [`NativeFn`] call: runs without the GIL and returns the part that
 /// converts its result with the GIL held.
@@ -179,7 +186,7 @@ enum Work {
 pub struct Executor {
     queue: Mutex<Option<Sender<Task>>>,
     tasks: Receiver<Task>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    workers: Arc<Workers>,
     /// Idle-thread tokens, as `ThreadPoolExecutor`'s idle semaphore: a thread adds one per task it
     /// finishes, a submission takes one instead of starting a thread. A plain "threads waiting"
     /// count would let two quick submissions both count on the same idle thread.
@@ -204,7 +211,14 @@ impl Executor {
         Ok(Self {
             queue: Mutex::new(Some(sender)),
             tasks: receiver,
-            threads: Mutex::new(Vec::new()),
+            workers: Arc::new(Workers {
+                state: Mutex::new(WorkerState {
+                    generation: crate::process::generation(),
+                    started: 0,
+                    running: Vec::new(),
+                }),
+                ended: Condvar::new(),
+            }),
             idle: Arc::new(AtomicUsize::new(0)),
             max_workers,
         })
@@ -284,14 +298,7 @@ impl Executor {
             }
         }
         if wait {
-            let threads = std::mem::take(&mut *self.threads.lock());
-            let me = thread::current().id();
-            py.detach(|| {
-                // A task that shuts its own executor down cannot wait for itself.
-                for thread in threads.into_iter().filter(|t| t.thread().id() != me) {
-                    let _ = thread.join();
-                }
-            });
+            py.detach(|| self.workers.wait_for_all());
         }
         Ok(())
     }
@@ -316,48 +323,120 @@ impl Executor {
         format!(
             "<gilkit.Executor max_workers={} threads={}>",
             self.max_workers,
-            self.threads.lock().len()
+            self.workers.state.lock().started
         )
     }
 }
 
+/// The executor's workers: how many were started, which threads run them now, and the fork
+/// generation they were started in.
+struct Workers {
+    state: Mutex<WorkerState>,
+    /// Notified whenever a worker ends.
+    ended: Condvar,
+}
+
+struct WorkerState {
+    generation: u64,
+    /// Workers handed to the pool and not yet ended (some may not have started running).
+    started: usize,
+    /// The threads running a worker now.
+    running: Vec<ThreadId>,
+}
+
+impl Workers {
+    /// Waits until every worker has ended, except the calling thread's own (a task that shuts its
+    /// own executor down cannot wait for itself).
+    fn wait_for_all(&self) {
+        let me = thread::current().id();
+        let mut state = self.state.lock();
+        if state.generation != crate::process::generation() {
+            return; // a forked child: the workers started in the parent do not exist here
+        }
+        loop {
+            let mine = usize::from(state.running.contains(&me));
+            if state.started <= mine {
+                return;
+            }
+            self.ended.wait(&mut state);
+        }
+    }
+}
+
+/// A worker's registration, undone when it ends (by returning or unwinding).
+struct Running<'a> {
+    workers: &'a Workers,
+    me: ThreadId,
+}
+
+impl<'a> Running<'a> {
+    fn enter(workers: &'a Workers) -> Self {
+        let me = thread::current().id();
+        workers.state.lock().running.push(me);
+        Self { workers, me }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut state = self.workers.state.lock();
+        state.running.retain(|id| *id != self.me);
+        state.started -= 1;
+        drop(state);
+        self.workers.ended.notify_all();
+    }
+}
+
 impl Executor {
-    /// Starts a thread for a new task unless an idle thread's token can be taken or the pool is at
-    /// `max_workers`.
+    /// Starts a worker for a new task unless an idle worker's token can be taken or the executor
+    /// is at `max_workers`.
     fn adjust_threads(&self) -> PyResult<()> {
-        // Relaxed: the tokens are a hint for starting threads; tasks travel through the channel.
+        let mut state = self.workers.state.lock();
+        let generation = crate::process::generation();
+        if state.generation != generation {
+            // A forked child: the parent's workers (and their idle tokens) do not exist here.
+            *state = WorkerState {
+                generation,
+                started: 0,
+                running: Vec::new(),
+            };
+            self.idle.store(0, Ordering::Relaxed);
+        }
+        // Relaxed: the tokens are a hint for starting workers; tasks travel through the channel.
         let took_idle = self
             .idle
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
-        let mut threads = self.threads.lock();
-        if took_idle || threads.len() >= self.max_workers {
+        if took_idle || state.started >= self.max_workers {
             return Ok(());
         }
         let tasks = self.tasks.clone();
         let idle = Arc::clone(&self.idle);
+        let workers = Arc::clone(&self.workers);
         let max_workers = self.max_workers;
-        let thread = thread::Builder::new()
-            .name(format!("gilkit-executor-{}", threads.len()))
-            .spawn(move || pool_thread(&tasks, &idle, max_workers))
-            .map_err(|e| {
-                PyRuntimeError::new_err(format!("gilkit.Executor could not start a thread: {e}"))
-            })?;
-        threads.push(thread);
+        let name = format!("gilkit-executor-{}", state.started);
+        crate::pool::spawn(&name, move || {
+            let _running = Running::enter(&workers);
+            worker(&tasks, &idle, max_workers);
+        })
+        .map_err(|e| {
+            PyRuntimeError::new_err(format!("gilkit.Executor could not start a thread: {e}"))
+        })?;
+        state.started += 1;
         Ok(())
     }
 }
 
-/// The most tasks a pool thread takes from the queue at once.
+/// The most tasks a worker takes from the queue at once.
 const MAX_TAKE: usize = 64;
 
-/// One pool thread: take tasks (parked while there are none), run them, repeat until shutdown.
+/// One worker: take tasks (parked while there are none), run them, repeat until shutdown.
 ///
-/// A thread takes its fair share of a long queue at once (up to [`MAX_TAKE`]), so that one GIL
+/// A worker takes its fair share of a long queue at once (up to [`MAX_TAKE`]), so that one GIL
 /// acquisition starts all of them and one more settles their futures: tiny tasks would otherwise
 /// spend their time queueing for the GIL, twice each. With a short queue it takes one task at a
 /// time, so long tasks spread over all threads.
-fn pool_thread(tasks: &Receiver<Task>, idle: &AtomicUsize, max_workers: usize) {
+fn worker(tasks: &Receiver<Task>, idle: &AtomicUsize, max_workers: usize) {
     let mut taken = Vec::with_capacity(MAX_TAKE);
     loop {
         let Ok(first) = tasks.recv() else {

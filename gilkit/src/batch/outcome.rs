@@ -1,6 +1,5 @@
 //! What happened to one item: [`Outcome`], and [`ItemError`] for code that prefers `Result`.
 
-use std::any::Any;
 use std::fmt;
 
 /// What happened to one item of a batch. A batch returns one per input item, in input order.
@@ -161,17 +160,6 @@ impl<E: std::error::Error + 'static> std::error::Error for ItemError<E> {
     }
 }
 
-/// The message of a caught panic: the payload of `panic!("...")` is a `&str` or a `String`.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic with a non-string payload".to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +195,7 @@ mod tests {
 
     #[test]
     fn panic_messages_are_read_from_str_and_string_payloads() {
+        use crate::panic::panic_message;
         assert_eq!(panic_message(&"static"), "static");
         assert_eq!(panic_message(&String::from("owned")), "owned");
         assert_eq!(panic_message(&7_u32), "a panic with a non-string payload");

@@ -328,8 +328,9 @@ where
 
 /// The statistics as a Python dict: `total`, `succeeded`, `failed`, `panicked`, `timed_out`,
 /// `cancelled`, `stopped` (`None`, `"deadline"` or `"cancelled"`), `duration_s`, `throughput`
-/// (items per second), `concurrency`, `latency_p50_s`, `latency_p99_s`, `latency_max_s` (`None`
-/// when no item finished).
+/// (items per second), `concurrency`, and the latency as `latency_count`, `latency_p50_s`,
+/// `latency_p99_s`, `latency_max_s`, `latency_mean_s` (float seconds; `latency_count` 0 and
+/// zeros when no item finished).
 ///
 /// GIL: holds it.
 ///
@@ -353,10 +354,7 @@ pub fn stats_to_python<'py>(py: Python<'py>, stats: &BatchStats) -> PyResult<Bou
     dict.set_item("duration_s", stats.duration.as_secs_f64())?;
     dict.set_item("throughput", stats.throughput())?;
     dict.set_item("concurrency", stats.concurrency)?;
-    let seconds = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
-    dict.set_item("latency_p50_s", seconds(stats.latency_p50))?;
-    dict.set_item("latency_p99_s", seconds(stats.latency_p99))?;
-    dict.set_item("latency_max_s", seconds(stats.latency_max))?;
+    stats.latency.add_to_dict(&dict, "latency")?;
     Ok(dict)
 }
 

@@ -4,9 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use super::{ItemError, Outcome};
+use crate::stats::{DurationHistogram, LatencySummary};
 
 /// The result of a batch: one outcome per input item, in input order, and statistics.
 ///
@@ -86,13 +85,11 @@ pub struct BatchStats {
     pub duration: Duration,
     /// CPU workers (`run_cpu`) or futures in flight at most (`run_async`).
     pub concurrency: usize,
-    /// Median latency of the items that finished by themselves (`Ok`, `Err`, `Panicked`): from
-    /// the item's start to its end. `None` when no item finished.
-    pub latency_p50: Option<Duration>,
-    /// 99th percentile latency, as `latency_p50` (2 significant digits).
-    pub latency_p99: Option<Duration>,
-    /// Longest latency, as `latency_p50`.
-    pub latency_max: Option<Duration>,
+    /// Latency of the items that finished by themselves (`Ok`, `Err`, `Panicked`), from the
+    /// item's start to its end: count, median, 99th percentile, maximum and mean (`count` 0 and
+    /// zeros when no item finished; percentiles within 12.5% above the true value, maximum and
+    /// mean exact).
+    pub latency: LatencySummary,
 }
 
 impl BatchStats {
@@ -130,37 +127,31 @@ impl BatchStats {
                 Outcome::Cancelled => stats.cancelled += 1,
             }
         }
-        if !latency.histogram.is_empty() {
-            let at = |q| Duration::from_nanos(latency.histogram.value_at_quantile(q));
-            stats.latency_p50 = Some(at(0.5));
-            stats.latency_p99 = Some(at(0.99));
-            stats.latency_max = Some(Duration::from_nanos(latency.histogram.max()));
-        }
+        stats.latency = latency.histogram.summary();
         stats
     }
 }
 
-/// Per-item latencies of one worker, merged at the end: a log-bucketed histogram (2 significant
-/// digits), so memory stays bounded whatever the batch size.
+/// Per-item latencies of one worker, merged at the end: gilkit's one latency histogram
+/// ([`crate::stats`]), recorded through `&mut` by its one owner; memory stays bounded whatever
+/// the batch size.
 pub(crate) struct Latency {
-    histogram: Histogram<u64>,
+    histogram: DurationHistogram,
 }
 
 impl Latency {
     pub(crate) fn new() -> Self {
         Self {
-            histogram: Histogram::new(2).expect("2 significant digits is a valid precision"),
+            histogram: DurationHistogram::new(),
         }
     }
 
     #[inline]
     pub(crate) fn record(&mut self, latency: Duration) {
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        // Auto-resizing histogram: recording never fails for a positive value.
-        let _ = self.histogram.record(nanos.max(1));
+        self.histogram.record_mut(latency);
     }
 
     pub(crate) fn merge(&mut self, other: &Self) {
-        let _ = self.histogram.add(&other.histogram);
+        self.histogram.merge(&other.histogram);
     }
 }

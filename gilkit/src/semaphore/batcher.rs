@@ -2,7 +2,7 @@
 //!
 //! # How it works
 //!
-//! Each batcher owns one worker thread and a channel of requests (bounded when a queue bound is
+//! Each batcher runs one worker (a long-running job on gilkit's thread pool) and owns a channel of requests (bounded when a queue bound is
 //! set). [`GilBatcher::submit`] puts the request and a one-shot reply slot on the channel and waits
 //! for the reply. The worker, detached, blocks for the first request, then keeps taking requests
 //! until it has `max_batch` of them or `max_wait` has passed since the first one was submitted. It
@@ -28,8 +28,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-use super::error::{BatchError, panic_message};
-use super::stats::{BatcherStats, DurationHistogram};
+use super::error::BatchError;
+use super::stats::BatcherStats;
+use crate::panic::panic_message;
+use crate::stats::{DurationHistogram, nanos};
 
 /// How a [`GilBatcher`] groups requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +135,8 @@ struct Job<Req, Resp> {
 
 struct BatchShared {
     config: BatcherConfig,
-    /// The process that started the worker: a child made by `fork()` has no worker thread.
-    pid: u32,
+    /// The fork generation that started the worker: a child made by `fork()` has no worker thread.
+    generation: u64,
     submitted: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
@@ -156,8 +158,10 @@ where
     /// requests in submission order. `batch_fn` must return exactly one result per request, in the
     /// same order ([`BatchError::LengthMismatch`] otherwise).
     ///
-    /// Needs no tokio runtime: the worker is a plain thread named `gilkit-batcher`, detached except
-    /// while `batch_fn` runs.
+    /// Needs no tokio runtime: the worker runs on a thread of gilkit's pool (named `gilkit-batcher`
+    /// while it does),
+    /// detached except while `batch_fn` runs, and gives the thread back once every handle is
+    /// dropped.
     ///
     /// # Panics
     ///
@@ -182,7 +186,7 @@ where
         let shared = Arc::new(BatchShared {
             batch_sizes: (0..config.max_batch).map(|_| AtomicU64::new(0)).collect(),
             config,
-            pid: std::process::id(),
+            generation: crate::process::generation(),
             submitted: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -197,10 +201,8 @@ where
             requests,
             batch_fn,
         };
-        std::thread::Builder::new()
-            .name("gilkit-batcher".into())
-            .spawn(move || worker.run())
-            .expect("failed to spawn the gilkit-batcher worker thread");
+        crate::pool::spawn("gilkit-batcher", move || worker.run())
+            .expect("failed to start the GilBatcher's worker thread");
         Self { queue, shared }
     }
 }
@@ -230,7 +232,7 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
     /// reaches the batch function (counted in `cancelled`). Once its batch has started, the result
     /// is dropped.
     pub async fn submit(&self, request: Req) -> Result<Resp, BatchError> {
-        if std::process::id() != self.shared.pid {
+        if crate::process::generation() != self.shared.generation {
             return Err(BatchError::Forked);
         }
         let (reply, answer) = oneshot::channel();
@@ -356,8 +358,7 @@ where
             crate::try_attach(|py| {
                 let entered = Instant::now();
                 let result = batch_fn(py, requests);
-                let nanos = u64::try_from(entered.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                s.python_ns.fetch_add(nanos, Relaxed);
+                s.python_ns.fetch_add(nanos(entered.elapsed()), Relaxed);
                 match result {
                     Ok(values) if values.len() == n => Ok(values),
                     Ok(values) => Err(vec_of(n, || BatchError::LengthMismatch {
@@ -374,7 +375,7 @@ where
             Ok(Some(outcome)) => outcome,
             Ok(None) => Err(vec_of(n, || BatchError::InterpreterUnavailable)),
             Err(payload) => {
-                let msg = panic_message(payload);
+                let msg = panic_message(&*payload);
                 Err(vec_of(n, || BatchError::Panicked(msg.clone())))
             }
         };

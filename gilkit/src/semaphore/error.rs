@@ -327,14 +327,3 @@ impl From<BatchError> for PyErr {
         }
     }
 }
-
-/// The message of a panic payload (`&str` or `String`; anything else is described as such).
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => (*s).to_owned(),
-            Err(_) => "a panic with a non-string payload".to_owned(),
-        },
-    }
-}

@@ -71,9 +71,9 @@ pub use batcher::{BatcherConfig, GilBatcher};
 pub use error::{AcquireError, BatchError, RunError, TryAcquireError};
 pub use stats::{BatcherStats, LatencySummary, SemaphoreStats};
 
-use error::panic_message;
+use crate::panic::panic_message;
+use crate::stats::{DurationHistogram, nanos};
 use queue_bound::{QueueBound, QueueSlot};
-use stats::DurationHistogram;
 
 /// A fair, async semaphore that bounds how many tasks are inside Python (or waiting for the GIL)
 /// at once.
@@ -387,7 +387,7 @@ impl GilSemaphore {
             Ok(Some(Ok(value))) => Ok(value),
             Ok(Some(Err(e))) => Err(RunError::Python(e)),
             Ok(None) => Err(RunError::InterpreterUnavailable),
-            Err(e) if e.is_panic() => Err(RunError::Panicked(panic_message(e.into_panic()))),
+            Err(e) if e.is_panic() => Err(RunError::Panicked(panic_message(&*e.into_panic()))),
             Err(_) => Err(RunError::RuntimeShutdown),
         }
     }
@@ -519,10 +519,6 @@ impl Drop for PythonTimer<'_> {
         s.attach_wait_ns
             .fetch_add(nanos(self.entered - self.asked), Relaxed);
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A permit of a [`GilSemaphore`] that owns a handle to it: `Send`, `'static`, movable into

@@ -1,9 +1,9 @@
 //! Statistics of [`GilSemaphore`](super::GilSemaphore) and [`GilBatcher`](super::GilBatcher).
 //!
-//! Recording is lock-free: every figure is a relaxed atomic counter, and wait times go into a
-//! [`DurationHistogram`] of atomic buckets. No lock is ever taken to record, so recording can never
-//! take part in a lock-order inversion with the GIL (see the module doc of `semaphore`), and
-//! threads attached to Python never block on it.
+//! Recording is lock-free: every figure is a relaxed atomic counter, and wait times go into gilkit's
+//! one latency histogram ([`crate::stats`]), whose recording is lock-free too. No lock is ever taken
+//! to record, so recording can never take part in a lock-order inversion with the GIL (see the
+//! module doc of `semaphore`), and threads attached to Python never block on it.
 //!
 //! # Memory ordering
 //!
@@ -13,126 +13,12 @@
 //! may therefore be off by the calls in flight (e.g. `total_acquired` already counts a permit whose
 //! wait time is not yet in the histogram). Counts never go backwards.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-/// Sub-buckets per power of two: 2^3 = 8, so a reported percentile is at most 12.5% above the true
-/// value (it reports the upper edge of its bucket, clamped to the exact maximum).
-const SUB_BITS: u32 = 3;
-const SUB: usize = 1 << SUB_BITS;
-/// Values below `SUB` ns get one exact bucket each; each further power of two gets `SUB` buckets.
-const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB;
-
-/// A log-linear histogram of durations (nanosecond resolution, ~12.5% precision), recorded with
-/// relaxed atomics from any number of threads.
-///
-/// The same layout as HdrHistogram with 1 significant binary digit of 3 bits: values are grouped by
-/// their highest set bit, and each group is split into 8 equal buckets.
-pub(crate) struct DurationHistogram {
-    buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
-    sum_ns: AtomicU64,
-    max_ns: AtomicU64,
-}
-
-impl DurationHistogram {
-    pub(crate) fn new() -> Self {
-        Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_ns: AtomicU64::new(0),
-            max_ns: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn record(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(ns, Relaxed);
-        self.max_ns.fetch_max(ns, Relaxed);
-    }
-
-    pub(crate) fn summary(&self) -> LatencySummary {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        let count: u64 = counts.iter().sum();
-        let max = self.max_ns.load(Relaxed);
-        let quantile = |q: f64| -> Duration {
-            if count == 0 {
-                return Duration::ZERO;
-            }
-            // The rank of the q-th value, 1-based: the smallest bucket whose cumulative count reaches
-            // it holds the answer.
-            let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
-            let mut seen = 0;
-            for (i, c) in counts.iter().enumerate() {
-                seen += c;
-                if seen >= rank {
-                    return Duration::from_nanos(upper_edge(i).min(max));
-                }
-            }
-            Duration::from_nanos(max)
-        };
-        LatencySummary {
-            count,
-            p50: quantile(0.50),
-            p99: quantile(0.99),
-            max: Duration::from_nanos(max),
-            mean: Duration::from_nanos(self.sum_ns.load(Relaxed).checked_div(count).unwrap_or(0)),
-        }
-    }
-}
-
-fn bucket_of(ns: u64) -> usize {
-    if ns < SUB as u64 {
-        return ns as usize;
-    }
-    let exp = 63 - ns.leading_zeros(); // >= SUB_BITS
-    let group = (exp - SUB_BITS + 1) as usize;
-    let sub = ((ns >> (exp - SUB_BITS)) as usize) & (SUB - 1);
-    group * SUB + sub
-}
-
-/// The largest value that falls into bucket `i`.
-fn upper_edge(i: usize) -> u64 {
-    let (group, sub) = (i / SUB, (i % SUB) as u64);
-    if group == 0 {
-        return sub;
-    }
-    // The first value of the next bucket, minus one; computed wide, as the last bucket ends at 2^64.
-    let next = u128::from(SUB as u64 + sub + 1) << (group - 1);
-    u64::try_from(next - 1).unwrap_or(u64::MAX)
-}
-
-/// Percentiles of a set of durations (from a histogram: each percentile is within 12.5% above the
-/// true value, and never above `max`, which is exact).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LatencySummary {
-    /// How many durations were recorded.
-    pub count: u64,
-    /// The median.
-    pub p50: Duration,
-    /// The 99th percentile.
-    pub p99: Duration,
-    /// The largest recorded duration (exact).
-    pub max: Duration,
-    /// The arithmetic mean (exact).
-    pub mean: Duration,
-}
-
-impl LatencySummary {
-    fn add_to_dict(&self, d: &Bound<'_, PyDict>, prefix: &str) -> PyResult<()> {
-        d.set_item(format!("{prefix}_count"), self.count)?;
-        d.set_item(format!("{prefix}_p50_s"), self.p50.as_secs_f64())?;
-        d.set_item(format!("{prefix}_p99_s"), self.p99.as_secs_f64())?;
-        d.set_item(format!("{prefix}_max_s"), self.max.as_secs_f64())?;
-        d.set_item(format!("{prefix}_mean_s"), self.mean.as_secs_f64())?;
-        Ok(())
-    }
-}
+pub use crate::stats::LatencySummary;
 
 /// A snapshot of a [`GilSemaphore`](super::GilSemaphore)'s state and history, from
 /// [`GilSemaphore::stats`](super::GilSemaphore::stats).
@@ -284,47 +170,5 @@ impl<'py> IntoPyObject<'py> for BatcherStats {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.to_dict(py)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buckets_cover_every_value_in_order() {
-        let mut last = 0;
-        for ns in (0..5000u64).chain([u64::MAX / 2, u64::MAX - 1, u64::MAX]) {
-            let b = bucket_of(ns);
-            assert!(b < BUCKETS);
-            assert!(b >= last, "bucket index must not decrease ({ns})");
-            assert!(
-                upper_edge(b) >= ns,
-                "value {ns} above its bucket's upper edge"
-            );
-            last = b;
-        }
-    }
-
-    #[test]
-    fn percentiles_within_an_eighth() {
-        let h = DurationHistogram::new();
-        for us in 1..=1000u64 {
-            h.record(Duration::from_micros(us));
-        }
-        let s = h.summary();
-        assert_eq!(s.count, 1000);
-        assert_eq!(s.max, Duration::from_micros(1000));
-        let p50 = s.p50.as_nanos() as f64;
-        let p99 = s.p99.as_nanos() as f64;
-        assert!((500_000.0..=500_000.0 * 1.125).contains(&p50), "{p50}");
-        assert!((990_000.0..=1_000_000.0).contains(&p99), "{p99}");
-        assert_eq!(s.mean, Duration::from_nanos(500_500));
-    }
-
-    #[test]
-    fn empty_histogram_reports_zeros() {
-        let s = DurationHistogram::new().summary();
-        assert_eq!(s, LatencySummary::default());
     }
 }

@@ -297,8 +297,19 @@ fn release_cost_ns(py: Python<'_>, iterations: u32, rounds: u32) -> Vec<(&'stati
 }
 
 /// Adds this module's functions and classes, and `callsite_stats()`, to the test extension.
+/// Call `f()` with every work duration a call site measures on this thread counted as `micros`
+/// µs (gilkit's `test-hooks` feature), so that the adaptive policy's decisions in a test do not
+/// depend on how long the work really took.
+#[pyfunction]
+fn with_work_taking(micros: u64, f: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    gilkit::callsite::test_hooks::with_work_taking(Duration::from_micros(micros), || {
+        f.call0().map(Bound::unbind)
+    })
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gilkit::callsite::add_stats_function(m)?;
+    m.add_function(wrap_pyfunction!(with_work_taking, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_outer, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_inner, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_with_py, m)?)?;

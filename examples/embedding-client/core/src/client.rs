@@ -319,8 +319,8 @@ impl BatchResults {
     ) -> Self {
         let mut stats = BatchStats {
             duration: report.stats.duration,
-            latency_p50: report.stats.latency_p50,
-            latency_p99: report.stats.latency_p99,
+            latency_p50: latency_of(&report.stats.latency, |l| l.p50),
+            latency_p99: latency_of(&report.stats.latency, |l| l.p99),
             ..BatchStats::default()
         };
         let results: Vec<_> = report
@@ -383,4 +383,12 @@ fn batch_timeout(limit: Duration) -> EmbedError {
         request_id: None,
         attempts: 0,
     })
+}
+
+/// A percentile of the batch latency, `None` when no item finished.
+fn latency_of(
+    latency: &gilkit::stats::LatencySummary,
+    pick: impl Fn(&gilkit::stats::LatencySummary) -> Duration,
+) -> Option<Duration> {
+    (latency.count > 0).then(|| pick(latency))
 }

@@ -1,17 +1,23 @@
-//! gilkit's helper threads: [`join`] runs work that borrows from the caller's stack on a pooled
-//! thread while the caller waits, and returns only once the work is done. The interruptible forms
-//! run their work there (so that the main thread stays free for signal handlers), and CPU batches
-//! their extra workers.
+//! gilkit's threads: the one owner of every thread gilkit starts (tokio's runtime threads aside,
+//! which tokio owns; see [`crate::runtime`]).
+//!
+//! - [`join`] runs work that borrows from the caller's stack on a pooled thread while the caller
+//!   waits, and returns only once the work is done. The interruptible forms run their work there
+//!   (so that the main thread stays free for signal handlers), and CPU batches their extra workers.
+//! - [`spawn`] runs `'static` work on a pooled thread, detached: the owned interruptible form
+//!   (whose work may be abandoned), the Python `Executor`'s workers and each `GilBatcher`'s worker.
+//!   Long-running work simply keeps its thread until it returns; the pool starts another thread
+//!   for the next job meanwhile.
 //!
 //! # Why a pool
-//! Spawning (and joining) a thread per call costs ~40 µs here, more than many calls' work; handing
-//! the work to an idle helper costs a channel send. Helpers are started on demand (one per call in
-//! flight, so concurrent calls never queue behind each other), and a helper idle for
+//! Spawning (and joining) a thread per call costs tens of µs, more than many calls' work; handing
+//! the work to an idle helper costs a channel send. Helpers are started on demand (one per job in
+//! flight, so concurrent jobs never queue behind each other), and a helper idle for
 //! [`IDLE_TIMEOUT`] exits. A wake-up costs tens of microseconds on a busy VM, so both sides first
 //! look for each other for up to [`SPIN_FOR`] (yielding the CPU between looks) before they sleep:
 //! a helper that just finished a job, for the next one, and a caller, for the end of short work.
-//! Measured (`benches/results/release.md`, `batch.md`): an interruptible call from Python's main
-//! thread ~1 µs instead of 43 µs, a 16-item CPU batch 2.2 µs instead of 64 µs.
+//! Measured: `benches/results/release.md` (interruptible calls) and `benches/results/batch.md`
+//! (CPU batches).
 //!
 //! # Borrowed work
 //! The work may borrow from the caller (it is not `'static`), which a pooled thread cannot see in
@@ -22,8 +28,9 @@
 //!
 //! # Fork
 //! A forked child has none of the parent's helper threads, so the pool would take jobs and never
-//! run them: the runtime's `pthread_atfork` child handler calls [`forget_pool`], and the child's
-//! first call builds a new pool (the old one is leaked: its threads do not exist to be joined).
+//! run them. The pool records the fork generation it was built in (see the `process` module); a
+//! caller that finds another generation builds a new pool for its process (the old one is leaked:
+//! its threads do not exist to be joined).
 //!
 //! # Memory ordering
 //! `Finished::waited` is only ever touched by the waiting caller's thread (`Relaxed`); it is an
@@ -36,6 +43,7 @@
 //! before [`join`] returns: the job stores its outcome under a mutex and then drops its completion
 //! sender, and the caller observes the disconnection under the channel's own lock.
 
+use std::ffi::{CStr, CString};
 use std::io;
 use std::mem;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -46,6 +54,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use parking_lot::Mutex;
+
+use crate::process;
 
 /// How long an idle helper waits for work before it exits.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +73,8 @@ struct Pool {
     queue: Receiver<Job>,
     /// Helpers waiting for work, minus jobs reserved for them (see [Memory ordering](self)).
     idle: AtomicUsize,
+    /// The fork generation the pool was built in: its helpers exist only in that process.
+    generation: u64,
 }
 
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(ptr::null_mut());
@@ -155,6 +167,65 @@ impl Drop for WaitOnDrop<'_> {
     }
 }
 
+/// Runs `'static` work on a pooled thread, detached: returns once the work is handed over, not
+/// when it is done. The work should catch its own panics if anyone needs to know about them; a
+/// panic that escapes it is contained (the thread goes back to the pool).
+///
+/// While the work runs, the thread's OS-level name (as `top -H`, `/proc/<pid>/task/*/comm` and
+/// debuggers show it; at most 15 bytes on Linux) is `name`, so a long-running worker says what it
+/// is; it is [`THREAD_NAME`] again afterwards.
+///
+/// # Errors
+/// If no helper was idle and a new one could not be started; `work` has not run then (and has been
+/// dropped).
+pub(crate) fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    let name = os_thread_name(name);
+    submit(Box::new(move || {
+        set_os_thread_name(&name);
+        // Restored also if `work` unwinds.
+        let _restore = RestoreName;
+        work();
+    }))
+}
+
+/// The name of the pool's threads while they run no named work.
+pub(crate) const THREAD_NAME: &str = "gilkit-pool";
+
+/// `name` as the OS accepts it: no NUL, at most 15 bytes (Linux's limit), cut at a char boundary.
+fn os_thread_name(name: &str) -> CString {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes: Vec<u8> = name.as_bytes()[..end]
+        .iter()
+        .copied()
+        .filter(|b| *b != 0)
+        .collect();
+    CString::new(bytes).expect("NUL bytes were removed")
+}
+
+fn set_os_thread_name(name: &CStr) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `pthread_self` is always a valid handle for the calling thread, and `name` is a
+    // NUL-terminated string of at most 15 bytes plus the NUL, as Linux requires. Failure (which
+    // the length rules out) would only leave the old name: the result is ignored on purpose.
+    unsafe {
+        libc::pthread_setname_np(libc::pthread_self(), name.as_ptr());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
+/// Gives the thread back its pool name when dropped.
+struct RestoreName;
+
+impl Drop for RestoreName {
+    fn drop(&mut self) {
+        set_os_thread_name(c"gilkit-pool");
+    }
+}
+
 /// Hands `job` to an idle helper, or starts a new helper for it.
 fn submit(job: Job) -> io::Result<()> {
     let pool = pool();
@@ -171,14 +242,14 @@ fn submit(job: Job) -> io::Result<()> {
     }
     let queue = pool.queue.clone();
     thread::Builder::new()
-        .name("gilkit-helper".into())
+        .name(THREAD_NAME.into())
         .spawn(move || run_helper(pool, queue, job))
         .map(drop)
 }
 
 /// A helper's life: run its first job, then wait for more until idle for [`IDLE_TIMEOUT`].
 fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
-    first();
+    run(first);
     loop {
         pool.idle.fetch_add(1, Ordering::Relaxed);
         // Calls often come in quick succession: look for the next job for a moment before
@@ -193,14 +264,14 @@ fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
             thread::yield_now();
         }
         if let Some(job) = early {
-            job();
+            run(job);
             continue;
         }
         loop {
             match queue.recv_timeout(IDLE_TIMEOUT) {
                 // Whoever sent it reserved an idle helper, i.e. took back our increment.
                 Ok(job) => {
-                    job();
+                    run(job);
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -219,36 +290,40 @@ fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
     }
 }
 
-/// This process's pool, built on first use.
+/// Runs one job. [`join`]'s jobs catch their own panics; one escaping a [`spawn`]ed job is
+/// contained here, so the helper lives on (the panic hook has already reported it).
+fn run(job: Job) {
+    let _ = catch_unwind(AssertUnwindSafe(job));
+}
+
+/// This process's pool, built on first use (and again in a forked child).
 fn pool() -> &'static Pool {
+    let generation = process::generation();
     let current = POOL.load(Ordering::Acquire);
-    if !current.is_null() {
-        // SAFETY: a published pool is leaked, never freed, so the pointer stays valid.
-        return unsafe { &*current };
+    // SAFETY: a published pool is leaked, never freed, so the pointer stays valid.
+    if let Some(pool) = unsafe { current.as_ref() }
+        && pool.generation == generation
+    {
+        return pool;
     }
-    crate::runtime::install_fork_handlers();
     let (jobs, queue) = crossbeam_channel::unbounded();
     let fresh = Box::into_raw(Box::new(Pool {
         jobs,
         queue,
         idle: AtomicUsize::new(0),
+        generation,
     }));
-    match POOL.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+    match POOL.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: `fresh` came from `Box::into_raw` and is now published, hence never freed.
         Ok(_) => unsafe { &*fresh },
         Err(winner) => {
             // SAFETY: `fresh` was never published, so this thread still owns it.
             drop(unsafe { Box::from_raw(fresh) });
-            // SAFETY: as for `current` above.
+            // SAFETY: as for `current` above; the winner was built in this generation (in a
+            // child, only threads started after the fork can race here).
             unsafe { &*winner }
         }
     }
-}
-
-/// Forgets the pool in a forked child, where its threads do not exist (called from the
-/// `pthread_atfork` child handler, when the child has only one thread).
-pub(crate) fn forget_pool() {
-    POOL.store(ptr::null_mut(), Ordering::Release);
 }
 
 #[cfg(test)]
@@ -346,5 +421,47 @@ mod tests {
             "{} helpers for 20 calls in a row",
             ids.len()
         );
+    }
+
+    #[test]
+    fn a_forked_child_gets_its_own_helpers() {
+        // A helper of this process, idle now: in the child it does not exist, and a job handed to
+        // it would never run.
+        join(|| (), |_| ()).unwrap().0.unwrap();
+        let code = crate::process::testing::in_forked_child(|| {
+            let (result, finished) = join(
+                || 7,
+                // Bounded, so a regression fails instead of hanging the parent's waitpid.
+                |finished| finished.wait_timeout(Duration::from_secs(10)),
+            )
+            .unwrap();
+            if finished && result.unwrap() == 7 {
+                0
+            } else {
+                1
+            }
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn spawned_work_runs_detached_and_a_panic_spares_the_helper() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        spawn("test-panics", || panic!("contained")).unwrap();
+        spawn("test-names-me-too-long", move || {
+            let os_name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+            tx.send((os_name, thread::current().name().map(str::to_owned)))
+                .unwrap();
+        })
+        .unwrap();
+        let (os_name, rust_name) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            os_name.trim_end(),
+            "test-names-me-t",
+            "the OS name, cut to 15 bytes"
+        );
+        assert_eq!(rust_name.as_deref(), Some(THREAD_NAME));
+        // Still usable after the panic.
+        assert_eq!(join(|| 5, |_| ()).unwrap().0.unwrap(), 5);
     }
 }
