@@ -8,7 +8,7 @@ from typing_extensions import Self, disjoint_base
 from .field import Field
 from .record import LazyRecord, Record
 
-__all__ = ["MARCReader", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "_set_parse_cores", "_set_parse_worker_mode", "as_marc", "decode_into", "marc8_decode", "read_all"]
+__all__ = ["MARCReader", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "_set_parse_cores", "_set_parse_worker_mode", "as_marc", "decode_into", "marc8_decode", "marc8_decode_str", "read_all"]
 
 _Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -83,6 +83,7 @@ def read_all(
     lazy_fields: bool = False,
 ) -> list[Record | None]: ...
 def marc8_decode(data: bytes, quiet: bool, g0: int = 0x42, g1: int = 0x45) -> tuple[str, list[str], bool, int, int]: ...
+def marc8_decode_str(data: str, quiet: bool, g0: int = 0x42, g1: int = 0x45) -> tuple[str, list[str], int, int]: ...
 def decode_into(
     record: Record,
     data: bytes,
