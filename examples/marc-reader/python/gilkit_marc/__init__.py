@@ -3,7 +3,9 @@
 Replace ``import pymarc`` / ``from pymarc import ...`` with ``gilkit_marc``: the classes,
 functions, exceptions and results are pymarc 5's. Reading parses batches of records in Rust with
 the GIL released, so one reader per thread reads files in parallel. Beyond pymarc:
-``read_all(target, threads=N)`` and ``parse(data)``.
+``read_all(target, threads=N)``, ``parse(data)``, and columns computed in Rust on several
+threads: ``extract(source, ["001", "245$a"])`` (an Arrow table), ``to_parquet`` and ``convert``
+(streamed to Parquet, CSV or JSON Lines; also the ``gilkit-marc convert`` command).
 """
 
 from .constants import DIRECTORY_ENTRY_LEN, END_OF_FIELD, END_OF_RECORD, LEADER_LEN, SUBFIELD_INDICATOR
@@ -27,6 +29,7 @@ from .exceptions import (
     TruncatedRecord,
     WriteNeedsRecord,
 )
+from .extract import convert, extract, to_parquet
 from .field import Field, Indicators, RawField, Subfield, map_marc8_field
 from .leader import Leader
 from .marc8 import MARC8ToUnicode, marc8_to_unicode
@@ -93,6 +96,8 @@ __all__ = [
     "Writer",
     "XMLWriter",
     "XmlHandler",
+    "convert",
+    "extract",
     "map_marc8_field",
     "map_marc8_record",
     "map_records",
@@ -103,6 +108,7 @@ __all__ = [
     "parse_xml",
     "parse_xml_to_array",
     "read_all",
+    "to_parquet",
     "record_to_xml",
     "record_to_xml_node",
 ]

@@ -8,7 +8,7 @@ from typing_extensions import Self, disjoint_base
 from .field import Field
 from .record import LazyRecord, Record
 
-__all__ = ["MARCReader", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "_set_parse_cores", "_set_parse_worker_mode", "as_marc", "decode_into", "marc8_decode", "marc8_decode_str", "read_all"]
+__all__ = ["MARCReader", "Table", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "_set_parse_cores", "_set_parse_worker_mode", "as_marc", "convert", "decode_into", "extract", "marc8_decode", "marc8_decode_str", "read_all"]
 
 _Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -97,3 +97,45 @@ def as_marc(record: Record) -> bytes | None: ...
 def _parse_jobs_running() -> int: ...
 def _set_parse_cores(cores: int) -> None: ...
 def _set_parse_worker_mode(mode: Literal["normal", "idle", "lagging"]) -> None: ...
+
+@final
+class Table:
+    """extract's result: Arrow record batches, one list column per field spec."""
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+    @property
+    def num_rows(self) -> int: ...
+    def __len__(self) -> int: ...
+    @property
+    def column_names(self) -> list[str]: ...
+    def to_pydict(self) -> dict[str, list[list[Any] | None]]: ...
+
+def extract(
+    source: _Target,
+    fields: str | list[str] | tuple[str, ...],
+    *,
+    threads: int | None = None,
+    permissive: bool = True,
+    to_unicode: bool = True,
+    force_utf8: bool = False,
+    utf8_handling: str = "strict",
+    hide_utf8_warnings: bool = False,
+    file_encoding: str = "iso8859-1",
+) -> Table: ...
+def convert(
+    source: _Target,
+    path: str | PathLike[str],
+    fields: str | list[str] | tuple[str, ...],
+    *,
+    format: str,
+    threads: int | None = None,
+    permissive: bool = True,
+    to_unicode: bool = True,
+    force_utf8: bool = False,
+    utf8_handling: str = "strict",
+    hide_utf8_warnings: bool = False,
+    file_encoding: str = "iso8859-1",
+    overwrite: bool = False,
+    separator: str = "|",
+    progress: Any = None,
+) -> int: ...

@@ -123,8 +123,7 @@ pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded,
 /// character and the sets stay as they are. Never fails.
 pub fn decode_str_with(text: &str, quiet: bool, sets: &mut Sets) -> Decoded {
     let units: Vec<u32> = text.chars().map(u32::from).collect();
-    decode_units(&units, false, quiet, sets)
-        .expect("decoding without escape sequences cannot fail")
+    decode_units(&units, false, quiet, sets).expect("decoding without escape sequences cannot fail")
 }
 
 /// The decoder over code units: bytes, or a string's code points (see [`decode_str_with`]).
@@ -205,7 +204,9 @@ fn decode_units<U: Copy + Into<u32>>(
                 ));
                 32
             } else {
-                u64::from(unit(pos)) * 65536 + u64::from(unit(pos + 1)) * 256 + u64::from(unit(pos + 2))
+                u64::from(unit(pos)) * 65536
+                    + u64::from(unit(pos + 1)) * 256
+                    + u64::from(unit(pos + 2))
             };
             pos += 3;
             cp
@@ -228,12 +229,14 @@ fn decode_units<U: Copy + Into<u32>>(
             *g0
         };
         let key = u32::try_from(code_point).ok();
-        let found = key.zip(tables::charset(set)).and_then(|(code_point, table)| {
-            table
-                .binary_search_by_key(&code_point, |&(code, _, _)| code)
-                .ok()
-                .map(|i| (table[i].1, table[i].2))
-        });
+        let found = key
+            .zip(tables::charset(set))
+            .and_then(|(code_point, table)| {
+                table
+                    .binary_search_by_key(&code_point, |&(code, _, _)| code)
+                    .ok()
+                    .map(|i| (table[i].1, table[i].2))
+            });
         let (uni, combining) = match found {
             Some(hit) => hit,
             None => {

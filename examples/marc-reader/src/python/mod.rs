@@ -2,10 +2,13 @@
 //!
 //! `gilkit_marc`'s public API is Python (`python/gilkit_marc/`); this module provides the parts
 //! that must be fast: the reader ([`reader`]), building Python objects ([`build`]), serialising
-//! records ([`write`](mod@write)) and MARC-8 decoding. See each function for what it does with the GIL.
+//! records ([`write`](mod@write)), MARC-8 decoding, and columns computed in Rust on several
+//! threads ([`extract`](mod@extract), written to files by [`convert`](mod@convert)). See each function for what it does with the GIL.
 
 mod ahead;
 mod build;
+mod convert;
+mod extract;
 mod lazy;
 mod position;
 mod reader;
@@ -137,6 +140,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lazy::LazyFields>()?;
     m.add_class::<lazy::FieldsDescriptor>()?;
     m.add_function(wrap_pyfunction!(reader::read_all, m)?)?;
+    m.add_class::<extract::Table>()?;
+    m.add_function(wrap_pyfunction!(extract::extract, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::convert, m)?)?;
     m.add_function(wrap_pyfunction!(marc8_decode, m)?)?;
     m.add_function(wrap_pyfunction!(marc8_decode_str, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;

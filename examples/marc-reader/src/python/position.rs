@@ -87,7 +87,10 @@ impl Position {
                     .and_then(|s| s.is_truthy())
                     .unwrap_or(false);
                 let base = seekable
-                    .then(|| obj.call_method0(intern!(py, "tell")).and_then(|p| p.extract()))
+                    .then(|| {
+                        obj.call_method0(intern!(py, "tell"))
+                            .and_then(|p| p.extract())
+                    })
                     .and_then(Result::ok);
                 Ok(match base {
                     Some(base) => Position {

@@ -44,6 +44,13 @@ pub(crate) struct MarcFraming {
     stopped: bool,
 }
 
+impl MarcFraming {
+    /// Whether a fatal record error stopped the reading (the last chunk framed was that record).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+}
+
 impl Framing for MarcFraming {
     fn next_record(&mut self, buf: &[u8], at_eof: bool) -> Result<file::Frame, FramingError> {
         if self.stopped {
@@ -160,7 +167,11 @@ impl PyOptions {
     }
 
     /// `Record(chunk, **options)`: the Python decoder (pymarc's behaviour, warnings, exceptions).
-    fn decode_in_python<'py>(&self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn decode_in_python<'py>(
+        &self,
+        py: Python<'py>,
+        chunk: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
         let kwargs = PyDict::new(py);
         kwargs.set_item("to_unicode", self.to_unicode)?;
         kwargs.set_item("force_utf8", self.force_utf8)?;

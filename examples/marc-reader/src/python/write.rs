@@ -230,12 +230,14 @@ impl TooLong {
     /// `gilkit_marc.exceptions.RecordTooLong` / `FieldTooLong`, made by the same Python helpers
     /// as the pure-Python serialiser's, so both paths raise the same message.
     fn into_pyerr(self, py: Python<'_>) -> PyErr {
-        let made = py.import("gilkit_marc.exceptions").and_then(|m| match &self {
-            TooLong::Record { length } => m.getattr("record_too_long")?.call1((*length,)),
-            TooLong::Field { tag, length } => {
-                m.getattr("field_too_long")?.call1((tag.as_str(), *length))
-            }
-        });
+        let made = py
+            .import("gilkit_marc.exceptions")
+            .and_then(|m| match &self {
+                TooLong::Record { length } => m.getattr("record_too_long")?.call1((*length,)),
+                TooLong::Field { tag, length } => {
+                    m.getattr("field_too_long")?.call1((tag.as_str(), *length))
+                }
+            });
         match made {
             Ok(exc) => PyErr::from_value(exc),
             Err(err) => err,
