@@ -189,8 +189,10 @@ mod tests {
     const RECORD: &[u8] = b"00085     2200049   4500001000800000245002700008\x1eocm0001\x1e10\x1fa Title \x1fbsub\x1fa\x1c second\x1e\x1d";
 
     fn values(spec: &str) -> Vec<String> {
-        let mut opts = Options::default();
-        opts.quiet = true;
+        let opts = Options {
+            quiet: true,
+            ..Options::default()
+        };
         let record = parse(RECORD, &opts).unwrap();
         let mut out = Vec::new();
         ColumnSpec::parse(spec)

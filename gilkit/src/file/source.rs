@@ -49,7 +49,7 @@ pub enum SourceKind {
 /// | `str`, `os.PathLike` | [`SourceKind::Path`] | opened and read by Rust, GIL released; a FIFO or device is waited on as below |
 /// | `bytes` | [`SourceKind::Memory`] | in place, no copy (bytes are immutable) |
 /// | `bytearray`, `memoryview`, any buffer | [`SourceKind::Memory`] | one copy, GIL held |
-/// | `open(p, 'rb')` (exactly `io.BufferedReader` over `io.FileIO`, or `io.FileIO`) on a regular file | [`SourceKind::FileDescriptor`] | `pread` on a duplicate of its descriptor, GIL released; the object's position is kept right |
+/// | `open(p, 'rb')` (exactly `io.BufferedReader` over `io.FileIO`, or `io.FileIO`) on a regular file | [`SourceKind::FileDescriptor`] | `pread` on a duplicate of its descriptor, GIL released; after each refill the object is sought to where reading got to |
 /// | any other object with `readinto` or `read` | [`SourceKind::FileObject`] | `readinto` into Rust memory (or `read`), GIL held |
 ///
 /// Text-mode files (`io.TextIOBase`, or a `read` that returns `str`) are refused with a

@@ -167,7 +167,8 @@ impl Drop for Output {
 
 /// Where the rows go.
 enum Sink {
-    Parquet(ArrowWriter<BufWriter<File>>),
+    // Boxed: the writer is large next to the other variants.
+    Parquet(Box<ArrowWriter<BufWriter<File>>>),
     Csv {
         out: BufWriter<File>,
         separator: Vec<u8>,
@@ -194,10 +195,10 @@ impl Sink {
                     .set_compression(Compression::SNAPPY)
                     .set_max_row_group_row_count(Some(ROUND_ROWS))
                     .build();
-                Sink::Parquet(
+                Sink::Parquet(Box::new(
                     ArrowWriter::try_new(out, schema.clone(), Some(props))
                         .map_err(ConvertError::Parquet)?,
-                )
+                ))
             }
             Format::Csv => {
                 let mut out = out;
