@@ -206,8 +206,9 @@ mod tests {
     #[test]
     fn specs_select_as_pymarc() {
         assert_eq!(values("001"), ["ocm0001"]);
-        assert_eq!(values("245$a"), [" Title ", "\u{1c} second"]);
-        assert_eq!(values("245$ab"), [" Title ", "sub", "\u{1c} second"]);
+        // MARC-8 text: the decoder drops the control character, as pymarc's does.
+        assert_eq!(values("245$a"), [" Title ", " second"]);
+        assert_eq!(values("245$ab"), [" Title ", "sub", " second"]);
         assert_eq!(values("245"), ["Title sub second"]);
         assert_eq!(values("001$a"), Vec::<String>::new());
         assert_eq!(values("500"), Vec::<String>::new());
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn bad_specs_are_refused() {
         for spec in [
-            "", "24", "2451", "245$", "24$a", "ldr$a", "2 5", "245$ a", "é45",
+            "", "24", "2451", "245$", "24$a", "$a", "2 5", "245$ a", "é45",
         ] {
             assert!(ColumnSpec::parse(spec).is_err(), "{spec:?}");
         }
