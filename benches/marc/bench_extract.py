@@ -8,10 +8,11 @@ few fields as one column per field spec. Every contender builds the same columns
 - `pymarc loop`: `pymarc.MARCReader` and the record API, one Python list per column;
 - `mrrc bulk`: mrrc 0.9.2's fastest bulk path, `RecordBoundaryScanner().scan(buffer)` then
   `parse_batch_parallel(boundaries, buffer)` (Rust, rayon), then the same Python loop over its
-  records; `mrrc parse only` is that path without building columns (a lower bound for mrrc).
+  records (through mrrc's pymarc-style wrapper, as its `MARCReader` yields them); `mrrc parse only` is that path without building columns (a lower bound for mrrc).
 
-Also the peak memory (max RSS of a child process) of `to_parquet` (streaming) against `extract`
-(the whole table in memory) on the big file.
+Also: what keeping the file position after each record costs `MARCReader`, and the peak memory
+(VmHWM of a child process) of `to_parquet` (streaming) against `extract` (the whole table in
+memory) on inputs of 25, 50 and 100 MB.
 
     python benches/marc/bench_extract.py [--rounds 3] [--big-rounds 3]
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,14 +47,20 @@ OUT = Path(__file__).resolve().parents[1] / "out"
 SPECS = ["001", "020$a", "100$a", "245$a", "245", "260$c", "650$a"]
 
 
-def big_file() -> Path:
-    """>= 100 MB: 10k_records.mrc and realistic.mrc repeated (bench_marc.py --big's file)."""
+def sized_file(size: int) -> Path:
+    """10k_records.mrc and realistic.mrc repeated to at least `size` bytes (whole records)."""
     OUT.mkdir(exist_ok=True)
-    big = OUT / "big.mrc"
-    if not big.exists():
+    names = {100_000_000: "big.mrc", 50_000_000: "half.mrc", 25_000_000: "quarter.mrc"}
+    path = OUT / names.get(size, f"{size}.mrc")
+    if not path.exists():
         chunk = b"".join((DATA / name).read_bytes() for name in ["10k_records.mrc", "realistic.mrc"])
-        big.write_bytes(chunk * (100_000_000 // len(chunk) + 1))
-    return big
+        path.write_bytes(chunk * (size // len(chunk) + 1))
+    return path
+
+
+def big_file() -> Path:
+    """>= 100 MB: bench_marc.py --big's file (the same recipe)."""
+    return sized_file(100_000_000)
 
 
 def columns_from(records: Any) -> dict[str, list[Any]]:
@@ -88,7 +96,8 @@ def mrrc_records(path: Path) -> list[Any]:
 
 
 def mrrc_bulk(path: Path) -> int:
-    return len(columns_from(mrrc_records(path))["001"])
+    # mrrc's pymarc-style wrapper (what its MARCReader yields) around each parsed record.
+    return len(columns_from(mrrc._wrap_record(r) for r in mrrc_records(path))["001"])
 
 
 def extract(path: Path, threads: int) -> int:
@@ -123,8 +132,30 @@ def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int) -> dict[st
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def interleaved_with_cpu(
+    fns: Mapping[str, Callable[[], object]], rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """As `interleaved`, plus the median share of CPU the process got (CPU seconds per wall
+    second): about 1.0 for one thread and 2.0 for two on a quiet machine; much less says other
+    load took the cores and the wall-time ratio means little."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    shares: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            fn()
+            wall = time.perf_counter() - t
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            times[name].append(wall)
+            shares[name].append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / wall)
+    return (
+        {name: statistics.median(ts) for name, ts in times.items()},
+        {name: statistics.median(ss) for name, ss in shares.items()},
+    )
+
+
 PEAK = """
-import resource, sys, gilkit_marc
+import sys, gilkit_marc
 mode, path, out = sys.argv[1:4]
 specs = {specs!r}
 if mode == "to_parquet":
@@ -133,7 +164,8 @@ elif mode == "extract":
     t = gilkit_marc.extract(path, specs)
 else:
     pass
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at fork).
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
 """
 
 
@@ -144,7 +176,7 @@ def peak_rss_mb(mode: str, path: Path, out: Path) -> float:
         text=True,
         check=True,
     )
-    return int(result.stdout.split()[-1]) / 1024
+    return int(result.stdout.split()[-1]) / 1024  # kB
 
 
 def main() -> None:
@@ -213,27 +245,29 @@ def main() -> None:
 
     big = big_file()
     n = extract(big, 2)
-    t = interleaved({"extract 1T": lambda: extract(big, 1), "extract 2T": lambda: extract(big, 2)}, args.big_rounds)
+    t, share = interleaved_with_cpu(
+        {"extract 1T": lambda: extract(big, 1), "extract 2T": lambda: extract(big, 2)}, args.big_rounds
+    )
     size = big.stat().st_size / 1e6
     print(f"## Threads: {big.name} ({n:,} records, {size:.0f} MB), {args.big_rounds} rounds\n")
-    print("| contender | seconds | records/s | MB/s |")
-    print("|---|---|---|---|")
+    print("| contender | seconds | records/s | MB/s | CPU share (CPU s / wall s) |")
+    print("|---|---|---|---|---|")
     for name, secs in t.items():
-        print(f"| {name} | {secs:.2f} | {n / secs:,.0f} | {size / secs:,.0f} |")
+        print(f"| {name} | {secs:.2f} | {n / secs:,.0f} | {size / secs:,.0f} | {share[name]:.2f} |")
     print(f"\n2 threads vs 1: **{t['extract 1T'] / t['extract 2T']:.2f}x**\n")
 
+    sizes = [sized_file(25_000_000), sized_file(50_000_000), big]
+    print(f"## Peak memory (the child process's own peak RSS, VmHWM), input {' / '.join(f'{p.stat().st_size / 1e6:.0f}' for p in sizes)} MB\n")
+    print("`to_parquet` streams (one round of 32,768 records at a time): its peak should not grow with the input;")
+    print("`extract` keeps the whole table. `quarter`/`half` are the same recipe as big.mrc, smaller.\n")
+    print("| run | " + " | ".join(f"{p.name} MB" for p in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "big.parquet"
-        base = peak_rss_mb("none", big, out)
-        streamed = peak_rss_mb("to_parquet", big, out)
-        parquet_mb = out.stat().st_size / 1e6
-        whole = peak_rss_mb("extract", big, out)
-    print(f"## Peak memory (max RSS of a child process), {big.name} ({size:.0f} MB)\n")
-    print("| run | peak RSS MB | above the interpreter |")
-    print("|---|---|---|")
-    print(f"| python + import gilkit_marc | {base:.0f} | - |")
-    print(f"| to_parquet (streaming, {parquet_mb:.0f} MB written) | {streamed:.0f} | {streamed - base:.0f} |")
-    print(f"| extract (the whole table in memory) | {whole:.0f} | {whole - base:.0f} |")
+        out = Path(tmp) / "out.parquet"
+        for mode in ["none", "to_parquet", "extract"]:
+            peaks = [peak_rss_mb(mode, p, out) for p in sizes]
+            label = {"none": "python + import gilkit_marc", "to_parquet": "to_parquet", "extract": "extract"}[mode]
+            print(f"| {label} | " + " | ".join(f"{m:.0f}" for m in peaks) + " |")
     print()
 
 
