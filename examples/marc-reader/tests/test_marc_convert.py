@@ -159,3 +159,67 @@ def test_cli_progress_bar_is_drawn_only_on_a_terminal(tmp_path: Path) -> None:
     bar(10, 500)
     bar.done()
     assert "[###############...............]  50% 10 records" in stream.getvalue()
+
+
+def test_cli_ctrl_c_exits_130_and_leaves_no_file(tmp_path: Path) -> None:
+    """SIGINT while converting a FIFO that stays open (the command waits for more) ends it with
+    exit code 130, no output and no temporary file. The signal is sent once the temporary file
+    exists, so the conversion is under way; the timeout is only a hang guard."""
+    import os
+    import signal
+    import time
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "out.parquet"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "gilkit_marc", "convert", str(fifo), str(out), "-f", "245$a"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with open(fifo, "wb", buffering=0) as writer:  # returns once the command has opened it
+        writer.write(TEN_K.read_bytes()[:100_000])
+        deadline = time.monotonic() + 120
+        while not any(p.name.endswith(".partial") for p in out_dir.iterdir()):
+            assert child.poll() is None, child.stderr.read() if child.stderr else b""
+            assert time.monotonic() < deadline, "the conversion never started"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        try:
+            _, err = child.communicate(timeout=120)
+        finally:
+            child.kill()
+    assert child.returncode == 130, err
+    assert b"interrupted; no output written" in err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_ctrl_c_stops_extract(tmp_path: Path) -> None:
+    """Ctrl-C during `extract` of a FIFO that does not end raises KeyboardInterrupt."""
+    import os
+    import signal
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    code = (
+        "import sys, gilkit_marc\n"
+        "print('start', flush=True)\n"
+        "gilkit_marc.extract(sys.argv[1], ['245$a'], threads=2)\n"
+        "print('ended', flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "start"
+    with open(fifo, "wb", buffering=0) as writer:  # the child has opened it: extract is reading
+        writer.write(TEN_K.read_bytes()[:50_000])
+        child.send_signal(signal.SIGINT)
+        try:
+            out, err = child.communicate(timeout=120)
+        finally:
+            child.kill()
+    assert "ended" not in out
+    assert err.strip().splitlines()[-1] == "KeyboardInterrupt", err
