@@ -438,13 +438,30 @@ pub(crate) fn is_main_thread(py: Python<'_>) -> bool {
     let mut main = MAIN_THREAD_IDENT.load(Ordering::Relaxed);
     if main == 0 {
         runtime::install_fork_handlers();
-        main = py
+        let looked_up = py
             .import("threading")
             .and_then(|threading| threading.call_method0("main_thread"))
             .and_then(|thread| thread.getattr("ident"))
-            .and_then(|ident| ident.extract::<u64>())
-            .unwrap_or(u64::MAX);
-        MAIN_THREAD_IDENT.store(main, Ordering::Relaxed);
+            .and_then(|ident| ident.extract::<u64>());
+        match looked_up {
+            Ok(ident) => {
+                MAIN_THREAD_IDENT.store(ident, Ordering::Relaxed);
+                main = ident;
+            }
+            Err(err) => {
+                // `threading.main_thread()` is Python code, so a pending signal's handler runs in
+                // it: a Ctrl-C that arrived just before fails the lookup with KeyboardInterrupt.
+                // Swallowing it would lose the Ctrl-C, and caching a failure would stop every later
+                // interruptible call on the main thread from checking signals. So: re-arm SIGINT
+                // for the caller's next signal check, cache nothing (look up again next time), and
+                // answer "main" (checking signals off the main thread is a no-op anyway).
+                if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                    // SAFETY: called with the GIL held; it only marks SIGINT as pending.
+                    unsafe { pyo3::ffi::PyErr_SetInterrupt() };
+                }
+                return true;
+            }
+        }
     }
     me == main
 }
