@@ -1,5 +1,6 @@
 """Type stub for the Rust extension ``gilkit_marc._native`` (see ``src/python/``)."""
 
+from collections.abc import Sequence
 from os import PathLike
 from typing import Any, BinaryIO, Literal, final, overload
 
@@ -112,7 +113,7 @@ class Table:
 
 def extract(
     source: _Target,
-    fields: str | list[str] | tuple[str, ...],
+    fields: str | Sequence[str],
     *,
     threads: int | None = None,
     permissive: bool = True,
@@ -125,7 +126,7 @@ def extract(
 def convert(
     source: _Target,
     path: str | PathLike[str],
-    fields: str | list[str] | tuple[str, ...],
+    fields: str | Sequence[str],
     *,
     format: str,
     threads: int | None = None,
