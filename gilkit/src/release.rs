@@ -439,12 +439,27 @@ pub(crate) fn is_main_thread(py: Python<'_>) -> bool {
     if MAIN_THREAD_GENERATION.load(Ordering::Acquire) == generation {
         return me == MAIN_THREAD_IDENT.load(Ordering::Relaxed);
     }
-    let main = py
+    let looked_up = py
         .import("threading")
         .and_then(|threading| threading.call_method0("main_thread"))
         .and_then(|thread| thread.getattr("ident"))
-        .and_then(|ident| ident.extract::<u64>())
-        .unwrap_or(u64::MAX);
+        .and_then(|ident| ident.extract::<u64>());
+    let main = match looked_up {
+        Ok(ident) => ident,
+        Err(err) => {
+            // `threading.main_thread()` is Python code, so a pending signal's handler runs in it: a
+            // Ctrl-C that arrived just before fails the lookup with KeyboardInterrupt. Swallowing
+            // it would lose the Ctrl-C, and caching a failure would stop every later interruptible
+            // call on the main thread from checking signals. So: re-arm SIGINT for the caller's
+            // next signal check, cache nothing (look up again next time), and answer "main"
+            // (checking signals off the main thread is a no-op anyway).
+            if err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                // SAFETY: called with the GIL held; it only marks SIGINT as pending.
+                unsafe { pyo3::ffi::PyErr_SetInterrupt() };
+            }
+            return true;
+        }
+    };
     MAIN_THREAD_IDENT.store(main, Ordering::Relaxed);
     MAIN_THREAD_GENERATION.store(generation, Ordering::Release);
     me == main

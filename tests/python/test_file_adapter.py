@@ -296,6 +296,67 @@ def test_a_non_blocking_pipe_is_polled_not_spun():
     assert stats["python_calls"] < 20 * len(chunks)
 
 
+@pytest.mark.parametrize("hold_gil", [False, True], ids=["record_reader", "py_reader"])
+def test_a_fifo_path_is_read_as_its_writer_writes(tmp_path, hold_gil):
+    """A FIFO by path is opened without waiting for a writer and polled: the reader neither
+    takes the silence before the first write for the end of the data nor blocks in the kernel."""
+    fifo = tmp_path / "records.fifo"
+    os.mkfifo(fifo)
+    assert ext.file_source_kind(str(fifo)) == "path"
+    chunks = [MARC_DATA[i : i + 3000] for i in range(0, len(MARC_DATA), 3000)]
+
+    def writer():
+        with open(fifo, "wb", buffering=0) as w:  # returns once the reader has opened the FIFO
+            for chunk in chunks:
+                time.sleep(0.002)
+                w.write(chunk)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        records = read(str(fifo), framing_name="marc", hold_gil=hold_gil)
+    finally:
+        t.join()
+    assert records == MARC
+
+
+FIFO_CHILD = """
+import sys
+import gilkit_testext as ext
+print("start", flush=True)
+ext.file_read(sys.argv[1], framing_name="marc", hold_gil=sys.argv[2] == "1")
+print("ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("hold_gil", [False, True], ids=["record_reader", "py_reader"])
+def test_ctrl_c_interrupts_a_fifo_path_waiting_for_data(tmp_path, hold_gil):
+    """SIGINT while the reader waits for a FIFO's next bytes ends it with KeyboardInterrupt (a
+    blocking read would retry on EINTR forever). The timeout is only a hang guard."""
+    import signal
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "records.fifo"
+    os.mkfifo(fifo)
+    child = subprocess.Popen(
+        [sys.executable, "-c", FIFO_CHILD, str(fifo), "1" if hold_gil else "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "start"
+    with open(fifo, "wb", buffering=0) as w:  # the child has opened the FIFO: it is reading
+        w.write(MARC_DATA[:1000])  # and stays open: the reader waits for the rest
+        child.send_signal(signal.SIGINT)
+        try:
+            out, err = child.communicate(timeout=120)
+        finally:
+            child.kill()
+    assert "ended" not in out
+    assert err.strip().splitlines()[-1] == "KeyboardInterrupt", err
+
+
 def test_eof_inside_a_record_names_the_offset_after_the_last_complete_one():
     complete = MARC[:10]
     cut = b"".join(complete) + MARC[10][:17]

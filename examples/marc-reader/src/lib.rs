@@ -5,12 +5,14 @@
 //! - [`frame`]: where a record ends in a stream (pymarc's `MARCReader` decisions);
 //! - [`parse`]: one record into leader, fields and subfields (pymarc's `Record.decode_marc`);
 //! - [`marc8`]: MARC-8 to Unicode (pymarc's `MARC8ToUnicode`);
-//! - [`pyint`]: Python's `int()` rules for the numbers in leaders and directories.
+//! - [`pyint`]: Python's `int()` rules for the numbers in leaders and directories;
+//! - [`columns`]: the column specs of `extract` (`"245$a"`), computed as pymarc's API does.
 //!
 //! With the `python` feature (on by default) the crate is also the extension module
 //! `gilkit_marc._native`: a reader that frames and parses a whole batch of records with the GIL
 //! released, then builds pymarc-shaped Python objects for the batch with the GIL held.
 
+pub mod columns;
 pub mod frame;
 pub mod marc8;
 pub mod parse;

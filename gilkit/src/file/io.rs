@@ -100,7 +100,20 @@ impl PyReader {
                     }
                 }
             })?,
-            _ => self.source.read_detached(data)?,
+            _ => {
+                let mut waits = 0;
+                loop {
+                    match self.source.read_detached(data)? {
+                        // A FIFO or terminal path with no data: wait, letting Ctrl-C through.
+                        ReadStep::WouldBlock => {
+                            let fd = self.source.stream_fd();
+                            Python::attach(|py| wait_ready(py, fd, false, waits))?;
+                            waits += 1;
+                        }
+                        step => break step,
+                    }
+                }
+            }
         };
         match step {
             ReadStep::Data(n) => self.buf.end = n,
@@ -161,7 +174,7 @@ impl Seek for PyReader {
             return Ok(target as u64);
         }
         let new_pos = match &mut self.source.inner {
-            Inner::Path(file) => match pos {
+            Inner::Path(file) | Inner::Stream(file) => match pos {
                 SeekFrom::Current(n) => file.seek(SeekFrom::Current(n - buffered))?,
                 other => file.seek(other)?,
             },

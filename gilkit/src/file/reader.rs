@@ -302,6 +302,10 @@ pub struct RecordReader<Fr> {
     deferred: Option<ReadError>,
     /// Stream offset of `buf.start`.
     offset: u64,
+    /// The last read of a polled path (a FIFO) found no data: wait before reading again.
+    starved: bool,
+    /// Waits in a row for a polled path (the wait grows from 1 ms to 50 ms).
+    stream_waits: u32,
     stats: ReaderStats,
 }
 
@@ -333,6 +337,8 @@ impl<Fr: Framing> RecordReader<Fr> {
             read_error: None,
             deferred: None,
             offset: 0,
+            starved: false,
+            stream_waits: 0,
             stats,
         }
     }
@@ -385,6 +391,16 @@ impl<Fr: Framing> RecordReader<Fr> {
             let refill = self.need_input && !self.eof && self.read_error.is_none();
             if refill {
                 self.make_room()?;
+            }
+            if refill && std::mem::take(&mut self.starved) {
+                // A FIFO or terminal path with no data: wait for it with the GIL released, and
+                // run signal handlers (Ctrl-C) between waits, as for a non-blocking file object.
+                let started = Instant::now();
+                wait_ready(py, self.source.stream_fd(), false, self.stream_waits)
+                    .map_err(|err| ReadError::python(err, self.read_offset()))?;
+                self.stats.released += started.elapsed();
+                self.stats.gil_releases += 1;
+                self.stream_waits += 1;
             }
             if refill
                 && self.source.needs_gil()
@@ -546,14 +562,21 @@ impl<Fr: Framing> RecordReader<Fr> {
         let Storage::Vec(data) = &mut self.buf.storage else {
             unreachable!("memory sources are never refilled")
         };
+        let before = self.buf.end;
         while self.buf.end < data.len() {
             match self.source.read_detached(&mut data[self.buf.end..]) {
                 Ok(ReadStep::Data(n)) => {
                     self.buf.end += n;
                     self.stats.bytes_read += n as u64;
+                    self.stream_waits = 0;
                 }
-                Ok(ReadStep::Eof | ReadStep::WouldBlock) => {
+                Ok(ReadStep::Eof) => {
                     self.eof = true;
+                    break;
+                }
+                // A polled path with nothing more now: frame what came; wait only if nothing did.
+                Ok(ReadStep::WouldBlock) => {
+                    self.starved = self.buf.end == before;
                     break;
                 }
                 Err(err) => return Err(ReadError::io(err, self.offset + self.buf.end as u64)),

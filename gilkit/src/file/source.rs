@@ -5,8 +5,8 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{BorrowedFd, RawFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,7 +24,8 @@ use super::lend;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SourceKind {
-    /// A file opened by Rust from a path; read with no GIL at all.
+    /// A file opened by Rust from a path; read with no GIL at all. A path that is not a
+    /// regular file (a FIFO, a terminal) is polled: waiting for its data lets Ctrl-C through.
     Path,
     /// Bytes already in memory.
     Memory,
@@ -45,10 +46,10 @@ pub enum SourceKind {
 ///
 /// | Python object | kind | how it is read |
 /// |---|---|---|
-/// | `str`, `os.PathLike` | [`SourceKind::Path`] | opened and read by Rust, GIL released |
+/// | `str`, `os.PathLike` | [`SourceKind::Path`] | opened and read by Rust, GIL released; a FIFO or device is waited on as below |
 /// | `bytes` | [`SourceKind::Memory`] | in place, no copy (bytes are immutable) |
 /// | `bytearray`, `memoryview`, any buffer | [`SourceKind::Memory`] | one copy, GIL held |
-/// | `open(p, 'rb')` (exactly `io.BufferedReader` over `io.FileIO`, or `io.FileIO`) on a regular file | [`SourceKind::FileDescriptor`] | `pread` on a duplicate of its descriptor, GIL released; the object's position is kept right |
+/// | `open(p, 'rb')` (exactly `io.BufferedReader` over `io.FileIO`, or `io.FileIO`) on a regular file | [`SourceKind::FileDescriptor`] | `pread` on a duplicate of its descriptor, GIL released; after each refill the object is sought to where reading got to |
 /// | any other object with `readinto` or `read` | [`SourceKind::FileObject`] | `readinto` into Rust memory (or `read`), GIL held |
 ///
 /// Text-mode files (`io.TextIOBase`, or a `read` that returns `str`) are refused with a
@@ -56,7 +57,10 @@ pub enum SourceKind {
 ///
 /// A file object whose `read`/`readinto` returns `None` (non-blocking, no data yet) is waited on
 /// without spinning: `poll()` on its descriptor when it has one, else sleeps growing from 1 ms to
-/// 50 ms; the GIL is released while waiting and signal handlers run between waits.
+/// 50 ms; the GIL is released while waiting and signal handlers run between waits. A path that is
+/// not a regular file (a FIFO, a terminal, `/dev/stdin` on a pipe) is opened non-blocking (so
+/// opening a FIFO does not wait for a writer) and waited on the same way when it has no data, so
+/// Ctrl-C interrupts a read that would otherwise block forever in the kernel.
 ///
 /// Rust input: [`Source::open`], [`Source::from_vec`], [`Source::from_reader`].
 ///
@@ -83,6 +87,8 @@ pub(crate) enum Inner {
     Bytes(BytesRef),
     Owned(Vec<u8>),
     Path(File),
+    /// A path that is not a regular file, opened non-blocking: read only when `poll` says so.
+    Stream(File),
     Fd(FdSource),
     FileObject(FileObject),
     /// Only ever used through `&mut`, so it need not be `Sync` for the source to be.
@@ -233,12 +239,26 @@ impl Source {
 
     /// Opens a file by path; reads then need no GIL at all.
     ///
+    /// The file is opened with `O_NONBLOCK`, which changes nothing for a regular file and keeps
+    /// opening a FIFO from blocking until a writer comes; a path that is not a regular file is
+    /// then read only when `poll` reports data (see [`Source`]).
+    ///
     /// # Errors
     ///
     /// The error of opening the file.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Source> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let kind = file.metadata()?.file_type();
+        let stream = kind.is_fifo() || kind.is_char_device() || kind.is_socket();
         Ok(Source {
-            inner: Inner::Path(File::open(path)?),
+            inner: if stream {
+                Inner::Stream(file)
+            } else {
+                Inner::Path(file)
+            },
         })
     }
 
@@ -260,7 +280,7 @@ impl Source {
     pub fn kind(&self) -> SourceKind {
         match self.inner {
             Inner::Bytes(_) | Inner::Owned(_) => SourceKind::Memory,
-            Inner::Path(_) => SourceKind::Path,
+            Inner::Path(_) | Inner::Stream(_) => SourceKind::Path,
             Inner::Fd(_) => SourceKind::FileDescriptor,
             Inner::FileObject(_) => SourceKind::FileObject,
             Inner::Reader(_) => SourceKind::Reader,
@@ -276,6 +296,19 @@ impl Source {
     pub(crate) fn read_detached(&mut self, buf: &mut [u8]) -> io::Result<ReadStep> {
         let n = match &mut self.inner {
             Inner::Path(file) => retry_interrupted(|| file.read(buf))?,
+            Inner::Stream(file) => {
+                // Only read what is there: a FIFO nobody has written to yet reads as EOF when
+                // non-blocking, but `poll` reports nothing until a writer writes or leaves.
+                if !poll_ready(file.as_raw_fd()) {
+                    return Ok(ReadStep::WouldBlock);
+                }
+                match retry_interrupted(|| file.read(buf)) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(ReadStep::WouldBlock);
+                    }
+                    result => result?,
+                }
+            }
             Inner::Reader(reader) => retry_interrupted(|| reader.get_mut().read(buf))?,
             Inner::Fd(fd) => {
                 let n = retry_interrupted(|| fd.file.read_at(buf, fd.pos))?;
@@ -291,6 +324,15 @@ impl Source {
         } else {
             ReadStep::Data(n)
         })
+    }
+
+    /// The descriptor to wait on when [`read_detached`](Self::read_detached) would block (a path
+    /// that is not a regular file).
+    pub(crate) fn stream_fd(&self) -> Option<RawFd> {
+        match &self.inner {
+            Inner::Stream(file) => Some(file.as_raw_fd()),
+            _ => None,
+        }
     }
 
     /// Tells a descriptor-read Python object where reading has got to (GIL held). Counts the call.
@@ -477,6 +519,20 @@ pub(crate) fn wait_ready(
         None => std::thread::sleep(timeout),
     });
     py.check_signals()
+}
+
+/// Whether reading `fd` would not block now (data, end of file or an error to report).
+fn poll_ready(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid pollfd array of length 1 for the duration of the call; `fd` is
+    // owned by the caller's open `File`. A zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    // An error of poll itself (EINTR, ENOMEM): let `read` run and report what it finds.
+    ready != 0
 }
 
 fn retry_interrupted(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {

@@ -3,7 +3,9 @@
 Replace ``import pymarc`` / ``from pymarc import ...`` with ``gilkit_marc``: the classes,
 functions, exceptions and results are pymarc 5's. Reading parses batches of records in Rust with
 the GIL released, so one reader per thread reads files in parallel. Beyond pymarc:
-``read_all(target, threads=N)`` and ``parse(data)``.
+``read_all(target, threads=N)``, ``parse(data)``, and columns computed in Rust on several
+threads: ``extract(source, ["001", "245$a"])`` (an Arrow table), ``to_parquet`` and ``convert``
+(streamed to Parquet, CSV or JSON Lines; also the ``gilkit-marc convert`` command).
 """
 
 from .constants import DIRECTORY_ENTRY_LEN, END_OF_FIELD, END_OF_RECORD, LEADER_LEN, SUBFIELD_INDICATOR
@@ -15,6 +17,7 @@ from .exceptions import (
     EndOfRecordNotFound,
     FatalReaderError,
     FieldNotFound,
+    FieldTooLong,
     MissingLinkedFields,
     NoActiveFile,
     NoFieldsFound,
@@ -22,9 +25,11 @@ from .exceptions import (
     RecordDirectoryInvalid,
     RecordLeaderInvalid,
     RecordLengthInvalid,
+    RecordTooLong,
     TruncatedRecord,
     WriteNeedsRecord,
 )
+from .extract import convert, extract, to_parquet
 from .field import Field, Indicators, RawField, Subfield, map_marc8_field
 from .leader import Leader
 from .marc8 import MARC8ToUnicode, marc8_to_unicode
@@ -64,6 +69,7 @@ __all__ = [
     "FatalReaderError",
     "Field",
     "FieldNotFound",
+    "FieldTooLong",
     "Indicators",
     "JSONReader",
     "JSONWriter",
@@ -82,6 +88,7 @@ __all__ = [
     "RecordDirectoryInvalid",
     "RecordLeaderInvalid",
     "RecordLengthInvalid",
+    "RecordTooLong",
     "Subfield",
     "TextWriter",
     "TruncatedRecord",
@@ -89,6 +96,8 @@ __all__ = [
     "Writer",
     "XMLWriter",
     "XmlHandler",
+    "convert",
+    "extract",
     "map_marc8_field",
     "map_marc8_record",
     "map_records",
@@ -99,6 +108,7 @@ __all__ = [
     "parse_xml",
     "parse_xml_to_array",
     "read_all",
+    "to_parquet",
     "record_to_xml",
     "record_to_xml_node",
 ]

@@ -1,5 +1,6 @@
 """Type stub for the Rust extension ``gilkit_marc._native`` (see ``src/python/``)."""
 
+from collections.abc import Sequence
 from os import PathLike
 from typing import Any, BinaryIO, Literal, final, overload
 
@@ -8,7 +9,7 @@ from typing_extensions import Self, disjoint_base
 from .field import Field
 from .record import LazyRecord, Record
 
-__all__ = ["MARCReader", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "_set_parse_cores", "_set_parse_worker_mode", "as_marc", "decode_into", "marc8_decode", "read_all"]
+__all__ = ["MARCReader", "Table", "_FieldsDescriptor", "_LazyFields", "_parse_jobs_running", "_set_parse_cores", "_set_parse_worker_mode", "as_marc", "convert", "decode_into", "extract", "marc8_decode", "marc8_decode_str", "read_all"]
 
 _Target = str | PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -83,6 +84,7 @@ def read_all(
     lazy_fields: bool = False,
 ) -> list[Record | None]: ...
 def marc8_decode(data: bytes, quiet: bool, g0: int = 0x42, g1: int = 0x45) -> tuple[str, list[str], bool, int, int]: ...
+def marc8_decode_str(data: str, quiet: bool, g0: int = 0x42, g1: int = 0x45) -> tuple[str, list[str], int, int]: ...
 def decode_into(
     record: Record,
     data: bytes,
@@ -96,3 +98,45 @@ def as_marc(record: Record) -> bytes | None: ...
 def _parse_jobs_running() -> int: ...
 def _set_parse_cores(cores: int) -> None: ...
 def _set_parse_worker_mode(mode: Literal["normal", "idle", "lagging"]) -> None: ...
+
+@final
+class Table:
+    """extract's result: Arrow record batches, one list column per field spec."""
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+    @property
+    def num_rows(self) -> int: ...
+    def __len__(self) -> int: ...
+    @property
+    def column_names(self) -> list[str]: ...
+    def to_pydict(self) -> dict[str, list[list[Any] | None]]: ...
+
+def extract(
+    source: _Target,
+    fields: str | Sequence[str],
+    *,
+    threads: int | None = None,
+    permissive: bool = True,
+    to_unicode: bool = True,
+    force_utf8: bool = False,
+    utf8_handling: str = "strict",
+    hide_utf8_warnings: bool = False,
+    file_encoding: str = "iso8859-1",
+) -> Table: ...
+def convert(
+    source: _Target,
+    path: str | PathLike[str],
+    fields: str | Sequence[str],
+    *,
+    format: str,
+    threads: int | None = None,
+    permissive: bool = True,
+    to_unicode: bool = True,
+    force_utf8: bool = False,
+    utf8_handling: str = "strict",
+    hide_utf8_warnings: bool = False,
+    file_encoding: str = "iso8859-1",
+    overwrite: bool = False,
+    separator: str = "|",
+    progress: Any = None,
+) -> int: ...

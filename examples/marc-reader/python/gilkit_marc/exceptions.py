@@ -73,6 +73,54 @@ class BaseAddressNotFound(_Fixed, PymarcException):
     message = "Unable to locate base address of record"
 
 
+class RecordTooLong(PymarcException, ValueError):
+    """A record cannot be written in MARC 21 transmission format (ISO 2709): the whole record
+    would be over 99,999 bytes (``RecordTooLong``) or one field over 9,999 bytes
+    (``FieldTooLong``), which the five- and four-digit lengths of the leader and directory cannot
+    hold.
+
+    Beyond pymarc, which writes such a record with a broken leader or directory that no reader
+    can read back. ``Record.as_marc()`` raises it and ``MARCWriter.write`` raises it before
+    writing anything, so the records already written stay valid. ``XMLWriter`` and
+    ``JSONWriter`` have no such limit.
+    """
+
+    def __init__(self, message: str, *, tag: str | None = None, length: int = 0) -> None:
+        super().__init__(message)
+        self.tag = tag
+        self.length = length
+
+
+class FieldTooLong(RecordTooLong):
+    """One field of a record is over 9,999 bytes in transmission format (see ``RecordTooLong``)."""
+
+
+MAX_RECORD_LENGTH = 99_999
+MAX_FIELD_LENGTH = 9_999
+
+
+def record_too_long(length: int) -> RecordTooLong:
+    """The error for a record of ``length`` bytes (> 99,999) in transmission format."""
+    return RecordTooLong(
+        f"the record is {length:,} bytes long in MARC 21 transmission format, which allows at most "
+        f"{MAX_RECORD_LENGTH:,} (its leader has five digits for the length). "
+        "Split the record, or write it with XMLWriter or JSONWriter, which have no such limit",
+        length=length,
+    )
+
+
+def field_too_long(tag: str, length: int) -> FieldTooLong:
+    """The error for field ``tag`` of ``length`` bytes (> 9,999) in transmission format."""
+    return FieldTooLong(
+        f"field {tag} is {length:,} bytes long in MARC 21 transmission format, which allows at most "
+        f"{MAX_FIELD_LENGTH:,} per field (the directory has four digits for a field's length). "
+        "Split the field, or write the record with XMLWriter or JSONWriter, "
+        "which have no such limit",
+        tag=tag,
+        length=length,
+    )
+
+
 class WriteNeedsRecord(_Fixed, PymarcException):
     """A writer was given something that is not a ``Record``."""
 

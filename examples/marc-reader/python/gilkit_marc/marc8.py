@@ -12,11 +12,20 @@ import sys
 from . import _native
 
 
-def marc8_to_unicode(marc8: bytes, hide_utf8_warnings: bool = False) -> str:
+def marc8_to_unicode(marc8: bytes | str, hide_utf8_warnings: bool = False) -> str:
     """Decodes MARC-8 ``bytes`` to an NFC-normalised ``str``.
+
+    A ``str`` is decoded as pymarc decodes one: character by character, each character's code
+    point taken as a MARC-8 code, escape sequences never recognised (pymarc's
+    ``map_marc8_record`` does this to records read with ``to_unicode=True``).
 
     Raises ``UnicodeDecodeError`` (as pymarc) when an escape sequence is cut short.
     """
+    if isinstance(marc8, str):
+        text, messages, _, _ = _native.marc8_decode_str(marc8, hide_utf8_warnings)
+        for message in messages:
+            sys.stderr.write(message)
+        return text  # type: ignore[no-any-return]
     text, messages, ok, _, _ = _native.marc8_decode(bytes(marc8), hide_utf8_warnings)
     for message in messages:
         sys.stderr.write(message)
@@ -40,10 +49,20 @@ class MARC8ToUnicode:
         self.g1 = G1
         self.quiet = quiet
 
-    def translate(self, marc8_string: bytes) -> str:
-        """Decodes ``marc8_string``; ``IndexError``/``TypeError`` where pymarc's raise them."""
+    def translate(self, marc8_string: bytes | str) -> str:
+        """Decodes ``marc8_string``; ``IndexError``/``TypeError`` where pymarc's raise them.
+
+        A ``str`` is decoded character by character, as pymarc does (see ``marc8_to_unicode``).
+        """
         if not marc8_string:
             return ""
+        if isinstance(marc8_string, str):
+            text, messages, self.g0, self.g1 = _native.marc8_decode_str(
+                marc8_string, self.quiet, self.g0, self.g1
+            )
+            for message in messages:
+                sys.stderr.write(message)
+            return text  # type: ignore[no-any-return]
         text, messages, ok, self.g0, self.g1 = _native.marc8_decode(
             bytes(marc8_string), self.quiet, self.g0, self.g1
         )

@@ -24,11 +24,15 @@ from .exceptions import (
     BaseAddressInvalid,
     BaseAddressNotFound,
     FieldNotFound,
+    MAX_FIELD_LENGTH,
+    MAX_RECORD_LENGTH,
     MissingLinkedFields,
     NoFieldsFound,
     RecordDirectoryInvalid,
     RecordLeaderInvalid,
     TruncatedRecord,
+    field_too_long,
+    record_too_long,
 )
 from .field import Field, Indicators, RawField, Subfield, map_marc8_field
 from .leader import Leader
@@ -310,7 +314,11 @@ class Record:
 
     def as_marc(self) -> bytes:
         """The record in transmission format (UTF-8, leader position 9 set to ``a``, when
-        ``to_unicode``); lengths and base address are recomputed."""
+        ``to_unicode``); lengths and base address are recomputed.
+
+        Raises ``FieldTooLong`` for a field over 9,999 bytes and ``RecordTooLong`` for a record
+        over 99,999 bytes, which the format cannot hold (pymarc returns corrupt bytes instead).
+        """
         fast = _native.as_marc(self)
         if fast is not None:
             return fast  # type: ignore[no-any-return]
@@ -326,6 +334,8 @@ class Record:
         offset = 0
         for field in self.fields:
             data = field.as_marc() if isinstance(field, RawField) else field.as_marc(encoding=encoding)
+            if len(data) > MAX_FIELD_LENGTH:
+                raise field_too_long(str(field.tag), len(data))
             field_parts.append(data)
             tag = f"{int(field.tag):03d}" if field.tag.isdigit() else f"{field.tag:>03}"
             directory.append(f"{tag}".encode(encoding) + f"{len(data):04d}{offset:05d}".encode(encoding))
@@ -334,6 +344,8 @@ class Record:
         fields = b"".join(field_parts) + END_OF_RECORD.encode(encoding)
         base_address = LEADER_LEN + len(dir_bytes)
         record_length = base_address + len(fields)
+        if record_length > MAX_RECORD_LENGTH:
+            raise record_too_long(record_length)
         leader = f"{record_length:0>5}{self.leader[5:12]}{base_address:0>5}{self.leader[17:]}"
         return leader.encode(encoding) + dir_bytes + fields
 

@@ -44,7 +44,12 @@ class MARCWriter(Writer):
         super().__init__(file_handle)
 
     def write(self, record: Record) -> None:
-        """Writes ``record`` (``WriteNeedsRecord`` if it is not a ``Record``)."""
+        """Writes ``record`` (``WriteNeedsRecord`` if it is not a ``Record``).
+
+        Raises ``RecordTooLong`` / ``FieldTooLong`` (beyond pymarc, which writes a corrupt
+        record) when the record does not fit the format's lengths; nothing is written then, so
+        the file keeps every record written before, valid.
+        """
         if not isinstance(record, Record):
             raise WriteNeedsRecord
         if self.file_handle:

@@ -113,12 +113,33 @@ pub fn decode(data: &[u8], quiet: bool) -> Result<Decoded, Marc8Error> {
 ///
 /// As [`decode`].
 pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded, Marc8Error> {
+    decode_units(data, true, quiet, sets)
+}
+
+/// Decodes a `str` as pymarc's decoder does when given one (`marc8_to_unicode(str)`, which
+/// pymarc's `map_marc8_record` calls on records read with `to_unicode=True`): each character is
+/// a code unit (its code point), and escape sequences are never recognised (pymarc compares the
+/// string's slices with `b"\x1b"`, which a `str` never equals), so ESC is dropped as a control
+/// character and the sets stay as they are. Never fails.
+pub fn decode_str_with(text: &str, quiet: bool, sets: &mut Sets) -> Decoded {
+    let units: Vec<u32> = text.chars().map(u32::from).collect();
+    decode_units(&units, false, quiet, sets).expect("decoding without escape sequences cannot fail")
+}
+
+/// The decoder over code units: bytes, or a string's code points (see [`decode_str_with`]).
+/// `escapes`: whether ESC starts an escape sequence (only for bytes).
+fn decode_units<U: Copy + Into<u32>>(
+    data: &[U],
+    escapes: bool,
+    quiet: bool,
+    sets: &mut Sets,
+) -> Result<Decoded, Marc8Error> {
+    let unit = |i: usize| -> u32 { data[i].into() };
+    let unit_at = |i: usize| -> Option<u32> { data.get(i).map(|&u| u.into()) };
     let mut text = String::with_capacity(data.len());
     let mut messages = Vec::new();
-    // Fast path: plain ASCII decodes to itself under Basic Latin, minus the dropped controls.
-    if sets.g0 == BASIC_LATIN && data.iter().all(|&b| (0x20..0x7F).contains(&b)) {
-        // Basic Latin maps 0x20..=0x7E to themselves (checked by a test against the table).
-        text.push_str(std::str::from_utf8(data).expect("ASCII is UTF-8"));
+    if sets.g0 == BASIC_LATIN && data.iter().all(|&b| (0x20..0x7F).contains(&b.into())) {
+        text.extend(data.iter().map(|&b| char::from(b.into() as u8)));
         return Ok(Decoded { text, messages });
     }
     let Sets { g0, g1 } = sets;
@@ -127,36 +148,36 @@ pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded,
     let mut pos = 0;
     let err = |messages: Vec<String>| Marc8Error { messages };
     while pos < len {
-        if data[pos] == ESC {
-            let next = data.get(pos + 1).copied();
+        if escapes && unit(pos) == u32::from(ESC) {
+            let next = unit_at(pos + 1);
+            const OPEN_G0: [u32; 3] = [b'(' as u32, b',' as u32, b'$' as u32];
+            const OPEN_G1: [u32; 2] = [b')' as u32, b'-' as u32];
             match next {
-                Some(b'(' | b',' | b'$') => {
+                Some(n) if OPEN_G0.contains(&n) => {
                     if len >= pos + 3 {
-                        if data[pos + 2] == b',' && next == Some(b'$') {
+                        if unit(pos + 2) == u32::from(b',') && next == Some(u32::from(b'$')) {
                             pos += 1;
                         }
-                        match data.get(pos + 2) {
-                            Some(&b) => *g0 = u32::from(b),
+                        match unit_at(pos + 2) {
+                            Some(b) => *g0 = b,
                             None => return Err(err(messages)),
                         }
                         pos += 3;
                     } else {
-                        // Too short to be an escape: keep the ESC so the problem stays visible.
                         text.push('\u{1b}');
                         pos += 1;
                     }
                     continue;
                 }
-                Some(b')' | b'-') => {
-                    match data.get(pos + 2) {
-                        Some(&b) => *g1 = u32::from(b),
+                Some(n) if OPEN_G1.contains(&n) => {
+                    match unit_at(pos + 2) {
+                        Some(b) => *g1 = b,
                         None => return Err(err(messages)),
                     }
                     pos += 3;
                     continue;
                 }
-                Some(b) => {
-                    let charset = u32::from(b);
+                Some(charset) => {
                     if tables::charset(charset).is_some() {
                         *g0 = charset;
                         pos += 2;
@@ -167,14 +188,14 @@ pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded,
                             break;
                         }
                     }
-                    // Any other final byte: pymarc does not consume the sequence (see module doc).
                 }
                 None => return Err(err(messages)),
             }
         }
 
         let multibyte = *g0 == EACC;
-        let code_point = if multibyte {
+        // u64: a string's code points (up to 0x10FFFF) overflow u32 in the three-unit sum.
+        let code_point: u64 = if multibyte {
             let cp = if len < pos + 3 {
                 messages.push(format!(
                     "Multi-byte position {} exceeds length of marc8 string {}\n",
@@ -183,17 +204,17 @@ pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded,
                 ));
                 32
             } else {
-                u32::from(data[pos]) << 16
-                    | u32::from(data[pos + 1]) << 8
-                    | u32::from(data[pos + 2])
+                u64::from(unit(pos)) * 65536
+                    + u64::from(unit(pos + 1)) * 256
+                    + u64::from(unit(pos + 2))
             };
             pos += 3;
             cp
         } else {
-            match data.get(pos) {
-                Some(&b) => {
+            match unit_at(pos) {
+                Some(b) => {
                     pos += 1;
-                    u32::from(b)
+                    u64::from(b)
                 }
                 None => return Err(err(messages)),
             }
@@ -207,17 +228,23 @@ pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded,
         } else {
             *g0
         };
-        let found = tables::charset(set).and_then(|table| {
-            table
-                .binary_search_by_key(&code_point, |&(code, _, _)| code)
-                .ok()
-                .map(|i| (table[i].1, table[i].2))
-        });
+        let key = u32::try_from(code_point).ok();
+        let found = key
+            .zip(tables::charset(set))
+            .and_then(|(code_point, table)| {
+                table
+                    .binary_search_by_key(&code_point, |&(code, _, _)| code)
+                    .ok()
+                    .map(|i| (table[i].1, table[i].2))
+            });
         let (uni, combining) = match found {
             Some(hit) => hit,
             None => {
-                if let Ok(i) = tables::ODD_MAP.binary_search_by_key(&code_point, |&(code, _)| code)
-                {
+                if let Some(i) = key.and_then(|code_point| {
+                    tables::ODD_MAP
+                        .binary_search_by_key(&code_point, |&(code, _)| code)
+                        .ok()
+                }) {
                     text.push(to_char(tables::ODD_MAP[i].1));
                     continue;
                 }
@@ -236,7 +263,6 @@ pub fn decode_with(data: &[u8], quiet: bool, sets: &mut Sets) -> Result<Decoded,
             text.extend(combinings.drain(..));
         }
     }
-    // pymarc drops combining marks left over at the end.
     if is_nfc_quick(text.chars()) != IsNormalized::Yes {
         text = text.nfc().collect();
     }

@@ -2,11 +2,15 @@
 //!
 //! `gilkit_marc`'s public API is Python (`python/gilkit_marc/`); this module provides the parts
 //! that must be fast: the reader ([`reader`]), building Python objects ([`build`]), serialising
-//! records ([`write`](mod@write)) and MARC-8 decoding. See each function for what it does with the GIL.
+//! records ([`write`](mod@write)), MARC-8 decoding, and columns computed in Rust on several
+//! threads ([`extract`](mod@extract), written to files by [`convert`](mod@convert)). See each function for what it does with the GIL.
 
 mod ahead;
 mod build;
+mod convert;
+mod extract;
 mod lazy;
+mod position;
 mod reader;
 mod write;
 
@@ -33,6 +37,17 @@ fn marc8_decode(
         Ok(d) => (d.text, d.messages, true, sets.g0, sets.g1),
         Err(e) => (String::new(), e.messages, false, sets.g0, sets.g1),
     }
+}
+
+/// [`marc8_decode`] for a `str` (pymarc decodes a `str` character by character and never sees an
+/// escape sequence in it; see [`marc8::decode_str_with`]): `(text, messages, g0, g1)`. Holds the
+/// GIL.
+#[pyfunction]
+#[pyo3(signature = (data, quiet, g0=0x42, g1=0x45))]
+fn marc8_decode_str(data: &str, quiet: bool, g0: u32, g1: u32) -> (String, Vec<String>, u32, u32) {
+    let mut sets = marc8::Sets { g0, g1 };
+    let decoded = marc8::decode_str_with(data, quiet, &mut sets);
+    (decoded.text, decoded.messages, sets.g0, sets.g1)
 }
 
 /// Fills `record` (a fresh `Record`) from transmission-format `data` if the Rust parser can
@@ -125,7 +140,11 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lazy::LazyFields>()?;
     m.add_class::<lazy::FieldsDescriptor>()?;
     m.add_function(wrap_pyfunction!(reader::read_all, m)?)?;
+    m.add_class::<extract::Table>()?;
+    m.add_function(wrap_pyfunction!(extract::extract, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::convert, m)?)?;
     m.add_function(wrap_pyfunction!(marc8_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(marc8_decode_str, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(as_marc, m)?)?;
     m.add_function(wrap_pyfunction!(_parse_jobs_running, m)?)?;

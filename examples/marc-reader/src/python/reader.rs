@@ -18,7 +18,7 @@
 //! form: it raises the first such exception instead.
 
 use gilkit::CancelToken;
-use gilkit::file::{self, Framing, FramingError, ReaderOptions, RecordReader};
+use gilkit::file::{self, Framing, FramingError, ReaderOptions, RecordReader, Source};
 use pyo3::exceptions::{PyException, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use super::ahead::{Chunks, PART, Pipeline, Reading, WorkerStats, spare_core};
 use super::build::{Builder, write_messages};
+use super::position::Position;
 use crate::frame::{Frame, FrameError, next_frame};
 use crate::parse::{self, FileEncoding, Utf8Handling};
 
@@ -41,6 +42,13 @@ use crate::parse::{self, FileEncoding, Utf8Handling};
 #[derive(Default)]
 pub(crate) struct MarcFraming {
     stopped: bool,
+}
+
+impl MarcFraming {
+    /// Whether a fatal record error stopped the reading (the last chunk framed was that record).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
 }
 
 impl Framing for MarcFraming {
@@ -159,7 +167,11 @@ impl PyOptions {
     }
 
     /// `Record(chunk, **options)`: the Python decoder (pymarc's behaviour, warnings, exceptions).
-    fn decode_in_python<'py>(&self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn decode_in_python<'py>(
+        &self,
+        py: Python<'py>,
+        chunk: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
         let kwargs = PyDict::new(py);
         kwargs.set_item("to_unicode", self.to_unicode)?;
         kwargs.set_item("force_utf8", self.force_utf8)?;
@@ -255,6 +267,8 @@ pub(crate) struct MarcReader {
     current_exception: Option<Py<PyAny>>,
     /// WorkerStats for the worker.
     worker_stats: WorkerStats,
+    /// Keeps the file object's position just after the record last read, as pymarc's.
+    position: Position,
     /// Counts this reader as reading (read-ahead's core budget), from its first batch to its end.
     reading: Option<Reading>,
     fatal: bool,
@@ -294,8 +308,11 @@ impl MarcReader {
             file_encoding,
         );
         let parsed = opts.resolve(py);
+        let source = Source::from_py(marc_target)?;
+        let position = Position::new(marc_target, source.kind())?;
         Ok(Self {
-            reader: RecordReader::from_py(marc_target, MarcFraming::default(), reader_options())?,
+            reader: RecordReader::new(source, MarcFraming::default(), reader_options()),
+            position,
             pipeline: Pipeline::empty(parsed),
             batch: (opts.clone(), parsed),
             readahead,
@@ -329,7 +346,7 @@ impl MarcReader {
     ///
     /// # Errors
     ///
-    /// An exception raised by the file object's `read`, unchanged; `OSError` reading a path;
+    /// An exception raised by the file object's `read` or `seek`, unchanged; `OSError` reading a path;
     /// `ValueError` after `close()`; `KeyboardInterrupt` while waiting for the worker (calling
     /// again resumes).
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -341,9 +358,12 @@ impl MarcReader {
         }
         self.current_chunk = None;
         self.current_exception = None;
-        if self.pipeline.is_done() && !self.read_batch(py)? {
-            self.current_chunk = Some(Current::End);
-            return Err(PyStopIteration::new_err(()));
+        if self.pipeline.is_done() {
+            self.position.before_read(py)?;
+            if !self.read_batch(py)? {
+                self.current_chunk = Some(Current::End);
+                return Err(PyStopIteration::new_err(()));
+            }
         }
         if !self.options_unchanged() {
             // Options changed: parse what is left of the batch again with the new ones.
@@ -369,6 +389,7 @@ impl MarcReader {
             outcome,
             self.lazy_fields,
         );
+        self.position.record_read(py, chunks.get(index).len())?;
         self.current_chunk = Some(Current::Chunk(chunks, index));
         match result {
             Ok(record) => Ok(record.unbind()),

@@ -6,6 +6,9 @@
 //! Anything else returns `None` and `Record.as_marc` runs the Python serialiser, which gives
 //! pymarc's result or pymarc's exception (a subclass overriding `as_marc`, a `None` control field
 //! written as `"None"`, an unencodable character...). Holds the GIL throughout.
+//!
+//! A record over 99,999 bytes or a field over 9,999 bytes raises `RecordTooLong` /
+//! `FieldTooLong` (a deliberate difference from pymarc, which writes corrupt bytes).
 
 use std::cell::RefCell;
 
@@ -184,6 +187,14 @@ fn serialise(
             }
         }
         body.push(END_OF_FIELD);
+        let length = body.len() - start;
+        if length > MAX_FIELD_LENGTH {
+            return Err(TooLong::Field {
+                tag: tag.to_owned(),
+                length,
+            }
+            .into_pyerr(py));
+        }
         directory.extend_from_slice(tag.as_bytes());
         push_number(directory, body.len() - start, 4);
         push_number(directory, start, 5);
@@ -191,11 +202,47 @@ fn serialise(
     directory.push(END_OF_FIELD);
     body.push(END_OF_RECORD);
     let base_address = LEADER_LEN + directory.len();
-    push_number(out, base_address + body.len(), 5);
+    let length = base_address + body.len();
+    if length > MAX_RECORD_LENGTH {
+        return Err(TooLong::Record { length }.into_pyerr(py));
+    }
+    push_number(out, length, 5);
     out.extend_from_slice(&leader_bytes[5..12]);
     push_number(out, base_address, 5);
     out.extend_from_slice(&leader_bytes[17..]);
     Ok(Some(()))
+}
+
+/// The longest record the leader's five digits can give the length of.
+const MAX_RECORD_LENGTH: usize = 99_999;
+/// The longest field a directory entry's four digits can give the length of.
+const MAX_FIELD_LENGTH: usize = 9_999;
+
+/// A record transmission format cannot hold (pymarc writes it anyway, with a broken leader or
+/// directory, and reading it back fails).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TooLong {
+    Record { length: usize },
+    Field { tag: String, length: usize },
+}
+
+impl TooLong {
+    /// `gilkit_marc.exceptions.RecordTooLong` / `FieldTooLong`, made by the same Python helpers
+    /// as the pure-Python serialiser's, so both paths raise the same message.
+    fn into_pyerr(self, py: Python<'_>) -> PyErr {
+        let made = py
+            .import("gilkit_marc.exceptions")
+            .and_then(|m| match &self {
+                TooLong::Record { length } => m.getattr("record_too_long")?.call1((*length,)),
+                TooLong::Field { tag, length } => {
+                    m.getattr("field_too_long")?.call1((tag.as_str(), *length))
+                }
+            });
+        match made {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(err) => err,
+        }
+    }
 }
 
 /// Appends `n` zero-padded to `width` digits, wider if it needs more (Python's `f"{n:05d}"`).

@@ -1,0 +1,275 @@
+"""Columns of MARC fields: gilkit_marc.extract vs a pymarc loop vs mrrc's bulk path, side by side.
+
+The job (what library data people do with pymarc plus pandas): for every record, the values of a
+few fields as one column per field spec. Every contender builds the same columns:
+
+- `extract 1T` / `extract 2T`: `gilkit_marc.extract(path, SPECS, threads=1 or 2)` (an Arrow table;
+  parsing and column building in Rust, GIL released);
+- `pymarc loop`: `pymarc.MARCReader` and the record API, one Python list per column;
+- `mrrc bulk`: mrrc 0.9.2's fastest bulk path, `RecordBoundaryScanner().scan(buffer)` then
+  `parse_batch_parallel(boundaries, buffer)` (Rust, rayon), then the same Python loop over its
+  records (through mrrc's pymarc-style wrapper, as its `MARCReader` yields them); `mrrc parse only` is that path without building columns (a lower bound for mrrc).
+
+Also: what keeping the file position after each record costs `MARCReader`, and the peak memory
+(VmHWM of a child process) of `to_parquet` (streaming) against `extract` (the whole table in
+memory) on inputs of 25, 50 and 100 MB.
+
+    python benches/marc/bench_extract.py [--rounds 3] [--big-rounds 3]
+
+Inputs: `mixed` = tests/data/mrrc/10k_records.mrc + realistic.mrc (12,000 records, 4.9 MB), and
+`big.mrc` (benches/out/, >= 100 MB, the same recipe as bench_marc.py --big: the two files repeated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mrrc
+import pymarc
+
+import gilkit_marc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import header  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "examples" / "marc-reader" / "tests" / "data" / "mrrc"
+OUT = Path(__file__).resolve().parents[1] / "out"
+SPECS = ["001", "020$a", "100$a", "245$a", "245", "260$c", "650$a"]
+
+
+def sized_file(size: int) -> Path:
+    """10k_records.mrc and realistic.mrc repeated to at least `size` bytes (whole records)."""
+    OUT.mkdir(exist_ok=True)
+    names = {100_000_000: "big.mrc", 50_000_000: "half.mrc", 25_000_000: "quarter.mrc"}
+    path = OUT / names.get(size, f"{size}.mrc")
+    if not path.exists():
+        chunk = b"".join((DATA / name).read_bytes() for name in ["10k_records.mrc", "realistic.mrc"])
+        path.write_bytes(chunk * (size // len(chunk) + 1))
+    return path
+
+
+def big_file() -> Path:
+    """>= 100 MB: bench_marc.py --big's file (the same recipe)."""
+    return sized_file(100_000_000)
+
+
+def columns_from(records: Any) -> dict[str, list[Any]]:
+    """The same columns with a pymarc-style record API (pymarc and mrrc both have it)."""
+    cols: dict[str, list[Any]] = {spec: [] for spec in SPECS}
+    parsed = [(spec, *spec.partition("$")[::2]) for spec in SPECS]
+    for record in records:
+        for spec, tag, code in parsed:
+            if record is None:
+                cols[spec].append(None)
+                continue
+            values = []
+            for field in record.get_fields(tag):
+                if code:
+                    values.extend(field.get_subfields(code))
+                elif field.is_control_field():
+                    values.append(field.data)
+                else:
+                    values.append(field.value())
+            cols[spec].append(values)
+    return cols
+
+
+def pymarc_loop(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return len(columns_from(pymarc.MARCReader(fh))["001"])
+
+
+def mrrc_records(path: Path) -> list[Any]:
+    buffer = path.read_bytes()
+    boundaries = mrrc.RecordBoundaryScanner().scan(buffer)
+    return mrrc.parse_batch_parallel(boundaries, buffer)  # type: ignore[no-any-return]
+
+
+def mrrc_bulk(path: Path) -> int:
+    # mrrc's pymarc-style wrapper (what its MARCReader yields) around each parsed record.
+    return len(columns_from(mrrc._wrap_record(r) for r in mrrc_records(path))["001"])
+
+
+def extract(path: Path, threads: int) -> int:
+    return gilkit_marc.extract(path, SPECS, threads=threads).num_rows  # type: ignore[no-any-return]
+
+
+class Unseekable:
+    """A BytesIO that says it cannot seek: read the same way, no position kept."""
+
+    def __init__(self, data: bytes) -> None:
+        self.inner = io.BytesIO(data)
+
+    def readinto(self, b: Any) -> int:
+        return self.inner.readinto(b)
+
+    def seekable(self) -> bool:
+        return False
+
+
+def count(reader: Any) -> int:
+    return sum(1 for _ in reader)
+
+
+def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each, run in turn each round (a load change hits all alike)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def interleaved_with_cpu(
+    fns: Mapping[str, Callable[[], object]], rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """As `interleaved`, plus the median share of CPU the process got (CPU seconds per wall
+    second): about 1.0 for one thread and 2.0 for two on a quiet machine; much less says other
+    load took the cores and the wall-time ratio means little."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    shares: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            fn()
+            wall = time.perf_counter() - t
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            times[name].append(wall)
+            shares[name].append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / wall)
+    return (
+        {name: statistics.median(ts) for name, ts in times.items()},
+        {name: statistics.median(ss) for name, ss in shares.items()},
+    )
+
+
+PEAK = """
+import sys, gilkit_marc
+mode, path, out = sys.argv[1:4]
+specs = {specs!r}
+if mode == "to_parquet":
+    gilkit_marc.to_parquet(path, out, specs, overwrite=True)
+elif mode == "extract":
+    t = gilkit_marc.extract(path, specs)
+else:
+    pass
+# VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at fork).
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
+"""
+
+
+def peak_rss_mb(mode: str, path: Path, out: Path) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK.format(specs=SPECS), mode, str(path), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout.split()[-1]) / 1024  # kB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-rounds", type=int, default=3)
+    args = parser.parse_args()
+    command = f"python benches/marc/bench_extract.py --rounds {args.rounds} --big-rounds {args.big_rounds}"
+    print(header("gilkit_marc.extract benchmark: columns of MARC fields", command))
+    print(
+        "- the machine is shared with parallel builds and benchmarks of other workers: absolute "
+        "figures move between runs; the ratios are measured side by side (interleaved rounds, medians)\n"
+        f"- columns: {SPECS}\n"
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mixed = Path(tmp) / "mixed.mrc"
+        mixed.write_bytes(b"".join((DATA / n).read_bytes() for n in ["10k_records.mrc", "realistic.mrc"]))
+        n = extract(mixed, 1)
+        assert n == pymarc_loop(mixed) == mrrc_bulk(mixed) == 12_000
+        t = interleaved(
+            {
+                "pymarc loop": lambda: pymarc_loop(mixed),
+                "mrrc bulk": lambda: mrrc_bulk(mixed),
+                "mrrc parse only": lambda: len(mrrc_records(mixed)),
+                "extract 1T": lambda: extract(mixed, 1),
+                "extract 2T": lambda: extract(mixed, 2),
+            },
+            args.rounds,
+        )
+        print(f"## The same columns, {mixed.name} ({n:,} records, {mixed.stat().st_size / 1e6:.1f} MB), {args.rounds} rounds\n")
+        print("| contender | records/s | extract 1T is | extract 2T is |")
+        print("|---|---|---|---|")
+        for name, secs in t.items():
+            print(
+                f"| {name} | {n / secs:,.0f} | {secs / t['extract 1T']:.1f}x faster | {secs / t['extract 2T']:.1f}x faster |"
+            )
+        print()
+
+    path = DATA / "10k_records.mrc"
+    data = path.read_bytes()
+    t = interleaved(
+        {
+            "MARCReader(path)": lambda: count(gilkit_marc.MARCReader(path)),
+            "MARCReader(open(path, 'rb'))": lambda: count(gilkit_marc.MARCReader(open(path, "rb"))),
+            "MARCReader(Unseekable(data))": lambda: count(gilkit_marc.MARCReader(Unseekable(data))),
+            "MARCReader(BytesIO(data))": lambda: count(gilkit_marc.MARCReader(io.BytesIO(data))),
+        },
+        args.rounds * 3,
+    )
+    print(f"## What keeping the file position costs ({path.name}, counting records, {args.rounds * 3} rounds)\n")
+    print("A path keeps no position; `open(path, 'rb')` keeps it with one `lseek` per record; `BytesIO` with one")
+    print("`seek` call per record; `Unseekable` is the same object claiming it cannot seek (no position kept).\n")
+    print("| reader | records/s | cost per record |")
+    print("|---|---|---|")
+    pairs = {
+        "MARCReader(path)": None,
+        "MARCReader(open(path, 'rb'))": "MARCReader(path)",
+        "MARCReader(Unseekable(data))": None,
+        "MARCReader(BytesIO(data))": "MARCReader(Unseekable(data))",
+    }
+    for name, base in pairs.items():
+        cost = "-" if base is None else f"{(t[name] - t[base]) / 10_000 * 1e9:+,.0f} ns vs {base}"
+        print(f"| {name} | {10_000 / t[name]:,.0f} | {cost} |")
+    print()
+
+    big = big_file()
+    n = extract(big, 2)
+    t, share = interleaved_with_cpu(
+        {"extract 1T": lambda: extract(big, 1), "extract 2T": lambda: extract(big, 2)}, args.big_rounds
+    )
+    size = big.stat().st_size / 1e6
+    print(f"## Threads: {big.name} ({n:,} records, {size:.0f} MB), {args.big_rounds} rounds\n")
+    print("| contender | seconds | records/s | MB/s | CPU share (CPU s / wall s) |")
+    print("|---|---|---|---|---|")
+    for name, secs in t.items():
+        print(f"| {name} | {secs:.2f} | {n / secs:,.0f} | {size / secs:,.0f} | {share[name]:.2f} |")
+    print(f"\n2 threads vs 1: **{t['extract 1T'] / t['extract 2T']:.2f}x**\n")
+
+    sizes = [sized_file(25_000_000), sized_file(50_000_000), big]
+    print(f"## Peak memory (the child process's own peak RSS, VmHWM), input {' / '.join(f'{p.stat().st_size / 1e6:.0f}' for p in sizes)} MB\n")
+    print("`to_parquet` streams (one round of 32,768 records at a time): its peak should not grow with the input;")
+    print("`extract` keeps the whole table. `quarter`/`half` are the same recipe as big.mrc, smaller.\n")
+    print("| run | " + " | ".join(f"{p.name} MB" for p in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.parquet"
+        for mode in ["none", "to_parquet", "extract"]:
+            peaks = [peak_rss_mb(mode, p, out) for p in sizes]
+            label = {"none": "python + import gilkit_marc", "to_parquet": "to_parquet", "extract": "extract"}[mode]
+            print(f"| {label} | " + " | ".join(f"{m:.0f}" for m in peaks) + " |")
+    print()
+
+
+if __name__ == "__main__":
+    main()
