@@ -101,8 +101,10 @@ pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 /// `PyResult<_>` (the call can raise `KeyboardInterrupt`); Python sees no difference.
 ///
 /// The body must not touch Python: the attribute rejects, at compile time and at the offending
-/// token, `py`, `Python`, `Bound`, `Borrowed`, `PyRef`, `PyRefMut` and parameters of those types,
-/// and a `&mut self` receiver (other threads would get `Already borrowed`: use a frozen class with
+/// token, `py` and parameters whose type mentions `Python`, `Bound`, `Borrowed`, `PyRef` or
+/// `PyRefMut` where the body uses them (names the body binds itself, such as the `py` of
+/// `sem.run(move |py| ...)`, are its own), those type names in the body outside a closure, and a
+/// `&mut self` receiver (other threads would get `Already borrowed`: use a frozen class with
 /// interior mutability).
 ///
 /// GIL: released for the body (or held, when the adaptive policy says so); held on return.
