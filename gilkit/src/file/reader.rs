@@ -248,15 +248,38 @@ impl From<ReadError> for PyErr {
             Repr::Python(err) => err,
             Repr::Io(io) => {
                 let py_err = PyErr::from(io);
-                Python::attach(|py| {
-                    py_err.add_note(py, message).ok();
-                });
+                Python::attach(|py| add_note(py, &py_err, message));
                 py_err
             }
             Repr::Truncated(_) => PyEOFError::new_err(message),
             Repr::Framing(_) | Repr::TooLarge { .. } => PyValueError::new_err(message),
         }
     }
+}
+
+/// Appends `note` to the exception's `__notes__` (PEP 678), as `BaseException.add_note` does.
+///
+/// Written by hand rather than with `PyErr::add_note` (Python 3.11+ only) so that every supported
+/// version gets the note: Python 3.11+ prints it under the traceback; 3.9 and 3.10 keep it in
+/// `__notes__` without printing it. Best effort: a failure leaves the exception without its note.
+fn add_note(py: Python<'_>, err: &PyErr, note: String) {
+    let value = err.value(py);
+    let notes = match value.getattr(pyo3::intern!(py, "__notes__")) {
+        Ok(notes) => notes,
+        Err(_) => {
+            let notes = pyo3::types::PyList::empty(py).into_any();
+            if value
+                .setattr(pyo3::intern!(py, "__notes__"), &notes)
+                .is_err()
+            {
+                return;
+            }
+            notes
+        }
+    };
+    notes
+        .call_method1(pyo3::intern!(py, "append"), (note,))
+        .ok();
 }
 
 /// Reads records from a [`Source`] in batches: read with the GIL, frame and parse without it,
