@@ -203,7 +203,7 @@ async fn a_python_exception_comes_back_intact_and_returns_the_permit() {
         .await
         .unwrap_err();
     assert!(err.is_python());
-    let err = err.into_py_err().unwrap();
+    let err = err.into_pyerr();
     Python::attach(|py| {
         assert!(err.is_instance_of::<PyValueError>(py));
         assert_eq!(err.value(py).to_string(), "bad input 7");

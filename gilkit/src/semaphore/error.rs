@@ -162,12 +162,11 @@ impl RunError {
         matches!(self, Self::Panicked(_))
     }
 
-    /// The Python exception, if the closure raised one.
-    pub fn into_py_err(self) -> Option<PyErr> {
-        match self {
-            Self::Python(e) => Some(e),
-            _ => None,
-        }
+    /// The Python exception for this error, as `PyErr::from` gives it: the closure's own
+    /// exception for [`RunError::Python`] (type, value and traceback intact), a `PanicException`
+    /// for a panic, a `RuntimeError` otherwise. Named like [`ItemError::into_pyerr`](crate::batch::ItemError::into_pyerr).
+    pub fn into_pyerr(self) -> PyErr {
+        self.into()
     }
 }
 
