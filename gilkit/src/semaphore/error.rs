@@ -158,7 +158,7 @@ impl RunError {
     }
 
     /// Whether the closure panicked.
-    pub fn is_panic(&self) -> bool {
+    pub fn is_panicked(&self) -> bool {
         matches!(self, Self::Panicked(_))
     }
 
@@ -263,7 +263,7 @@ impl BatchError {
     }
 
     /// Whether the batch function panicked.
-    pub fn is_panic(&self) -> bool {
+    pub fn is_panicked(&self) -> bool {
         matches!(self, Self::Panicked(_))
     }
 
