@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gilkit::semaphore::{AcquireError, GilPermitRef, RunError, TryAcquireError};
-use gilkit::{GilBatcher, GilPermit, GilSemaphore};
+use gilkit::{GilBatcher, OwnedGilPermit, GilSemaphore};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -345,7 +345,7 @@ fn public_types_and_futures_are_send_and_sync() {
     send(&sem.acquire_owned());
     send(&sem.acquire_timeout(Duration::from_secs(1)));
     send(&sem.run(|_py| Ok(())));
-    let permit: GilPermit = sem.try_acquire().unwrap();
+    let permit: OwnedGilPermit = sem.try_acquire().unwrap();
     send_sync(&permit);
     fn permit_ref_is_send_sync<'a>() -> Option<GilPermitRef<'a>> {
         None

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gilkit::{GilPermit, GilSemaphore};
+use gilkit::{OwnedGilPermit, GilSemaphore};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 
@@ -140,7 +140,7 @@ fn permit_holder(
     thread::spawn(move || {
         let mut rounds = 0;
         while go.recv().is_ok() {
-            let permit: GilPermit = sem
+            let permit: OwnedGilPermit = sem
                 .try_acquire()
                 .expect("the permit is free between rounds");
             holding.send(()).unwrap();

@@ -18,7 +18,7 @@
 //!
 //! 1. a permit, waited for **detached** (the async `acquire*` methods never touch the interpreter;
 //!    [`GilSemaphore::acquire_py_attached`] detaches before it blocks);
-//! 2. then the GIL ([`GilPermit::attach`], [`GilSemaphore::run`]);
+//! 2. then the GIL ([`OwnedGilPermit::attach`], [`GilSemaphore::run`]);
 //! 3. then any Rust lock taken while attached, **with the GIL released while blocked**: PyO3's
 //!    [`MutexExt::lock_py_attached`](pyo3::sync::MutexExt::lock_py_attached) for `std` locks (and
 //!    `parking_lot` ones with PyO3's `parking_lot` feature).
@@ -37,7 +37,7 @@
 //!
 //! Permits and fairness come from [`tokio::sync::Semaphore`] (a FIFO queue of waiters, cancel safe:
 //! a waiter dropped from the queue hands any permit it was just assigned to the next one). A
-//! [`GilPermit`] owns one permit taken out of it (`forget`) and puts it back on drop. The queue
+//! [`OwnedGilPermit`] owns one permit taken out of it (`forget`) and puts it back on drop. The queue
 //! bound (`queue_bound.rs`) is a counter of tasks inside the wait, incremented with a
 //! compare-and-swap that refuses past the bound, and decremented by a guard when the wait ends,
 //! however it ends; it is model-checked with loom.
@@ -79,8 +79,8 @@ use stats::DurationHistogram;
 /// at once.
 ///
 /// `GilSemaphore` is a handle: cloning it is cheap and every clone shares the same permits. Tasks
-/// wait for a permit asynchronously, first come first served; the holder of a [`GilPermit`]
-/// attaches to the interpreter with [`GilPermit::attach`]. [`run`](GilSemaphore::run) does the
+/// wait for a permit asynchronously, first come first served; the holder of a [`OwnedGilPermit`]
+/// attaches to the interpreter with [`OwnedGilPermit::attach`]. [`run`](GilSemaphore::run) does the
 /// whole dance: permit, blocking pool, attach, give back, result.
 ///
 /// On a GIL build the permits bound the crowd in front of the GIL (use 2: one inside, one ready at
@@ -256,9 +256,9 @@ impl GilSemaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
-    pub async fn acquire_owned(&self) -> Result<GilPermit, AcquireError> {
+    pub async fn acquire_owned(&self) -> Result<OwnedGilPermit, AcquireError> {
         self.acquire_inner().await?;
-        Ok(GilPermit {
+        Ok(OwnedGilPermit {
             shared: Arc::clone(&self.shared),
         })
     }
@@ -272,12 +272,12 @@ impl GilSemaphore {
     ///
     /// [`TryAcquireError::NoPermits`] if no permit is free; [`TryAcquireError::Closed`] if the
     /// semaphore is closed.
-    pub fn try_acquire(&self) -> Result<GilPermit, TryAcquireError> {
+    pub fn try_acquire(&self) -> Result<OwnedGilPermit, TryAcquireError> {
         match self.shared.sem.try_acquire() {
             Ok(p) => {
                 p.forget();
                 self.shared.record_acquired(Duration::ZERO);
-                Ok(GilPermit {
+                Ok(OwnedGilPermit {
                     shared: Arc::clone(&self.shared),
                 })
             }
@@ -303,7 +303,7 @@ impl GilSemaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<GilPermit, AcquireError> {
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<OwnedGilPermit, AcquireError> {
         let timed = {
             // The timer registers with a runtime when created; outside tokio, with gilkit's own.
             let shared = tokio::runtime::Handle::try_current()
@@ -336,7 +336,7 @@ impl GilSemaphore {
     ///
     /// The [`AcquireError`] (busy, closed) as a Python exception, or the exception a signal
     /// handler raised while waiting (`KeyboardInterrupt`).
-    pub fn acquire_py_attached(&self, py: Python<'_>) -> PyResult<GilPermit> {
+    pub fn acquire_py_attached(&self, py: Python<'_>) -> PyResult<OwnedGilPermit> {
         match self.try_acquire() {
             Ok(p) => return Ok(p),
             Err(TryAcquireError::Closed) => return Err(AcquireError::Closed.into()),
@@ -528,13 +528,13 @@ fn nanos(d: Duration) -> u64 {
 /// A permit of a [`GilSemaphore`] that owns a handle to it: `Send`, `'static`, movable into
 /// `spawn_blocking`. The permit goes back to the semaphore when this is dropped.
 ///
-/// Holding a permit does not hold the GIL; [`attach`](GilPermit::attach) attaches.
+/// Holding a permit does not hold the GIL; [`attach`](OwnedGilPermit::attach) attaches.
 #[must_use = "the permit is given back as soon as it is dropped"]
-pub struct GilPermit {
+pub struct OwnedGilPermit {
     shared: Arc<Shared>,
 }
 
-impl GilPermit {
+impl OwnedGilPermit {
     /// Attaches this thread to the interpreter (acquiring the GIL on a GIL build), runs `f`, and
     /// detaches. Blocks while waiting for the GIL: call it from a blocking thread, not from an
     /// async task. The time inside `f` counts in the semaphore's `python_time` statistic.
@@ -554,36 +554,36 @@ impl GilPermit {
     }
 }
 
-impl Drop for GilPermit {
+impl Drop for OwnedGilPermit {
     fn drop(&mut self) {
         self.shared.sem.add_permits(1);
     }
 }
 
-impl std::fmt::Debug for GilPermit {
+impl std::fmt::Debug for OwnedGilPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GilPermit").finish_non_exhaustive()
+        f.debug_struct("OwnedGilPermit").finish_non_exhaustive()
     }
 }
 
 /// A permit of a [`GilSemaphore`] borrowed from the handle it came from (from
-/// [`GilSemaphore::acquire`]); otherwise as [`GilPermit`].
+/// [`GilSemaphore::acquire`]); otherwise as [`OwnedGilPermit`].
 #[must_use = "the permit is given back as soon as it is dropped"]
 pub struct GilPermitRef<'a> {
     shared: &'a Shared,
 }
 
 impl GilPermitRef<'_> {
-    /// As [`GilPermit::attach`].
+    /// As [`OwnedGilPermit::attach`].
     ///
     /// # Panics
     ///
-    /// As [`GilPermit::attach`].
+    /// As [`OwnedGilPermit::attach`].
     pub fn attach<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
         attach_timed(self.shared, f)
     }
 
-    /// As [`GilPermit::try_attach`].
+    /// As [`OwnedGilPermit::try_attach`].
     pub fn try_attach<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
         self.shared.try_attach_timed(f)
     }

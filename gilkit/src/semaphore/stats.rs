@@ -159,7 +159,7 @@ pub struct SemaphoreStats {
     pub timed_out: u64,
     /// Time from asking for a permit to getting it, over every permit handed out.
     pub wait: LatencySummary,
-    /// Calls into Python made through a permit ([`GilPermit::attach`](super::GilPermit::attach),
+    /// Calls into Python made through a permit ([`OwnedGilPermit::attach`](super::OwnedGilPermit::attach),
     /// [`GilSemaphore::run`](super::GilSemaphore::run)).
     pub python_calls: u64,
     /// Total time spent inside those calls, attached (the wait for the GIL itself excluded).
