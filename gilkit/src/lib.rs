@@ -74,7 +74,7 @@ pub use release::{
     DEFAULT_POLL_INTERVAL, Interruptible, detach, detach_interruptible, detach_interruptible_owned,
     try_attach,
 };
-pub use semaphore::{GilBatcher, OwnedGilPermit, GilSemaphore};
+pub use semaphore::{GilBatcher, GilPermit, GilSemaphore, OwnedGilPermit};
 
 /// Runs a function's body with the GIL released: the attribute form of [`detach`].
 ///

@@ -7,7 +7,7 @@ use sem_support::{block_on_without_tokio, until};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gilkit::semaphore::{AcquireError, GilPermitRef, RunError, TryAcquireError};
+use gilkit::semaphore::{AcquireError, GilPermit, RunError, TryAcquireError};
 use gilkit::{GilBatcher, OwnedGilPermit, GilSemaphore};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -347,7 +347,7 @@ fn public_types_and_futures_are_send_and_sync() {
     send(&sem.run(|_py| Ok(())));
     let permit: OwnedGilPermit = sem.try_acquire().unwrap();
     send_sync(&permit);
-    fn permit_ref_is_send_sync<'a>() -> Option<GilPermitRef<'a>> {
+    fn permit_ref_is_send_sync<'a>() -> Option<GilPermit<'a>> {
         None
     }
     send_sync(&permit_ref_is_send_sync());

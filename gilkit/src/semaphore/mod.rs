@@ -217,9 +217,9 @@ impl GilSemaphore {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future gives up the place in line and leaves no permit taken.
-    pub async fn acquire(&self) -> Result<GilPermitRef<'_>, AcquireError> {
+    pub async fn acquire(&self) -> Result<GilPermit<'_>, AcquireError> {
         self.acquire_inner().await?;
-        Ok(GilPermitRef {
+        Ok(GilPermit {
             shared: &self.shared,
         })
     }
@@ -569,11 +569,11 @@ impl std::fmt::Debug for OwnedGilPermit {
 /// A permit of a [`GilSemaphore`] borrowed from the handle it came from (from
 /// [`GilSemaphore::acquire`]); otherwise as [`OwnedGilPermit`].
 #[must_use = "the permit is given back as soon as it is dropped"]
-pub struct GilPermitRef<'a> {
+pub struct GilPermit<'a> {
     shared: &'a Shared,
 }
 
-impl GilPermitRef<'_> {
+impl GilPermit<'_> {
     /// As [`OwnedGilPermit::attach`].
     ///
     /// # Panics
@@ -589,15 +589,15 @@ impl GilPermitRef<'_> {
     }
 }
 
-impl Drop for GilPermitRef<'_> {
+impl Drop for GilPermit<'_> {
     fn drop(&mut self) {
         self.shared.sem.add_permits(1);
     }
 }
 
-impl std::fmt::Debug for GilPermitRef<'_> {
+impl std::fmt::Debug for GilPermit<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GilPermitRef").finish_non_exhaustive()
+        f.debug_struct("GilPermit").finish_non_exhaustive()
     }
 }
 
