@@ -154,8 +154,8 @@ async fn a_full_queue_answers_busy_with_its_length_and_no_bound_never_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_acquire_never_jumps_the_queue() {
     let sem = GilSemaphore::new(1);
-    let held = sem.try_acquire().unwrap();
-    assert_eq!(sem.try_acquire().unwrap_err(), TryAcquireError::NoPermits);
+    let held = sem.try_acquire_owned().unwrap();
+    assert_eq!(sem.try_acquire_owned().unwrap_err(), TryAcquireError::NoPermits);
     let (go, wait) = tokio::sync::oneshot::channel::<()>();
     let waiter = tokio::spawn({
         let sem = sem.clone();
@@ -167,10 +167,10 @@ async fn try_acquire_never_jumps_the_queue() {
     until("the waiter queues", || sem.stats().waiting == 1).await;
     drop(held);
     // The released permit went to the waiter, not to us.
-    assert!(sem.try_acquire().unwrap_err().is_no_permits());
+    assert!(sem.try_acquire_owned().unwrap_err().is_no_permits());
     go.send(()).unwrap();
     waiter.await.unwrap();
-    assert!(sem.try_acquire().is_ok());
+    assert!(sem.try_acquire_owned().is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +265,7 @@ async fn closing_fails_waiters_but_not_holders() {
         "{err:?}"
     );
     assert_eq!(held.attach(|py| py.version_info().major), 3);
-    assert_eq!(sem.try_acquire().unwrap_err(), TryAcquireError::Closed);
+    assert_eq!(sem.try_acquire_owned().unwrap_err(), TryAcquireError::Closed);
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn run_and_timeouts_work_from_an_executor_that_is_not_tokio() {
         block_on_without_tokio(sem.run(|py| py.eval(c"6 * 7", None, None)?.extract::<i64>()));
     assert_eq!(answer.unwrap(), 42);
     // `acquire_timeout` falls back to the shared runtime's timer.
-    let held = sem.try_acquire().unwrap();
+    let held = sem.try_acquire_owned().unwrap();
     let err = block_on_without_tokio(sem.acquire_timeout(Duration::from_millis(10))).unwrap_err();
     assert!(err.is_timed_out(), "{err:?}");
     drop(held);
@@ -288,7 +288,7 @@ fn run_and_timeouts_work_from_an_executor_that_is_not_tokio() {
 fn acquire_py_attached_releases_the_gil_while_it_waits() {
     Python::initialize();
     let sem = GilSemaphore::new(1);
-    let held = sem.try_acquire().unwrap();
+    let held = sem.try_acquire_owned().unwrap();
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
         locked_rx.recv().unwrap();
@@ -311,7 +311,7 @@ fn stats_convert_to_a_python_dict() {
         .permits(3)
         .max_queue(Some(8))
         .build();
-    let _p = sem.try_acquire().unwrap();
+    let _p = sem.try_acquire_owned().unwrap();
     Python::attach(|py| {
         let d = sem.stats().into_pyobject(py).unwrap();
         let get = |k: &str| {
@@ -345,7 +345,7 @@ fn public_types_and_futures_are_send_and_sync() {
     send(&sem.acquire_owned());
     send(&sem.acquire_timeout(Duration::from_secs(1)));
     send(&sem.run(|_py| Ok(())));
-    let permit: OwnedGilPermit = sem.try_acquire().unwrap();
+    let permit: OwnedGilPermit = sem.try_acquire_owned().unwrap();
     send_sync(&permit);
     fn permit_ref_is_send_sync<'a>() -> Option<GilPermit<'a>> {
         None

@@ -89,11 +89,11 @@ impl From<AcquireError> for PyErr {
     }
 }
 
-/// Why [`GilSemaphore::try_acquire`](super::GilSemaphore::try_acquire) gave no permit.
+/// Why [`GilSemaphore::try_acquire_owned`](super::GilSemaphore::try_acquire_owned) gave no permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TryAcquireError {
-    /// Every permit is taken (or tasks are queued ahead; `try_acquire` never jumps the queue).
+    /// Every permit is taken (or tasks are queued ahead; `try_acquire_owned` never jumps the queue).
     NoPermits,
     /// The semaphore was closed.
     Closed,

@@ -147,7 +147,7 @@ impl GilSemaphoreBuilder {
     ///
     /// A task that finds a free permit never counts against the bound, so with `Some(n)` an acquire
     /// fails only when every permit is taken *and* `n` tasks already wait. `Some(0)` therefore
-    /// behaves like `try_acquire`.
+    /// behaves like `try_acquire_owned`.
     pub fn max_queue(mut self, max_queue: Option<usize>) -> Self {
         self.max_queue = max_queue;
         self
@@ -272,7 +272,7 @@ impl GilSemaphore {
     ///
     /// [`TryAcquireError::NoPermits`] if no permit is free; [`TryAcquireError::Closed`] if the
     /// semaphore is closed.
-    pub fn try_acquire(&self) -> Result<OwnedGilPermit, TryAcquireError> {
+    pub fn try_acquire_owned(&self) -> Result<OwnedGilPermit, TryAcquireError> {
         match self.shared.sem.try_acquire() {
             Ok(p) => {
                 p.forget();
@@ -337,7 +337,7 @@ impl GilSemaphore {
     /// The [`AcquireError`] (busy, closed) as a Python exception, or the exception a signal
     /// handler raised while waiting (`KeyboardInterrupt`).
     pub fn acquire_py_attached(&self, py: Python<'_>) -> PyResult<OwnedGilPermit> {
-        match self.try_acquire() {
+        match self.try_acquire_owned() {
             Ok(p) => return Ok(p),
             Err(TryAcquireError::Closed) => return Err(AcquireError::Closed.into()),
             Err(TryAcquireError::NoPermits) => {}

@@ -156,7 +156,7 @@ fn lock_inversion_rounds(py: Python<'_>, rounds: usize, naive: bool) -> PyResult
 #[pyo3(signature = (hold_ms, naive = false))]
 fn wait_for_held_permit(py: Python<'_>, hold_ms: u64, naive: bool) -> PyResult<f64> {
     let sem = GilSemaphore::new(1);
-    let held = sem.try_acquire()?;
+    let held = sem.try_acquire_owned()?;
     let holder = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(hold_ms));
         drop(held);
@@ -164,7 +164,7 @@ fn wait_for_held_permit(py: Python<'_>, hold_ms: u64, naive: bool) -> PyResult<f
     let start = std::time::Instant::now();
     let permit = if naive {
         loop {
-            if let Ok(p) = sem.try_acquire() {
+            if let Ok(p) = sem.try_acquire_owned() {
                 break p;
             }
             std::hint::spin_loop();
