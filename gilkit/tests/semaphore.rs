@@ -173,6 +173,18 @@ async fn try_acquire_never_jumps_the_queue() {
     assert!(sem.try_acquire_owned().is_ok());
 }
 
+#[test]
+fn try_acquire_borrows_a_permit_and_gives_it_back_on_drop() {
+    let sem = GilSemaphore::new(1);
+    let permit = sem.try_acquire().unwrap();
+    assert!(sem.try_acquire().unwrap_err().is_no_permits());
+    assert_eq!(sem.stats().in_use, 1);
+    drop(permit);
+    assert_eq!(sem.stats().in_use, 0);
+    sem.close();
+    assert!(sem.try_acquire().unwrap_err().is_closed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acquire_timeout_gives_up_and_leaves_the_queue() {
     let sem = GilSemaphore::new(1);

@@ -263,6 +263,24 @@ impl GilSemaphore {
         })
     }
 
+    /// Takes a permit borrowed from this handle if one is free and nobody is waiting, without
+    /// waiting (tokio's `try_acquire`); [`try_acquire_owned`](Self::try_acquire_owned) for one
+    /// that can move to another thread.
+    ///
+    /// Never jumps the queue. Does not touch the interpreter.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire_owned`](Self::try_acquire_owned).
+    pub fn try_acquire(&self) -> Result<GilPermit<'_>, TryAcquireError> {
+        let owned = self.try_acquire_owned()?;
+        // The owned permit's `Drop` would give the permit back: hand it to the borrowed one.
+        std::mem::forget(owned);
+        Ok(GilPermit {
+            shared: &self.shared,
+        })
+    }
+
     /// Takes a permit if one is free and nobody is waiting, without waiting.
     ///
     /// Never jumps the queue: while tasks wait, this fails even if a permit is just being handed
