@@ -59,6 +59,7 @@ mod helper;
 mod release;
 
 pub mod batch;
+pub mod batcher;
 pub mod callsite;
 pub mod file;
 pub mod python;
@@ -68,13 +69,14 @@ pub mod semaphore;
 #[doc(hidden)]
 pub mod __private;
 
+pub use batcher::GilBatcher;
 pub use block_on::block_on;
 pub use cancel::{CancelToken, Cancelled};
 pub use release::{
     DEFAULT_POLL_INTERVAL, Interruptible, detach, detach_interruptible, detach_interruptible_owned,
     try_attach,
 };
-pub use semaphore::{GilBatcher, GilPermit, GilSemaphore, OwnedGilPermit};
+pub use semaphore::{GilPermit, GilSemaphore, OwnedGilPermit};
 
 /// Runs a function's body with the GIL released: the attribute form of [`detach`].
 ///

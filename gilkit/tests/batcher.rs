@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gilkit::GilBatcher;
-use gilkit::semaphore::{BatchError, BatcherConfig};
+use gilkit::batcher::{BatchError, BatcherConfig};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 

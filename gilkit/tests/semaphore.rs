@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gilkit::semaphore::{AcquireError, GilPermit, RunError, TryAcquireError};
-use gilkit::{GilBatcher, OwnedGilPermit, GilSemaphore};
+use gilkit::{GilBatcher, GilSemaphore, OwnedGilPermit};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -155,7 +155,10 @@ async fn a_full_queue_answers_busy_with_its_length_and_no_bound_never_does() {
 async fn try_acquire_never_jumps_the_queue() {
     let sem = GilSemaphore::new(1);
     let held = sem.try_acquire_owned().unwrap();
-    assert_eq!(sem.try_acquire_owned().unwrap_err(), TryAcquireError::NoPermits);
+    assert_eq!(
+        sem.try_acquire_owned().unwrap_err(),
+        TryAcquireError::NoPermits
+    );
     let (go, wait) = tokio::sync::oneshot::channel::<()>();
     let waiter = tokio::spawn({
         let sem = sem.clone();
@@ -277,7 +280,10 @@ async fn closing_fails_waiters_but_not_holders() {
         "{err:?}"
     );
     assert_eq!(held.attach(|py| py.version_info().major), 3);
-    assert_eq!(sem.try_acquire_owned().unwrap_err(), TryAcquireError::Closed);
+    assert_eq!(
+        sem.try_acquire_owned().unwrap_err(),
+        TryAcquireError::Closed
+    );
 }
 
 #[test]

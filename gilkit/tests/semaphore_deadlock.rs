@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gilkit::{OwnedGilPermit, GilSemaphore};
+use gilkit::{GilSemaphore, OwnedGilPermit};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 

@@ -216,7 +216,7 @@ impl From<RunError> for PyErr {
     }
 }
 
-/// Why [`GilBatcher::submit`](super::GilBatcher::submit) returned no value.
+/// Why [`GilBatcher::submit`](crate::GilBatcher::submit) returned no value.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BatchError {

@@ -1,5 +1,5 @@
 //! Calling Python from async Rust: [`GilSemaphore`] bounds who may be inside Python, and
-//! [`GilBatcher`] turns many concurrent calls into one GIL acquisition per batch.
+//! [`GilBatcher`](crate::batcher::GilBatcher) (in [`crate::batcher`]) turns many concurrent calls into one GIL acquisition per batch.
 //!
 //! A tokio server that calls a Python model has to cross from its tasks into the interpreter. Done
 //! naively (`spawn_blocking(|| Python::attach(..))` per request), hundreds of blocking threads pile
@@ -50,10 +50,9 @@
 //! next is a release/acquire pair inside it), so what one permit holder wrote is visible to the
 //! next.
 
-mod batcher;
-mod error;
+pub(crate) mod error;
 mod queue_bound;
-mod stats;
+pub(crate) mod stats;
 
 /// The atomics of `queue_bound`, which `gilkit/tests/loom_queue_bound.rs` swaps for loom's.
 mod atomic {
@@ -67,9 +66,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use tokio::sync::Semaphore;
 
-pub use batcher::{BatcherConfig, GilBatcher};
-pub use error::{AcquireError, BatchError, RunError, TryAcquireError};
-pub use stats::{BatcherStats, LatencySummary, SemaphoreStats};
+pub use error::{AcquireError, RunError, TryAcquireError};
+pub use stats::{LatencySummary, SemaphoreStats};
 
 use error::panic_message;
 use queue_bound::{QueueBound, QueueSlot};

@@ -1,4 +1,4 @@
-//! Statistics of [`GilSemaphore`](super::GilSemaphore) and [`GilBatcher`](super::GilBatcher).
+//! Statistics of [`GilSemaphore`](super::GilSemaphore) and [`GilBatcher`](crate::GilBatcher).
 //!
 //! Recording is lock-free: every figure is a relaxed atomic counter, and wait times go into a
 //! [`DurationHistogram`] of atomic buckets. No lock is ever taken to record, so recording can never
@@ -201,8 +201,8 @@ impl<'py> IntoPyObject<'py> for SemaphoreStats {
     }
 }
 
-/// A snapshot of a [`GilBatcher`](super::GilBatcher)'s state and history, from
-/// [`GilBatcher::stats`](super::GilBatcher::stats).
+/// A snapshot of a [`GilBatcher`](crate::GilBatcher)'s state and history, from
+/// [`GilBatcher::stats`](crate::GilBatcher::stats).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BatcherStats {

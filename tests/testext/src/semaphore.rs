@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gilkit::semaphore::{BatchError, BatcherConfig, BatcherStats, RunError, SemaphoreStats};
+use gilkit::batcher::{BatchError, BatcherConfig, BatcherStats};
+use gilkit::semaphore::{RunError, SemaphoreStats};
 use gilkit::{GilBatcher, GilSemaphore};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;

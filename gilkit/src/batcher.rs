@@ -1,5 +1,9 @@
 //! [`GilBatcher`]: many concurrent requests, one GIL acquisition per batch.
 //!
+//! The batcher's sibling, [`GilSemaphore`](crate::GilSemaphore), bounds who waits for the GIL
+//! instead; the guide chapter on both says when to use which. The batcher's error and statistics
+//! types are defined beside the semaphore's (they share the latency histogram) and exported here.
+//!
 //! # How it works
 //!
 //! Each batcher owns one worker thread and a channel of requests (bounded when a queue bound is
@@ -28,8 +32,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-use super::error::{BatchError, panic_message};
-use super::stats::{BatcherStats, DurationHistogram};
+pub use crate::semaphore::error::BatchError;
+use crate::semaphore::error::panic_message;
+pub use crate::semaphore::stats::BatcherStats;
+use crate::semaphore::stats::DurationHistogram;
 
 /// How a [`GilBatcher`] groups requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +81,7 @@ impl Default for BatcherConfig {
 ///
 /// ```
 /// use gilkit::GilBatcher;
-/// use gilkit::semaphore::BatcherConfig;
+/// use gilkit::batcher::BatcherConfig;
 /// use pyo3::prelude::*;
 /// use std::time::Duration;
 ///
