@@ -23,6 +23,34 @@
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!
+//! # Getting started
+//!
+//! Add `gilkit = "0.1"` beside `pyo3 = "0.30"` in a `cdylib` crate, put `#[gilkit::nogil]` above a
+//! `#[pyfunction]`, build with `maturin develop`: the [first chapter of the guide](guide::getting_started)
+//! does it step by step, with a test that proves the GIL is released. The rest of the [guide]
+//! has one chapter per concept.
+//!
+//! # Python versions
+//!
+//! | CPython | compiles | tests run |
+//! |---|---|---|
+//! | 3.11 | yes | every Rust and Python test |
+//! | 3.9, 3.10, 3.12, 3.13, 3.14, 3.15 | yes (checked against a PyO3 config file for each) | no |
+//! | 3.14t, 3.15t (free-threaded) | yes (checked the same way) | **never run**: only the build is verified |
+//! | `abi3` from 3.9, and from 3.11 | yes | no |
+//! | 3.13t | no: PyO3 0.30 does not build for it | |
+//!
+//! Fallbacks: read errors of [`file`](mod@file) carry their PEP 678 note on every version (3.9
+//! and 3.10 keep it in `__notes__` without printing it); with `abi3` below 3.11, where the buffer
+//! protocol is not in the stable ABI, [`file`](mod@file) copies each chunk once more through a
+//! `bytearray`.
+//!
+//! # Versioning
+//!
+//! 0.x: a release that breaks the API raises the minor version (0.1 -> 0.2) and lists every
+//! rename with its old name in the changelog; patch releases never break code. The minimum
+//! supported Rust version is 1.95, the toolchain the tests run on.
+//!
 //! # Example
 //!
 //! ```
@@ -143,22 +171,26 @@ pub use semaphore::{GilPermit, GilSemaphore, OwnedGilPermit};
 /// # });
 /// ```
 ///
-/// See the guide chapter `docs/nogil.md` for what the attribute writes and how to choose a policy.
+/// See the guide chapter [`guide::nogil`] for what the attribute writes and how to choose a policy.
 pub use gilkit_macros::nogil;
 
-/// The guide's chapters, compiled as doctests so their code stays true.
-#[cfg(doctest)]
-mod guide {
-    #[doc = include_str!("../../docs/release.md")]
-    struct Release;
-    #[doc = include_str!("../../docs/runtime.md")]
-    struct Runtime;
-    #[doc = include_str!("../../docs/nogil.md")]
-    struct Nogil;
-    #[doc = include_str!("../../docs/semaphore.md")]
-    struct Semaphore;
-    #[doc = include_str!("../../docs/file-adapter.md")]
-    struct FileAdapter;
-    #[doc = include_str!("../../docs/batch.md")]
-    struct Batch;
+/// The guide: one chapter per concept, each example compiled and run as a doctest.
+///
+/// Start with [`getting_started`]: a first extension, built with `maturin develop`, and a test
+/// that proves the GIL is released.
+pub mod guide {
+    #[doc = include_str!("../docs/getting-started.md")]
+    pub mod getting_started {}
+    #[doc = include_str!("../docs/release.md")]
+    pub mod release {}
+    #[doc = include_str!("../docs/runtime.md")]
+    pub mod runtime {}
+    #[doc = include_str!("../docs/nogil.md")]
+    pub mod nogil {}
+    #[doc = include_str!("../docs/semaphore.md")]
+    pub mod semaphore {}
+    #[doc = include_str!("../docs/file-adapter.md")]
+    pub mod file_adapter {}
+    #[doc = include_str!("../docs/batch.md")]
+    pub mod batch {}
 }

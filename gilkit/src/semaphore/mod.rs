@@ -8,7 +8,7 @@
 //! a task holding a permit goes to the blocking pool and attaches. The batcher goes further for
 //! models whose cost is mostly per call (batched ML models): one worker thread takes up to
 //! `max_batch` queued requests, calls the model once with all of them, and routes each result back.
-//! The guide chapter `docs/semaphore.md` explains how to choose between them and how many permits
+//! The guide chapter [`guide::semaphore`](crate::guide::semaphore) explains how to choose between them and how many permits
 //! to use on GIL and free-threaded builds.
 //!
 //! # Lock order and deadlock freedom
@@ -83,7 +83,7 @@ use stats::DurationHistogram;
 ///
 /// On a GIL build the permits bound the crowd in front of the GIL (use 2: one inside, one ready at
 /// the door); on a free-threaded build each permit can run Python in parallel (start from the core
-/// count). See `docs/semaphore.md`.
+/// count). See [`guide::semaphore`](crate::guide::semaphore).
 ///
 /// # Examples
 ///
@@ -134,7 +134,7 @@ pub struct GilSemaphoreBuilder {
 impl GilSemaphoreBuilder {
     /// How many permit holders may be inside Python (or waiting to attach) at once. Default 2: on a
     /// GIL build, one runs Python while the next waits at the GIL, so the GIL never idles between
-    /// calls (see `docs/semaphore.md` for free-threaded builds).
+    /// calls (see [`guide::semaphore`](crate::guide::semaphore) for free-threaded builds).
     pub fn permits(mut self, permits: usize) -> Self {
         self.permits = permits;
         self
