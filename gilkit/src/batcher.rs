@@ -32,7 +32,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-pub use crate::semaphore::error::BatchError;
+pub use crate::semaphore::error::{BatchError, InvalidConfig};
 use crate::semaphore::error::panic_message;
 pub use crate::semaphore::stats::BatcherStats;
 use crate::semaphore::stats::DurationHistogram;
@@ -167,20 +167,39 @@ where
     ///
     /// # Panics
     ///
-    /// If `config.max_batch` is 0, if `config.max_queue` is `Some(0)` (nothing could ever be
-    /// queued), or if the worker thread cannot be spawned.
+    /// Where [`try_new`](Self::try_new) returns an error (use that for values that come from
+    /// users), or if the worker thread cannot be spawned.
     pub fn new<F>(config: BatcherConfig, batch_fn: F) -> Self
     where
         F: for<'py> FnMut(Python<'py>, Vec<Req>) -> PyResult<Vec<Resp>> + Send + 'static,
     {
-        assert!(
-            config.max_batch > 0,
-            "BatcherConfig::max_batch must be at least 1"
-        );
-        assert!(
-            config.max_queue != Some(0),
-            "BatcherConfig::max_queue must be at least 1 (or None for no bound)"
-        );
+        Self::try_new(config, batch_fn).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`new`](Self::new), or says why `config` cannot work.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] if `config.max_batch` is 0 or `config.max_queue` is `Some(0)` (nothing
+    /// could ever be queued).
+    ///
+    /// # Panics
+    ///
+    /// If the worker thread cannot be spawned.
+    pub fn try_new<F>(config: BatcherConfig, batch_fn: F) -> Result<Self, InvalidConfig>
+    where
+        F: for<'py> FnMut(Python<'py>, Vec<Req>) -> PyResult<Vec<Resp>> + Send + 'static,
+    {
+        if config.max_batch == 0 {
+            return Err(InvalidConfig::new(
+                "BatcherConfig::max_batch must be at least 1, got 0",
+            ));
+        }
+        if config.max_queue == Some(0) {
+            return Err(InvalidConfig::new(
+                "BatcherConfig::max_queue must be at least 1 (or None for no bound), got 0",
+            ));
+        }
         let (queue, requests) = match config.max_queue {
             Some(n) => crossbeam_channel::bounded(n),
             None => crossbeam_channel::unbounded(),
@@ -207,7 +226,7 @@ where
             .name("gilkit-batcher".into())
             .spawn(move || worker.run())
             .expect("failed to spawn the gilkit-batcher worker thread");
-        Self { queue, shared }
+        Ok(Self { queue, shared })
     }
 }
 

@@ -373,3 +373,12 @@ fn public_types_and_futures_are_send_and_sync() {
     send_sync(&batcher);
     send(&batcher.submit(1));
 }
+
+#[test]
+fn zero_permits_is_an_error_not_a_panic() {
+    let err = GilSemaphore::try_new(0).unwrap_err();
+    assert!(err.to_string().contains("at least 1 permit"), "{err}");
+    let err = GilSemaphore::builder().permits(0).try_build().unwrap_err();
+    assert!(err.to_string().contains("got 0"), "{err}");
+    assert!(GilSemaphore::try_new(3).is_ok());
+}

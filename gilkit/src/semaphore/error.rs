@@ -130,6 +130,37 @@ impl From<TryAcquireError> for PyErr {
     }
 }
 
+/// A configuration value that cannot work (0 permits, a batch of at most 0 requests, ...), from
+/// [`GilSemaphoreBuilder::try_build`](super::GilSemaphoreBuilder::try_build) or
+/// [`GilBatcher::try_new`](crate::GilBatcher::try_new). Becomes a Python `ValueError`, so values
+/// that come from Python can be passed through unchecked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidConfig {
+    message: String,
+}
+
+impl InvalidConfig {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+impl From<InvalidConfig> for PyErr {
+    fn from(e: InvalidConfig) -> PyErr {
+        pyo3::exceptions::PyValueError::new_err(e.message)
+    }
+}
+
 /// Why [`GilSemaphore::run`](super::GilSemaphore::run) returned no value.
 #[derive(Debug)]
 #[non_exhaustive]

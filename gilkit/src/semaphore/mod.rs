@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use tokio::sync::Semaphore;
 
-pub use error::{AcquireError, RunError, TryAcquireError};
+pub use error::{AcquireError, InvalidConfig, RunError, TryAcquireError};
 pub use stats::{LatencySummary, SemaphoreStats};
 
 use error::panic_message;
@@ -155,19 +155,32 @@ impl GilSemaphoreBuilder {
     ///
     /// # Panics
     ///
-    /// If `permits` is 0 (nobody could ever enter) or above [`Semaphore::MAX_PERMITS`].
+    /// Where [`try_build`](Self::try_build) returns an error; use that for values that come
+    /// from users (from Python, a configuration file, ...).
     pub fn build(self) -> GilSemaphore {
-        assert!(
-            self.permits > 0,
-            "a GilSemaphore needs at least 1 permit, got 0"
-        );
-        assert!(
-            self.permits <= Semaphore::MAX_PERMITS,
-            "a GilSemaphore can have at most {} permits, got {}",
-            Semaphore::MAX_PERMITS,
-            self.permits
-        );
-        GilSemaphore {
+        self.try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Builds the semaphore, or says why the configuration cannot work.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] if `permits` is 0 (nobody could ever enter) or above
+    /// [`Semaphore::MAX_PERMITS`].
+    pub fn try_build(self) -> Result<GilSemaphore, InvalidConfig> {
+        if self.permits == 0 {
+            return Err(InvalidConfig::new(
+                "a GilSemaphore needs at least 1 permit, got 0",
+            ));
+        }
+        if self.permits > Semaphore::MAX_PERMITS {
+            return Err(InvalidConfig::new(format!(
+                "a GilSemaphore can have at most {} permits, got {}",
+                Semaphore::MAX_PERMITS,
+                self.permits
+            )));
+        }
+        Ok(GilSemaphore {
             shared: Arc::new(Shared {
                 sem: Semaphore::new(self.permits),
                 permits: self.permits,
@@ -180,7 +193,7 @@ impl GilSemaphoreBuilder {
                 python_ns: AtomicU64::new(0),
                 attach_wait_ns: AtomicU64::new(0),
             }),
-        }
+        })
     }
 }
 
@@ -197,9 +210,18 @@ impl GilSemaphore {
     ///
     /// # Panics
     ///
-    /// As [`GilSemaphoreBuilder::build`].
+    /// As [`GilSemaphoreBuilder::build`]; [`try_new`](Self::try_new) returns the error instead.
     pub fn new(permits: usize) -> Self {
         Self::builder().permits(permits).build()
+    }
+
+    /// A semaphore with `permits` permits and no queue bound, or why `permits` cannot work.
+    ///
+    /// # Errors
+    ///
+    /// As [`GilSemaphoreBuilder::try_build`].
+    pub fn try_new(permits: usize) -> Result<Self, InvalidConfig> {
+        Self::builder().permits(permits).try_build()
     }
 
     /// Waits in line for a permit, borrowed from this handle.

@@ -65,7 +65,7 @@ fn semaphore_call_all(
     let sem = GilSemaphore::builder()
         .permits(permits)
         .max_queue(max_queue)
-        .build();
+        .try_build()?;
     let answers = call_all_at_once(
         py,
         callables,
@@ -96,9 +96,9 @@ fn batcher_call_all(
         max_wait: Duration::from_secs_f64(max_wait_ms / 1e3),
         max_queue,
     };
-    let batcher = GilBatcher::new(config, move |py, batch: Vec<Py<PyAny>>| {
+    let batcher = GilBatcher::try_new(config, move |py, batch: Vec<Py<PyAny>>| {
         model.call1(py, (batch,))?.extract::<Vec<Py<PyAny>>>(py)
-    });
+    })?;
     let answers = call_all_at_once(
         py,
         items,
