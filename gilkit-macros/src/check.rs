@@ -23,7 +23,7 @@ use quote::ToTokens;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::visit::{self, Visit};
-use syn::{Block, Expr, FnArg, Pat, Signature, Token, Type};
+use syn::{Block, Expr, FnArg, Pat, ReceiverKind, Signature, Token, Type};
 
 use crate::options::Errors;
 
@@ -41,9 +41,11 @@ pub(crate) fn check(sig: &Signature, body: &Block, attr_name: &str, errors: &mut
     let mut params = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r)
-                if r.reference.is_some() && r.mutability.is_some() && r.colon_token.is_none() =>
-            {
+            FnArg::Receiver(syn::Receiver {
+                kind: ReceiverKind::Reference(_, _, Some(_)),
+                ..
+            }) => {
+                let r = input;
                 errors.push(syn::Error::new_spanned(
                     r,
                     format!(
@@ -56,10 +58,13 @@ pub(crate) fn check(sig: &Signature, body: &Block, attr_name: &str, errors: &mut
                     ),
                 ));
             }
-            FnArg::Receiver(r) if r.colon_token.is_some() && mentions_gil_type(&r.ty) => {
+            FnArg::Receiver(syn::Receiver {
+                kind: ReceiverKind::Typed(_, ty),
+                ..
+            }) if mentions_gil_type(ty) => {
                 params.push(GilBoundParam {
                     name: "self".into(),
-                    ty: type_text(&r.ty),
+                    ty: type_text(ty),
                 });
             }
             FnArg::Typed(pt) if mentions_gil_type(&pt.ty) => {
@@ -215,11 +220,10 @@ impl<'ast> Visit<'ast> for Checker<'_> {
 
     fn visit_arm(&mut self, arm: &'ast syn::Arm) {
         self.scoped(|this| {
-            this.visit_pat(&arm.pat);
+            // A guard is part of the pattern (`Pat::Guard`): its expression is read by
+            // `visit_pat`, after the bindings it can use.
             this.bind(&arm.pat);
-            if let Some((_, guard)) = &arm.guard {
-                this.visit_expr(guard);
-            }
+            this.visit_pat(&arm.pat);
             this.visit_expr(&arm.body);
         });
     }

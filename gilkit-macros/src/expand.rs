@@ -78,6 +78,7 @@ fn expand_impl(args: TokenStream, mut block: ItemImpl) -> TokenStream {
         let func = ItemFn {
             attrs: method.attrs.clone(),
             vis: method.vis.clone(),
+            modifiers: method.modifiers.clone(),
             sig: method.sig.clone(),
             block: Box::new(method.block.clone()),
         };
@@ -134,6 +135,7 @@ fn expand_fn(
     let ItemFn {
         attrs,
         vis,
+        modifiers: _, // only `default fn` (unstable specialization), which `#[nogil]` does not keep
         mut sig,
         block,
     } = func;
