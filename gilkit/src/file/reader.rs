@@ -450,6 +450,76 @@ impl<Fr: Framing> RecordReader<Fr> {
         }
     }
 
+    /// Reads and parses records (as [`next_batch`](Self::next_batch): parsing with the GIL
+    /// released, one batch at a time) and hands each to `each`, in order, with the GIL held, until
+    /// the input ends, `each` stops the read or `each` fails it.
+    ///
+    /// `each` returns `Ok(ControlFlow::Continue(()))` to go on, `Ok(ControlFlow::Break(b))` to stop
+    /// (this returns `Ok(Some(b))`), or `Err(e)` to fail the read (this returns `Err(e)`). A parse
+    /// that can fail returns a `Result` as its `T`, and `each` passes its error on with `?`. A
+    /// [`ReadError`] becomes `E` through `From` (`PyErr` has that conversion).
+    ///
+    /// Stopping takes effect between records, but parsing runs a batch ahead: the rest of the batch
+    /// the stopping record came from (at most [`ReaderOptions::max_batch`] records) was parsed and
+    /// is dropped, and the reader's [`offset`](Self::offset) is past that batch. Returns `Ok(None)`
+    /// at the end of the input.
+    ///
+    /// GIL: released while reading from a path or buffer and while parsing; held for `each` and
+    /// for a Python file object's reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use gilkit::file::{Lines, ReaderOptions, RecordReader, Source};
+    /// use pyo3::prelude::*;
+    ///
+    /// Python::attach(|py| -> PyResult<()> {
+    ///     let input = b"1\n2\nx\n4\n".to_vec();
+    ///     let mut reader = RecordReader::new(Source::from_vec(input), Lines::new(), ReaderOptions::default());
+    ///     let mut sum = 0;
+    ///     // The first record that is not a number fails the read, with the records before it kept.
+    ///     let err = reader
+    ///         .try_for_each(py, |rec| std::str::from_utf8(rec).ok()?.trim().parse::<u64>().ok(), |_py, n| {
+    ///             sum += n.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("not a number"))?;
+    ///             Ok::<_, PyErr>(ControlFlow::<()>::Continue(()))
+    ///         })
+    ///         .unwrap_err();
+    ///     assert_eq!(sum, 3);
+    ///     assert!(err.to_string().contains("not a number"));
+    ///     Ok(())
+    /// }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `each`'s error, or a [`ReadError`] converted into `E`.
+    ///
+    /// # Panics
+    ///
+    /// As [`next_batch`](Self::next_batch).
+    pub fn try_for_each<T, P, B, E, F>(
+        &mut self,
+        py: Python<'_>,
+        mut parse: P,
+        mut each: F,
+    ) -> Result<Option<B>, E>
+    where
+        T: Send,
+        P: FnMut(&[u8]) -> T + Send,
+        E: From<ReadError>,
+        F: FnMut(Python<'_>, T) -> Result<std::ops::ControlFlow<B>, E>,
+    {
+        while let Some(batch) = self.next_batch(py, &mut parse)? {
+            for record in batch {
+                if let std::ops::ControlFlow::Break(b) = each(py, record)? {
+                    return Ok(Some(b));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Turns the reader into a record-at-a-time iterator that parses with `parse` (one batch per
     /// GIL release, as [`next_batch`](Self::next_batch)).
     pub fn records<T, P>(self, parse: P) -> Records<Fr, T, P>
