@@ -32,8 +32,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-pub use crate::semaphore::error::{BatchError, InvalidConfig};
 use crate::semaphore::error::panic_message;
+pub use crate::semaphore::error::{BatchError, InvalidConfig};
 pub use crate::semaphore::stats::BatcherStats;
 use crate::semaphore::stats::DurationHistogram;
 
