@@ -176,8 +176,8 @@ pub use gilkit_macros::nogil;
 
 /// The guide: one chapter per concept, each example compiled and run as a doctest.
 ///
-/// Start with [`getting_started`]: a first extension, built with `maturin develop`, and a test
-/// that proves the GIL is released.
+/// Start with [`getting_started`](crate::guide::getting_started): a first extension, built with
+/// `maturin develop`, and a test that proves the GIL is released.
 pub mod guide {
     #[doc = include_str!("../docs/getting-started.md")]
     pub mod getting_started {}

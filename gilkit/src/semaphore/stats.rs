@@ -220,7 +220,7 @@ pub struct BatcherStats {
     pub succeeded: u64,
     /// Requests answered with an error (a Python exception, a panic, a wrong-length result).
     pub failed: u64,
-    /// Requests refused with [`BatchError::Busy`](super::BatchError::Busy).
+    /// Requests refused with [`BatchError::Busy`](crate::batcher::BatchError::Busy).
     pub rejected_busy: u64,
     /// Requests whose caller went away (the `submit` future was dropped) before their batch ran;
     /// they were skipped, never passed to the model.
