@@ -2,7 +2,8 @@
 # Checks that `gilkit` compiles for every CPython PyO3 0.30 supports: 3.9 to 3.15 (GIL builds),
 # the free-threaded 3.14t and 3.15t, and the stable ABI (`abi3`) from 3.9 and from 3.11 (where the
 # buffer protocol joins it, so gilkit's zero-copy paths switch on). No interpreter is needed: each
-# target is a PyO3 config file (PYO3_CONFIG_FILE). `cargo check` only, one crate, in one target
+# target is a PyO3 config file (PYO3_CONFIG_FILE). `cargo clippy` with warnings denied (so code
+# that a version gate leaves unused fails too), no build, one crate, in one target
 # directory of its own ($CARGO_TARGET_DIR/pyo3-matrix, apart from the normal build's): the
 # dependencies that do not read the config (tokio, ...) are checked once, and only pyo3 and gilkit
 # again for each target. The list here is the README's support matrix ("compiled"); keep them in
@@ -43,7 +44,7 @@ for target in "${targets[@]}"; do
     } >"$config"
     printf '  %-11s ' "$name"
     if log=$(PYO3_CONFIG_FILE="$config" CARGO_TARGET_DIR="$base" \
-        cargo check -p gilkit --locked --quiet 2>&1); then
+        cargo clippy -p gilkit --locked --quiet -- -D warnings 2>&1); then
         echo ok
     else
         echo FAILED
