@@ -25,10 +25,9 @@ pub(crate) fn nogil(args: TokenStream, item: TokenStream) -> TokenStream {
     match parsed {
         Item::Fn(func) => {
             let name = func.sig.ident.to_string();
-            let original = quote!(#func);
-            match Options::parse(args).and_then(|opts| expand_fn(func, opts, name)) {
-                Ok(tokens) => tokens,
-                Err(e) => with_original(e, original),
+            match expand_fn(func, Options::parse(args), name) {
+                (None, tokens) => tokens,
+                (Some(e), tokens) => with_original(e, tokens),
             }
         }
         Item::Impl(block) => expand_impl(args, block),
@@ -79,18 +78,17 @@ fn expand_impl(args: TokenStream, mut block: ItemImpl) -> TokenStream {
         let func = ItemFn {
             attrs: method.attrs.clone(),
             vis: method.vis.clone(),
+            modifiers: method.modifiers.clone(),
             sig: method.sig.clone(),
             block: Box::new(method.block.clone()),
         };
         let name = format!("{type_name}.{}", method.sig.ident);
-        match Options::parse(args).and_then(|opts| expand_fn(func, opts, name)) {
-            Ok(tokens) => match syn::parse2::<ImplItem>(tokens) {
-                Ok(item) => rewritten.push(item),
-                Err(e) => {
-                    errors.push(e);
-                    rewritten.push(ImplItem::Fn(method));
-                }
-            },
+        let (error, tokens) = expand_fn(func, Options::parse(args), name);
+        if let Some(e) = error {
+            errors.push(e);
+        }
+        match syn::parse2::<ImplItem>(tokens) {
+            Ok(item) => rewritten.push(item),
             Err(e) => {
                 errors.push(e);
                 rewritten.push(ImplItem::Fn(method));
@@ -123,16 +121,31 @@ fn is_nogil_attr(attr: &Attribute) -> bool {
 }
 
 /// Rewrites one function; `name` is its call site's name unless `name = "..."` overrides it.
-fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<TokenStream> {
+///
+/// With errors (in the options or found by the checks), the function is still emitted, so the
+/// rest of the crate and the editor keep working, with the signature the rewrite would give it
+/// and a body that type-checks the original one without running it: never the original `async
+/// fn` (PyO3 would add an error about its `experimental-async` feature) and never a release (the
+/// compiler would add an error about `Send` for each GIL-bound value the checks already named).
+fn expand_fn(
+    func: ItemFn,
+    opts: syn::Result<Options>,
+    default_name: String,
+) -> (Option<syn::Error>, TokenStream) {
     let ItemFn {
         attrs,
         vis,
+        modifiers: _, // only `default fn` (unstable specialization), which `#[nogil]` does not keep
         mut sig,
         block,
     } = func;
     let body = quote!(#block);
     let mut errors = Errors::default();
-    check::check(&sig, &body, "nogil", &mut errors);
+    let opts = opts.unwrap_or_else(|e| {
+        errors.push(e);
+        Options::default()
+    });
+    check::check(&sig, &block, "nogil", &mut errors);
 
     if let Some(constness) = &sig.constness {
         errors.push(syn::Error::new(
@@ -219,7 +232,7 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
             ));
         }
     }
-    errors.finish()?;
+    let failed = errors.finish().err();
 
     // The call site: a static in the function's body, named after the function.
     let name = opts.name.as_ref().map_or(default_name, syn::LitStr::value);
@@ -247,7 +260,24 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
     // out when the type has elided lifetimes, which a closure signature cannot express.
     let annotated = (!has_elided_lifetime_or_impl(&ret_ty)).then(|| quote!(-> #ret_ty));
 
-    let call = if awaitable {
+    let call = if failed.is_some() {
+        let body = if is_async {
+            quote!(async move #block)
+        } else {
+            let token = opts
+                .interruptible
+                .as_ref()
+                .map(|i| &i.token)
+                .filter(|t| !check::param_names(&sig).iter().any(|(n, _)| n == *t));
+            match token {
+                Some(token) => quote!(
+                    move |#[allow(unused_variables)] #token: &::gilkit::CancelToken| #annotated #block
+                ),
+                None => quote!(move || #annotated #block),
+            }
+        };
+        quote!(::gilkit::__private::not_expanded(#body))
+    } else if awaitable {
         let fut = quote!(::gilkit::__private::future_of::<#ret_ty, _>(async move #block));
         let fut = if returns_result(&ret_ty) {
             fut
@@ -295,34 +325,54 @@ fn expand_fn(func: ItemFn, opts: Options, default_name: String) -> syn::Result<T
     // it into a `Result` return type, or make the return type `PyResult<_>`.
     let fallible = !awaitable && (is_async || opts.interruptible.is_some());
     let call = if fallible && returns_result(&ret_ty) {
-        quote!(::gilkit::__private::flatten(#call))
+        if failed.is_some() {
+            call
+        } else {
+            quote!(::gilkit::__private::flatten(#call))
+        }
     } else {
         if fallible {
             sig.output = syn::parse_quote!(-> ::gilkit::__private::PyResult<#ret_ty>);
         }
         call
     };
+    sig.asyncness = None;
+    if failed.is_some() {
+        return (
+            failed,
+            quote! {
+                #(#attrs)*
+                #vis #sig {
+                    #call
+                }
+            },
+        );
+    }
     let call = match check::python_param(&sig) {
         Some(own) => quote!({ let #py = #own; #call }),
         None => quote!(::gilkit::__private::attach(|#py| #call)),
     };
-    sig.asyncness = None;
     // The awaitable form records no call statistics (its work runs on the runtime, not in the call).
     let site_static = (!awaitable).then_some(site_static);
-    Ok(quote! {
-        #(#attrs)*
-        #vis #sig {
-            #site_static
-            #call
-        }
-    })
+    (
+        None,
+        quote! {
+            #(#attrs)*
+            #vis #sig {
+                #site_static
+                #call
+            }
+        },
+    )
 }
 
 /// `awaitable`: the future outlives the call, so it cannot borrow from the caller.
 fn check_static_params(sig: &syn::Signature, errors: &mut Errors) {
     for input in &sig.inputs {
         let span = match input {
-            syn::FnArg::Receiver(r) if r.reference.is_some() => Some(r.self_token.span),
+            syn::FnArg::Receiver(r) if matches!(r.kind, syn::ReceiverKind::Reference(..)) => {
+                Some(r.self_token.span)
+            }
             syn::FnArg::Typed(pt) if matches!(&*pt.ty, Type::Reference(_)) => Some(pt.ty.span()),
             _ => None,
         };

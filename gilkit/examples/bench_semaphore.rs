@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gilkit::semaphore::BatcherConfig;
+use gilkit::batcher::BatcherConfig;
 use gilkit::{GilBatcher, GilSemaphore};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -16,6 +16,15 @@ pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     Python::attach(f)
 }
 
+/// The body of a function whose `#[nogil]` reported errors: type-checks the original body (a
+/// closure or an `async` block, never run) so that only the attribute's errors show.
+/// `const` so that a refused `const fn` gets no second error about calling it.
+#[inline(always)]
+pub const fn not_expanded<B>(body: B) -> ! {
+    std::mem::forget(body);
+    panic!("a function whose #[nogil] failed to expand does not compile")
+}
+
 /// Merges the exception of an interrupted call into the function's own `Result`.
 #[inline(always)]
 pub fn flatten<T, E: From<PyErr>>(result: PyResult<Result<T, E>>) -> Result<T, E> {

@@ -24,6 +24,34 @@
 //!
 //! Every function says in its docs whether it holds, releases or re-acquires the GIL.
 //!
+//! # Getting started
+//!
+//! Add `gilkit = "0.1"` beside `pyo3 = "0.30"` in a `cdylib` crate, put `#[gilkit::nogil]` above a
+//! `#[pyfunction]`, build with `maturin develop`: the [first chapter of the guide](guide::getting_started)
+//! does it step by step, with a test that proves the GIL is released. The rest of the [guide]
+//! has one chapter per concept.
+//!
+//! # Python versions
+//!
+//! | CPython | compiles | tests run |
+//! |---|---|---|
+//! | 3.11 | yes | every Rust and Python test |
+//! | 3.9, 3.10, 3.12, 3.13, 3.14, 3.15 | yes (checked against a PyO3 config file for each) | no |
+//! | 3.14t, 3.15t (free-threaded) | yes (checked the same way) | **never run**: only the build is verified |
+//! | `abi3` from 3.9, and from 3.11 | yes | no |
+//! | 3.13t | no: PyO3 0.30 does not build for it | |
+//!
+//! Fallbacks: read errors of [`file`](mod@file) carry their PEP 678 note on every version (3.9
+//! and 3.10 keep it in `__notes__` without printing it); with `abi3` below 3.11, where the buffer
+//! protocol is not in the stable ABI, [`file`](mod@file) copies each chunk once more through a
+//! `bytearray`.
+//!
+//! # Versioning
+//!
+//! 0.x: a release that breaks the API raises the minor version (0.1 -> 0.2) and lists every
+//! rename with its old name in the changelog; patch releases never break code. The minimum
+//! supported Rust version is 1.95, the toolchain the tests run on.
+//!
 //! # Example
 //!
 //! ```
@@ -63,6 +91,7 @@ mod release;
 
 pub mod asyncio;
 pub mod batch;
+pub mod batcher;
 pub mod callsite;
 pub mod file;
 pub mod python;
@@ -73,13 +102,14 @@ pub mod stats;
 #[doc(hidden)]
 pub mod __private;
 
+pub use batcher::GilBatcher;
 pub use block_on::block_on;
 pub use cancel::{CancelToken, Cancelled};
 pub use release::{
     DEFAULT_POLL_INTERVAL, Interruptible, detach, detach_interruptible, detach_interruptible_owned,
     try_attach,
 };
-pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
+pub use semaphore::{GilPermit, GilSemaphore, OwnedGilPermit};
 
 /// Runs a function's body with the GIL released: the attribute form of [`detach`].
 ///
@@ -115,8 +145,10 @@ pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 /// site statistics. Why blocking stays the default: see the guide chapter `docs/asyncio.md`.
 ///
 /// The body must not touch Python: the attribute rejects, at compile time and at the offending
-/// token, `py`, `Python`, `Bound`, `Borrowed`, `PyRef`, `PyRefMut` and parameters of those types,
-/// and a `&mut self` receiver (other threads would get `Already borrowed`: use a frozen class with
+/// token, `py` and parameters whose type mentions `Python`, `Bound`, `Borrowed`, `PyRef` or
+/// `PyRefMut` where the body uses them (names the body binds itself, such as the `py` of
+/// `sem.run(move |py| ...)`, are its own), those type names in the body outside a closure, and a
+/// `&mut self` receiver (other threads would get `Already borrowed`: use a frozen class with
 /// interior mutability).
 ///
 /// GIL: released for the body (or held, when the adaptive policy says so); held on return.
@@ -153,24 +185,28 @@ pub use semaphore::{GilBatcher, GilPermit, GilSemaphore};
 /// # });
 /// ```
 ///
-/// See the guide chapter `docs/nogil.md` for what the attribute writes and how to choose a policy.
+/// See the guide chapter [`guide::nogil`] for what the attribute writes and how to choose a policy.
 pub use gilkit_macros::nogil;
 
-/// The guide's chapters, compiled as doctests so their code stays true.
-#[cfg(doctest)]
-mod guide {
-    #[doc = include_str!("../../docs/release.md")]
-    struct Release;
-    #[doc = include_str!("../../docs/runtime.md")]
-    struct Runtime;
-    #[doc = include_str!("../../docs/nogil.md")]
-    struct Nogil;
-    #[doc = include_str!("../../docs/semaphore.md")]
-    struct Semaphore;
-    #[doc = include_str!("../../docs/file-adapter.md")]
-    struct FileAdapter;
-    #[doc = include_str!("../../docs/batch.md")]
-    struct Batch;
-    #[doc = include_str!("../../docs/asyncio.md")]
-    struct Asyncio;
+/// The guide: one chapter per concept, each example compiled and run as a doctest.
+///
+/// Start with [`getting_started`](crate::guide::getting_started): a first extension, built with
+/// `maturin develop`, and a test that proves the GIL is released.
+pub mod guide {
+    #[doc = include_str!("../docs/getting-started.md")]
+    pub mod getting_started {}
+    #[doc = include_str!("../docs/release.md")]
+    pub mod release {}
+    #[doc = include_str!("../docs/runtime.md")]
+    pub mod runtime {}
+    #[doc = include_str!("../docs/nogil.md")]
+    pub mod nogil {}
+    #[doc = include_str!("../docs/semaphore.md")]
+    pub mod semaphore {}
+    #[doc = include_str!("../docs/file-adapter.md")]
+    pub mod file_adapter {}
+    #[doc = include_str!("../docs/batch.md")]
+    pub mod batch {}
+    #[doc = include_str!("../docs/asyncio.md")]
+    pub mod asyncio {}
 }

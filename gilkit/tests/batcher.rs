@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gilkit::GilBatcher;
-use gilkit::semaphore::{BatchError, BatcherConfig};
+use gilkit::batcher::{BatchError, BatcherConfig};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 
@@ -333,4 +333,25 @@ fn in_a_forked_child_submit_fails_at_once_instead_of_waiting_forever() {
     );
     // The parent's batcher is unaffected.
     assert_eq!(runtime.block_on(batcher.submit(3)).unwrap(), 3);
+}
+
+#[test]
+fn configurations_that_cannot_work_are_errors_not_panics() {
+    let no_batch = BatcherConfig {
+        max_batch: 0,
+        ..BatcherConfig::default()
+    };
+    let err = GilBatcher::<u32, u32>::try_new(no_batch, |_py, b| Ok(b)).unwrap_err();
+    assert!(err.to_string().contains("max_batch"), "{err}");
+    let no_queue = BatcherConfig {
+        max_queue: Some(0),
+        ..BatcherConfig::default()
+    };
+    let err = GilBatcher::<u32, u32>::try_new(no_queue, |_py, b| Ok(b)).unwrap_err();
+    assert!(err.to_string().contains("max_queue"), "{err}");
+    pyo3::Python::initialize();
+    pyo3::Python::attach(|py| {
+        let py_err = pyo3::PyErr::from(err);
+        assert!(py_err.is_instance_of::<pyo3::exceptions::PyValueError>(py));
+    });
 }

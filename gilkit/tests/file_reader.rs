@@ -66,6 +66,80 @@ fn a_record_larger_than_the_buffer_grows_it_then_it_shrinks_back() {
 }
 
 #[test]
+fn try_for_each_stops_where_the_closure_says_and_reports_its_value() {
+    use std::ops::ControlFlow;
+    Python::attach(|py| {
+        let input: Vec<u8> = (0..1000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let opts = ReaderOptions::default().buffer_size(64).max_batch(10);
+        let mut reader = RecordReader::new(Source::from_vec(input), Lines::new(), opts);
+        let mut seen = Vec::new();
+        let stopped = reader
+            .try_for_each(
+                py,
+                |r| {
+                    std::str::from_utf8(r)
+                        .unwrap()
+                        .trim()
+                        .parse::<u32>()
+                        .unwrap()
+                },
+                |_py, n| {
+                    seen.push(n);
+                    Ok::<_, PyErr>(if n == 25 {
+                        ControlFlow::Break("at 25")
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                },
+            )
+            .unwrap();
+        assert_eq!(stopped, Some("at 25"));
+        assert_eq!(seen, (0..=25).collect::<Vec<_>>());
+        // At most one batch (10 records) was parsed past the stop.
+        assert!(reader.stats().records <= 26 + 10, "{:?}", reader.stats());
+        // To the end: `None`, every remaining record seen once, in order.
+        let mut rest = Vec::new();
+        let end = reader
+            .try_for_each(
+                py,
+                |r| r.len(),
+                |_py, len| {
+                    rest.push(len);
+                    Ok::<_, PyErr>(ControlFlow::<()>::Continue(()))
+                },
+            )
+            .unwrap();
+        assert_eq!(end, None);
+        assert!(!rest.is_empty());
+    });
+}
+
+#[test]
+fn try_for_each_passes_a_read_error_on_as_the_callers_error() {
+    use std::ops::ControlFlow;
+    Python::attach(|py| {
+        let opts = ReaderOptions::default()
+            .buffer_size(100)
+            .max_record_size(1000);
+        let source = Source::from_reader(std::io::Cursor::new(vec![b'x'; 10_000]));
+        let mut reader = RecordReader::new(source, Lines::new(), opts);
+        let err = reader
+            .try_for_each(
+                py,
+                |r| r.len(),
+                |_py, _| Ok::<_, PyErr>(ControlFlow::<()>::Continue(())),
+            )
+            .unwrap_err();
+        assert!(
+            err.is_instance_of::<pyo3::exceptions::PyValueError>(py),
+            "{err}"
+        );
+    });
+}
+
+#[test]
 fn max_record_size_stops_a_runaway_record() {
     Python::attach(|py| {
         let input = vec![b'x'; 10_000];

@@ -7,8 +7,8 @@ use sem_support::{block_on_without_tokio, until};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gilkit::semaphore::{AcquireError, GilPermitRef, RunError, TryAcquireError};
-use gilkit::{GilBatcher, GilPermit, GilSemaphore};
+use gilkit::semaphore::{AcquireError, GilPermit, RunError, TryAcquireError};
+use gilkit::{GilBatcher, GilSemaphore, OwnedGilPermit};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -154,8 +154,11 @@ async fn a_full_queue_answers_busy_with_its_length_and_no_bound_never_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_acquire_never_jumps_the_queue() {
     let sem = GilSemaphore::new(1);
-    let held = sem.try_acquire().unwrap();
-    assert_eq!(sem.try_acquire().unwrap_err(), TryAcquireError::NoPermits);
+    let held = sem.try_acquire_owned().unwrap();
+    assert_eq!(
+        sem.try_acquire_owned().unwrap_err(),
+        TryAcquireError::NoPermits
+    );
     let (go, wait) = tokio::sync::oneshot::channel::<()>();
     let waiter = tokio::spawn({
         let sem = sem.clone();
@@ -167,10 +170,22 @@ async fn try_acquire_never_jumps_the_queue() {
     until("the waiter queues", || sem.stats().waiting == 1).await;
     drop(held);
     // The released permit went to the waiter, not to us.
-    assert!(sem.try_acquire().unwrap_err().is_no_permits());
+    assert!(sem.try_acquire_owned().unwrap_err().is_no_permits());
     go.send(()).unwrap();
     waiter.await.unwrap();
-    assert!(sem.try_acquire().is_ok());
+    assert!(sem.try_acquire_owned().is_ok());
+}
+
+#[test]
+fn try_acquire_borrows_a_permit_and_gives_it_back_on_drop() {
+    let sem = GilSemaphore::new(1);
+    let permit = sem.try_acquire().unwrap();
+    assert!(sem.try_acquire().unwrap_err().is_no_permits());
+    assert_eq!(sem.stats().in_use, 1);
+    drop(permit);
+    assert_eq!(sem.stats().in_use, 0);
+    sem.close();
+    assert!(sem.try_acquire().unwrap_err().is_closed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +218,7 @@ async fn a_python_exception_comes_back_intact_and_returns_the_permit() {
         .await
         .unwrap_err();
     assert!(err.is_python());
-    let err = err.into_py_err().unwrap();
+    let err = err.into_pyerr();
     Python::attach(|py| {
         assert!(err.is_instance_of::<PyValueError>(py));
         assert_eq!(err.value(py).to_string(), "bad input 7");
@@ -265,7 +280,10 @@ async fn closing_fails_waiters_but_not_holders() {
         "{err:?}"
     );
     assert_eq!(held.attach(|py| py.version_info().major), 3);
-    assert_eq!(sem.try_acquire().unwrap_err(), TryAcquireError::Closed);
+    assert_eq!(
+        sem.try_acquire_owned().unwrap_err(),
+        TryAcquireError::Closed
+    );
 }
 
 #[test]
@@ -277,7 +295,7 @@ fn run_and_timeouts_work_from_an_executor_that_is_not_tokio() {
         block_on_without_tokio(sem.run(|py| py.eval(c"6 * 7", None, None)?.extract::<i64>()));
     assert_eq!(answer.unwrap(), 42);
     // `acquire_timeout` falls back to the shared runtime's timer.
-    let held = sem.try_acquire().unwrap();
+    let held = sem.try_acquire_owned().unwrap();
     let err = block_on_without_tokio(sem.acquire_timeout(Duration::from_millis(10))).unwrap_err();
     assert!(err.is_timed_out(), "{err:?}");
     drop(held);
@@ -288,7 +306,7 @@ fn run_and_timeouts_work_from_an_executor_that_is_not_tokio() {
 fn acquire_py_attached_releases_the_gil_while_it_waits() {
     Python::initialize();
     let sem = GilSemaphore::new(1);
-    let held = sem.try_acquire().unwrap();
+    let held = sem.try_acquire_owned().unwrap();
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
         locked_rx.recv().unwrap();
@@ -311,7 +329,7 @@ fn stats_convert_to_a_python_dict() {
         .permits(3)
         .max_queue(Some(8))
         .build();
-    let _p = sem.try_acquire().unwrap();
+    let _p = sem.try_acquire_owned().unwrap();
     Python::attach(|py| {
         let d = sem.stats().into_pyobject(py).unwrap();
         let get = |k: &str| {
@@ -345,13 +363,22 @@ fn public_types_and_futures_are_send_and_sync() {
     send(&sem.acquire_owned());
     send(&sem.acquire_timeout(Duration::from_secs(1)));
     send(&sem.run(|_py| Ok(())));
-    let permit: GilPermit = sem.try_acquire().unwrap();
+    let permit: OwnedGilPermit = sem.try_acquire_owned().unwrap();
     send_sync(&permit);
-    fn permit_ref_is_send_sync<'a>() -> Option<GilPermitRef<'a>> {
+    fn permit_ref_is_send_sync<'a>() -> Option<GilPermit<'a>> {
         None
     }
     send_sync(&permit_ref_is_send_sync());
     let batcher = GilBatcher::new(Default::default(), |_py, xs: Vec<u8>| Ok(xs));
     send_sync(&batcher);
     send(&batcher.submit(1));
+}
+
+#[test]
+fn zero_permits_is_an_error_not_a_panic() {
+    let err = GilSemaphore::try_new(0).unwrap_err();
+    assert!(err.to_string().contains("at least 1 permit"), "{err}");
+    let err = GilSemaphore::builder().permits(0).try_build().unwrap_err();
+    assert!(err.to_string().contains("got 0"), "{err}");
+    assert!(GilSemaphore::try_new(3).is_ok());
 }

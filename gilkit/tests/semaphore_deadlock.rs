@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gilkit::{GilPermit, GilSemaphore};
+use gilkit::{GilSemaphore, OwnedGilPermit};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 
@@ -66,7 +66,7 @@ fn mutex_taken_with_lock_py_attached_survives_the_inversion_1000_times() {
     let holder = mutex_holder(Arc::clone(&shared), go_rx, locked_tx);
     let sem = GilSemaphore::new(1);
     for round in 0..ROUNDS {
-        let permit = sem.try_acquire().unwrap();
+        let permit = sem.try_acquire_owned().unwrap();
         permit.attach(|py| {
             go_tx.send(()).unwrap();
             locked_rx.recv().unwrap(); // B now holds the mutex and wants the GIL we hold
@@ -140,8 +140,8 @@ fn permit_holder(
     thread::spawn(move || {
         let mut rounds = 0;
         while go.recv().is_ok() {
-            let permit: GilPermit = sem
-                .try_acquire()
+            let permit: OwnedGilPermit = sem
+                .try_acquire_owned()
                 .expect("the permit is free between rounds");
             holding.send(()).unwrap();
             permit.attach(|py| py.eval(c"1 + 1", None, None).unwrap().unbind());
@@ -188,7 +188,7 @@ fn a_naive_permit_wait_while_attached_deadlocks() {
             go_tx.send(()).unwrap();
             holding_rx.recv().unwrap();
             // What akidb's semaphore did: wait for the permit without letting go of the GIL.
-            naive_wait(NAIVE_TIMEOUT, || sem.try_acquire().ok())
+            naive_wait(NAIVE_TIMEOUT, || sem.try_acquire_owned().ok())
         });
         assert!(
             got.is_none(),

@@ -144,6 +144,69 @@ where
     })
 }
 
+/// [`run_cpu_from_python`] over items whose conversion from Python could fail one by one: an
+/// `Err` item becomes that item's [`Outcome::Err`] (the error moved there, in the item's place)
+/// without `work` being called for it; the other items run as usual. Counts, progress, deadlines
+/// and Ctrl-C treat the failed conversions as items that failed.
+///
+/// Use it to convert a Python list element by element, so that one bad element fails only itself
+/// (extracting a `Vec<I>` would fail the whole call on the first one).
+///
+/// GIL: as [`run_cpu_from_python`] (the items are converted by the caller, before, GIL held).
+///
+/// # Examples
+///
+/// ```
+/// use pyo3::prelude::*;
+/// use pyo3::types::PyList;
+/// use gilkit::batch::{self, BatchOptions, Outcome};
+///
+/// Python::attach(|py| {
+///     let list = PyList::new(py, [1_i64.into_pyobject(py).unwrap().into_any(), "x".into_pyobject(py).unwrap().into_any()]).unwrap();
+///     let items: Vec<PyResult<i64>> = list.iter().map(|o| o.extract::<i64>()).collect();
+///     let report = batch::run_cpu_from_python_extracted(
+///         py, items, &BatchOptions::default(), None, |&n, _cx| Ok(n * 2),
+///     )
+///     .unwrap();
+///     assert!(matches!(report.outcomes[0], Outcome::Ok(2)));
+///     assert!(matches!(&report.outcomes[1], Outcome::Err(e) if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)));
+///     assert_eq!((report.stats.succeeded, report.stats.failed), (1, 1));
+/// });
+/// ```
+///
+/// # Errors
+/// As [`run_cpu_from_python`].
+///
+/// # Panics
+/// As [`run_cpu`](super::run_cpu).
+pub fn run_cpu_from_python_extracted<I, T, E, F>(
+    py: Python<'_>,
+    items: Vec<Result<I, E>>,
+    options: &BatchOptions,
+    progress: Option<&Bound<'_, PyAny>>,
+    work: F,
+) -> Result<BatchReport<T, E>, BatchInterrupted<T, E>>
+where
+    I: Sync,
+    T: Send,
+    E: Send,
+    F: Fn(&I, &ItemContext<'_>) -> Result<T, E> + Sync + Send,
+{
+    // Each failed conversion waits in a slot its item's work takes it from: every item is
+    // claimed by exactly one worker, at most once, so the slot is full when taken.
+    let items: Vec<Result<I, parking_lot::Mutex<Option<E>>>> = items
+        .into_iter()
+        .map(|item| item.map_err(|e| parking_lot::Mutex::new(Some(e))))
+        .collect();
+    run_cpu_from_python(py, &items, options, progress, |item, cx| match item {
+        Ok(item) => work(item, cx),
+        Err(slot) => Err(slot
+            .lock()
+            .take()
+            .expect("an item's work runs at most once")),
+    })
+}
+
 /// [`run_async`](super::run_async) from Python code: drives the batch on the shared runtime with the
 /// GIL released, reports progress to `progress`, and lets Ctrl-C stop the batch (in-flight futures
 /// are dropped).

@@ -11,12 +11,21 @@
 //! without the GIL. Otherwise the vector stays with the `Lent` object (freed when the last view
 //! goes) and Rust continues with a copy. Memory is never freed or reused under a live view, and
 //! never read without the GIL while Python could write to it.
+//!
+//! **`abi3` builds for Python < 3.11** cannot export a buffer from a Rust class (the buffer
+//! protocol joined the stable ABI in 3.11). There [`with_lent`] copies the window into a
+//! `bytearray` and passes a `memoryview` of that (and, for `readinto`, copies it back): the same
+//! behaviour with one copy of each chunk more. Version-specific and `abi3-py311`+ builds do not copy.
 
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 use std::ffi::c_int;
 use std::ops::Range;
 
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 use parking_lot::Mutex;
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 use pyo3::exceptions::PyBufferError;
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyMemoryView;
@@ -24,6 +33,7 @@ use pyo3::types::PyMemoryView;
 /// A window of a Rust `Vec<u8>` exported to Python through the buffer protocol.
 ///
 /// Only this module creates it; Python sees it only through a `memoryview`.
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 #[pyclass(frozen, module = "gilkit.file", name = "_LentBuffer")]
 pub(crate) struct Lent {
     /// The vector. Its heap block never moves or shrinks while the object is shared with Python:
@@ -33,6 +43,7 @@ pub(crate) struct Lent {
     writable: bool,
 }
 
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 #[pymethods]
 impl Lent {
     /// Exports `data[window]`.
@@ -83,6 +94,7 @@ impl Lent {
 /// Lends `data[window]` to Python as a `memoryview` for the duration of `call`, then takes `data`
 /// back (or, if Python kept a view, a copy of it). `data` is restored whatever `call` returns, so
 /// bytes already in the buffer are never lost.
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 pub(crate) fn with_lent<'py, R>(
     py: Python<'py>,
     data: &mut Vec<u8>,
@@ -110,6 +122,7 @@ pub(crate) fn with_lent<'py, R>(
 ///
 /// Returns the vector itself when Python kept no reference, else a copy (the original then stays
 /// alive with the views Python kept, and is freed with the last of them).
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
 fn reclaim(lent: Bound<'_, Lent>) -> Vec<u8> {
     // SAFETY: `lent` is a valid object pointer while the GIL is held.
     if unsafe { ffi::Py_REFCNT(lent.as_ptr()) } == 1 {
@@ -120,4 +133,38 @@ fn reclaim(lent: Bound<'_, Lent>) -> Vec<u8> {
         // (C code that released the GIL while holding a stolen view could; that is its bug).
         lent.get().data.lock().clone()
     }
+}
+
+/// [`with_lent`] for `abi3` builds below Python 3.11: `data[window]` is copied into a
+/// `bytearray`, Python sees a `memoryview` of it, and when `writable` the bytearray's bytes are
+/// copied back into `data[window]` after the call (whatever it returned, so bytes a failing
+/// `readinto` wrote are kept as the full-API version keeps them). GIL: held throughout.
+#[cfg(all(Py_LIMITED_API, not(Py_3_11)))]
+pub(crate) fn with_lent<'py, R>(
+    py: Python<'py>,
+    data: &mut Vec<u8>,
+    window: Range<usize>,
+    writable: bool,
+    call: impl FnOnce(&Bound<'py, PyMemoryView>) -> PyResult<R>,
+) -> PyResult<R> {
+    use pyo3::types::PyByteArray;
+    debug_assert!(window.end <= data.len());
+    let array = PyByteArray::new(py, &data[window.clone()]);
+    let view = PyMemoryView::from(array.as_any())?;
+    let view = if writable {
+        view
+    } else {
+        view.call_method0(pyo3::intern!(py, "toreadonly"))?
+            .cast_into::<PyMemoryView>()?
+    };
+    let result = call(&view);
+    drop(view);
+    if writable {
+        // A `readinto` that kept a view cannot have resized the bytearray (views pin its size);
+        // one that resized it after releasing its views gets only the window's length copied.
+        let filled = array.to_vec();
+        let n = filled.len().min(window.len());
+        data[window.start..window.start + n].copy_from_slice(&filled[..n]);
+    }
+    result
 }

@@ -24,8 +24,8 @@
 //! - [`PyWriter`]: a buffered `std::io::Write` to a Python file object: serialize without the
 //!   GIL, write large chunks with it.
 //!
-//! The guide chapter `docs/file-adapter.md` explains when to use which, with measurements; the
-//! algorithm's details are in `src/file/README.md`.
+//! The guide chapter [`guide::file_adapter`](crate::guide::file_adapter) explains when to use
+//! which, with measurements.
 //!
 //! # Threads
 //!

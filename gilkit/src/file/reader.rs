@@ -248,15 +248,38 @@ impl From<ReadError> for PyErr {
             Repr::Python(err) => err,
             Repr::Io(io) => {
                 let py_err = PyErr::from(io);
-                Python::attach(|py| {
-                    py_err.add_note(py, message).ok();
-                });
+                Python::attach(|py| add_note(py, &py_err, message));
                 py_err
             }
             Repr::Truncated(_) => PyEOFError::new_err(message),
             Repr::Framing(_) | Repr::TooLarge { .. } => PyValueError::new_err(message),
         }
     }
+}
+
+/// Appends `note` to the exception's `__notes__` (PEP 678), as `BaseException.add_note` does.
+///
+/// Written by hand rather than with `PyErr::add_note` (Python 3.11+ only) so that every supported
+/// version gets the note: Python 3.11+ prints it under the traceback; 3.9 and 3.10 keep it in
+/// `__notes__` without printing it. Best effort: a failure leaves the exception without its note.
+fn add_note(py: Python<'_>, err: &PyErr, note: String) {
+    let value = err.value(py);
+    let notes = match value.getattr(pyo3::intern!(py, "__notes__")) {
+        Ok(notes) => notes,
+        Err(_) => {
+            let notes = pyo3::types::PyList::empty(py).into_any();
+            if value
+                .setattr(pyo3::intern!(py, "__notes__"), &notes)
+                .is_err()
+            {
+                return;
+            }
+            notes
+        }
+    };
+    notes
+        .call_method1(pyo3::intern!(py, "append"), (note,))
+        .ok();
 }
 
 /// Reads records from a [`Source`] in batches: read with the GIL, frame and parse without it,
@@ -441,6 +464,76 @@ impl<Fr: Framing> RecordReader<Fr> {
             self.stats.records += records.len() as u64;
             return Ok(Some(records));
         }
+    }
+
+    /// Reads and parses records (as [`next_batch`](Self::next_batch): parsing with the GIL
+    /// released, one batch at a time) and hands each to `each`, in order, with the GIL held, until
+    /// the input ends, `each` stops the read or `each` fails it.
+    ///
+    /// `each` returns `Ok(ControlFlow::Continue(()))` to go on, `Ok(ControlFlow::Break(b))` to stop
+    /// (this returns `Ok(Some(b))`), or `Err(e)` to fail the read (this returns `Err(e)`). A parse
+    /// that can fail returns a `Result` as its `T`, and `each` passes its error on with `?`. A
+    /// [`ReadError`] becomes `E` through `From` (`PyErr` has that conversion).
+    ///
+    /// Stopping takes effect between records, but parsing runs a batch ahead: the rest of the batch
+    /// the stopping record came from (at most [`ReaderOptions::max_batch`] records) was parsed and
+    /// is dropped, and the reader's [`offset`](Self::offset) is past that batch. Returns `Ok(None)`
+    /// at the end of the input.
+    ///
+    /// GIL: released while reading from a path or buffer and while parsing; held for `each` and
+    /// for a Python file object's reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use gilkit::file::{Lines, ReaderOptions, RecordReader, Source};
+    /// use pyo3::prelude::*;
+    ///
+    /// Python::attach(|py| -> PyResult<()> {
+    ///     let input = b"1\n2\nx\n4\n".to_vec();
+    ///     let mut reader = RecordReader::new(Source::from_vec(input), Lines::new(), ReaderOptions::default());
+    ///     let mut sum = 0;
+    ///     // The first record that is not a number fails the read, with the records before it kept.
+    ///     let err = reader
+    ///         .try_for_each(py, |rec| std::str::from_utf8(rec).ok()?.trim().parse::<u64>().ok(), |_py, n| {
+    ///             sum += n.ok_or_else(|| pyo3::exceptions::PyValueError::new_err("not a number"))?;
+    ///             Ok::<_, PyErr>(ControlFlow::<()>::Continue(()))
+    ///         })
+    ///         .unwrap_err();
+    ///     assert_eq!(sum, 3);
+    ///     assert!(err.to_string().contains("not a number"));
+    ///     Ok(())
+    /// }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `each`'s error, or a [`ReadError`] converted into `E`.
+    ///
+    /// # Panics
+    ///
+    /// As [`next_batch`](Self::next_batch).
+    pub fn try_for_each<T, P, B, E, F>(
+        &mut self,
+        py: Python<'_>,
+        mut parse: P,
+        mut each: F,
+    ) -> Result<Option<B>, E>
+    where
+        T: Send,
+        P: FnMut(&[u8]) -> T + Send,
+        E: From<ReadError>,
+        F: FnMut(Python<'_>, T) -> Result<std::ops::ControlFlow<B>, E>,
+    {
+        while let Some(batch) = self.next_batch(py, &mut parse)? {
+            for record in batch {
+                if let std::ops::ControlFlow::Break(b) = each(py, record)? {
+                    return Ok(Some(b));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Turns the reader into a record-at-a-time iterator that parses with `parse` (one batch per

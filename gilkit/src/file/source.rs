@@ -212,19 +212,9 @@ impl Source {
         if let Ok(bytearray) = obj.cast::<PyByteArray>() {
             return Ok(Source::from_vec(bytearray.to_vec()));
         }
-        match pyo3::buffer::PyBuffer::<u8>::get(obj) {
-            Ok(buffer) => Ok(Source::from_vec(buffer.to_vec(py)?)),
-            Err(_) if has_buffer_protocol(obj) => {
-                // A buffer of other items (array('i'), numpy): view its bytes.
-                let view = py
-                    .import(intern!(py, "builtins"))?
-                    .getattr(intern!(py, "memoryview"))?
-                    .call1((obj,))?
-                    .call_method1(intern!(py, "cast"), ("B",))?;
-                let buffer = pyo3::buffer::PyBuffer::<u8>::get(&view)?;
-                Ok(Source::from_vec(buffer.to_vec(py)?))
-            }
-            Err(_) => Err(PyTypeError::new_err(format!(
+        match buffer_bytes(obj)? {
+            Some(bytes) => Ok(Source::from_vec(bytes)),
+            None => Err(PyTypeError::new_err(format!(
                 "expected a path (str or os.PathLike), a bytes-like object or a binary file object \
                  (with readinto() or read()), got {}",
                 type_name(obj)
@@ -476,20 +466,26 @@ fn copy_read_result(
     if result.is_instance_of::<PyString>() {
         return Err(text_mode_error(obj));
     }
-    match pyo3::buffer::PyBuffer::<u8>::get(result) {
-        Ok(buffer) => {
-            let n = buffer.len_bytes();
-            if n <= out.len() {
-                buffer.copy_to_slice(result.py(), &mut out[..n])?;
-            }
-            Ok(n)
+    #[cfg(any(not(Py_LIMITED_API), Py_3_11))]
+    if let Ok(buffer) = pyo3::buffer::PyBuffer::<u8>::get(result) {
+        let n = buffer.len_bytes();
+        if n <= out.len() {
+            buffer.copy_to_slice(result.py(), &mut out[..n])?;
         }
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "{}.read() returned {}, expected bytes",
-            type_name(obj),
-            type_name(result)
-        ))),
+        return Ok(n);
     }
+    #[cfg(all(Py_LIMITED_API, not(Py_3_11)))]
+    if let Some(bytes) = buffer_bytes(result)? {
+        if bytes.len() <= out.len() {
+            out[..bytes.len()].copy_from_slice(&bytes);
+        }
+        return Ok(bytes.len());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{}.read() returned {}, expected bytes",
+        type_name(obj),
+        type_name(result)
+    )))
 }
 
 /// Waits for a non-blocking file object to have data (or room), GIL released, then runs signal
@@ -544,9 +540,46 @@ fn retry_interrupted(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usi
     }
 }
 
-fn has_buffer_protocol(obj: &Bound<'_, PyAny>) -> bool {
+/// A copy of the bytes of any object that supports the buffer protocol (`memoryview`,
+/// `array.array`, numpy arrays: the raw bytes, whatever the item type), or `None` for an object
+/// that does not. GIL: held.
+#[cfg(any(not(Py_LIMITED_API), Py_3_11))]
+fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    let py = obj.py();
+    if let Ok(buffer) = pyo3::buffer::PyBuffer::<u8>::get(obj) {
+        return Ok(Some(buffer.to_vec(py)?));
+    }
     // SAFETY: `obj` is a valid object pointer while the GIL is held.
-    unsafe { pyo3::ffi::PyObject_CheckBuffer(obj.as_ptr()) != 0 }
+    if unsafe { pyo3::ffi::PyObject_CheckBuffer(obj.as_ptr()) } == 0 {
+        return Ok(None);
+    }
+    // A buffer of other items (array('i'), numpy): view its bytes.
+    let view = py
+        .import(intern!(py, "builtins"))?
+        .getattr(intern!(py, "memoryview"))?
+        .call1((obj,))?
+        .call_method1(intern!(py, "cast"), ("B",))?;
+    let buffer = pyo3::buffer::PyBuffer::<u8>::get(&view)?;
+    Ok(Some(buffer.to_vec(py)?))
+}
+
+/// [`buffer_bytes`] for `abi3` builds below Python 3.11, where the buffer API is not in the
+/// stable ABI: `memoryview(obj).tobytes()`, a `TypeError` from `memoryview` meaning "not a
+/// buffer". The same bytes, through one more Python call. GIL: held.
+#[cfg(all(Py_LIMITED_API, not(Py_3_11)))]
+fn buffer_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    let py = obj.py();
+    let view = match py
+        .import(intern!(py, "builtins"))?
+        .getattr(intern!(py, "memoryview"))?
+        .call1((obj,))
+    {
+        Ok(view) => view,
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bytes = view.call_method0(intern!(py, "tobytes"))?;
+    Ok(Some(bytes.cast::<PyBytes>()?.as_bytes().to_vec()))
 }
 
 fn fspath(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {

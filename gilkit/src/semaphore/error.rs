@@ -89,11 +89,11 @@ impl From<AcquireError> for PyErr {
     }
 }
 
-/// Why [`GilSemaphore::try_acquire`](super::GilSemaphore::try_acquire) gave no permit.
+/// Why [`GilSemaphore::try_acquire_owned`](super::GilSemaphore::try_acquire_owned) gave no permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TryAcquireError {
-    /// Every permit is taken (or tasks are queued ahead; `try_acquire` never jumps the queue).
+    /// Every permit is taken (or tasks are queued ahead; `try_acquire_owned` never jumps the queue).
     NoPermits,
     /// The semaphore was closed.
     Closed,
@@ -130,6 +130,37 @@ impl From<TryAcquireError> for PyErr {
     }
 }
 
+/// A configuration value that cannot work (0 permits, a batch of at most 0 requests, ...), from
+/// [`GilSemaphoreBuilder::try_build`](super::GilSemaphoreBuilder::try_build) or
+/// [`GilBatcher::try_new`](crate::GilBatcher::try_new). Becomes a Python `ValueError`, so values
+/// that come from Python can be passed through unchecked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidConfig {
+    message: String,
+}
+
+impl InvalidConfig {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+impl From<InvalidConfig> for PyErr {
+    fn from(e: InvalidConfig) -> PyErr {
+        pyo3::exceptions::PyValueError::new_err(e.message)
+    }
+}
+
 /// Why [`GilSemaphore::run`](super::GilSemaphore::run) returned no value.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -158,16 +189,15 @@ impl RunError {
     }
 
     /// Whether the closure panicked.
-    pub fn is_panic(&self) -> bool {
+    pub fn is_panicked(&self) -> bool {
         matches!(self, Self::Panicked(_))
     }
 
-    /// The Python exception, if the closure raised one.
-    pub fn into_py_err(self) -> Option<PyErr> {
-        match self {
-            Self::Python(e) => Some(e),
-            _ => None,
-        }
+    /// The Python exception for this error, as `PyErr::from` gives it: the closure's own
+    /// exception for [`RunError::Python`] (type, value and traceback intact), a `PanicException`
+    /// for a panic, a `RuntimeError` otherwise. Named like [`ItemError::into_pyerr`](crate::batch::ItemError::into_pyerr).
+    pub fn into_pyerr(self) -> PyErr {
+        self.into()
     }
 }
 
@@ -217,7 +247,7 @@ impl From<RunError> for PyErr {
     }
 }
 
-/// Why [`GilBatcher::submit`](super::GilBatcher::submit) returned no value.
+/// Why [`GilBatcher::submit`](crate::GilBatcher::submit) returned no value.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BatchError {
@@ -264,7 +294,7 @@ impl BatchError {
     }
 
     /// Whether the batch function panicked.
-    pub fn is_panic(&self) -> bool {
+    pub fn is_panicked(&self) -> bool {
         matches!(self, Self::Panicked(_))
     }
 

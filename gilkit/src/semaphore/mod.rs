@@ -1,5 +1,5 @@
 //! Calling Python from async Rust: [`GilSemaphore`] bounds who may be inside Python, and
-//! [`GilBatcher`] turns many concurrent calls into one GIL acquisition per batch.
+//! [`GilBatcher`](crate::batcher::GilBatcher) (in [`crate::batcher`]) turns many concurrent calls into one GIL acquisition per batch.
 //!
 //! A tokio server that calls a Python model has to cross from its tasks into the interpreter. Done
 //! naively (`spawn_blocking(|| Python::attach(..))` per request), hundreds of blocking threads pile
@@ -8,7 +8,7 @@
 //! a task holding a permit goes to the blocking pool and attaches. The batcher goes further for
 //! models whose cost is mostly per call (batched ML models): one worker thread takes up to
 //! `max_batch` queued requests, calls the model once with all of them, and routes each result back.
-//! The guide chapter `docs/semaphore.md` explains how to choose between them and how many permits
+//! The guide chapter [`guide::semaphore`](crate::guide::semaphore) explains how to choose between them and how many permits
 //! to use on GIL and free-threaded builds.
 //!
 //! # Lock order and deadlock freedom
@@ -18,7 +18,7 @@
 //!
 //! 1. a permit, waited for **detached** (the async `acquire*` methods never touch the interpreter;
 //!    [`GilSemaphore::acquire_py_attached`] detaches before it blocks);
-//! 2. then the GIL ([`GilPermit::attach`], [`GilSemaphore::run`]);
+//! 2. then the GIL ([`OwnedGilPermit::attach`], [`GilSemaphore::run`]);
 //! 3. then any Rust lock taken while attached, **with the GIL released while blocked**: PyO3's
 //!    [`MutexExt::lock_py_attached`](pyo3::sync::MutexExt::lock_py_attached) for `std` locks (and
 //!    `parking_lot` ones with PyO3's `parking_lot` feature).
@@ -37,7 +37,7 @@
 //!
 //! Permits and fairness come from [`tokio::sync::Semaphore`] (a FIFO queue of waiters, cancel safe:
 //! a waiter dropped from the queue hands any permit it was just assigned to the next one). A
-//! [`GilPermit`] owns one permit taken out of it (`forget`) and puts it back on drop. The queue
+//! [`OwnedGilPermit`] owns one permit taken out of it (`forget`) and puts it back on drop. The queue
 //! bound (`queue_bound.rs`) is a counter of tasks inside the wait, incremented with a
 //! compare-and-swap that refuses past the bound, and decremented by a guard when the wait ends,
 //! however it ends; it is model-checked with loom.
@@ -50,10 +50,9 @@
 //! next is a release/acquire pair inside it), so what one permit holder wrote is visible to the
 //! next.
 
-mod batcher;
-mod error;
+pub(crate) mod error;
 mod queue_bound;
-mod stats;
+pub(crate) mod stats;
 
 /// The atomics of `queue_bound`, which `gilkit/tests/loom_queue_bound.rs` swaps for loom's.
 mod atomic {
@@ -67,9 +66,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use tokio::sync::Semaphore;
 
-pub use batcher::{BatcherConfig, GilBatcher};
-pub use error::{AcquireError, BatchError, RunError, TryAcquireError};
-pub use stats::{BatcherStats, LatencySummary, SemaphoreStats};
+pub use error::{AcquireError, InvalidConfig, RunError, TryAcquireError};
+pub use stats::{LatencySummary, SemaphoreStats};
 
 use crate::panic::panic_message;
 use crate::stats::{DurationHistogram, nanos};
@@ -79,13 +77,13 @@ use queue_bound::{QueueBound, QueueSlot};
 /// at once.
 ///
 /// `GilSemaphore` is a handle: cloning it is cheap and every clone shares the same permits. Tasks
-/// wait for a permit asynchronously, first come first served; the holder of a [`GilPermit`]
-/// attaches to the interpreter with [`GilPermit::attach`]. [`run`](GilSemaphore::run) does the
+/// wait for a permit asynchronously, first come first served; the holder of a [`OwnedGilPermit`]
+/// attaches to the interpreter with [`OwnedGilPermit::attach`]. [`run`](GilSemaphore::run) does the
 /// whole dance: permit, blocking pool, attach, give back, result.
 ///
 /// On a GIL build the permits bound the crowd in front of the GIL (use 2: one inside, one ready at
 /// the door); on a free-threaded build each permit can run Python in parallel (start from the core
-/// count). See `docs/semaphore.md`.
+/// count). See [`guide::semaphore`](crate::guide::semaphore).
 ///
 /// # Examples
 ///
@@ -136,7 +134,7 @@ pub struct GilSemaphoreBuilder {
 impl GilSemaphoreBuilder {
     /// How many permit holders may be inside Python (or waiting to attach) at once. Default 2: on a
     /// GIL build, one runs Python while the next waits at the GIL, so the GIL never idles between
-    /// calls (see `docs/semaphore.md` for free-threaded builds).
+    /// calls (see [`guide::semaphore`](crate::guide::semaphore) for free-threaded builds).
     pub fn permits(mut self, permits: usize) -> Self {
         self.permits = permits;
         self
@@ -147,7 +145,7 @@ impl GilSemaphoreBuilder {
     ///
     /// A task that finds a free permit never counts against the bound, so with `Some(n)` an acquire
     /// fails only when every permit is taken *and* `n` tasks already wait. `Some(0)` therefore
-    /// behaves like `try_acquire`.
+    /// behaves like `try_acquire_owned`.
     pub fn max_queue(mut self, max_queue: Option<usize>) -> Self {
         self.max_queue = max_queue;
         self
@@ -157,19 +155,32 @@ impl GilSemaphoreBuilder {
     ///
     /// # Panics
     ///
-    /// If `permits` is 0 (nobody could ever enter) or above [`Semaphore::MAX_PERMITS`].
+    /// Where [`try_build`](Self::try_build) returns an error; use that for values that come
+    /// from users (from Python, a configuration file, ...).
     pub fn build(self) -> GilSemaphore {
-        assert!(
-            self.permits > 0,
-            "a GilSemaphore needs at least 1 permit, got 0"
-        );
-        assert!(
-            self.permits <= Semaphore::MAX_PERMITS,
-            "a GilSemaphore can have at most {} permits, got {}",
-            Semaphore::MAX_PERMITS,
-            self.permits
-        );
-        GilSemaphore {
+        self.try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Builds the semaphore, or says why the configuration cannot work.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] if `permits` is 0 (nobody could ever enter) or above
+    /// [`Semaphore::MAX_PERMITS`].
+    pub fn try_build(self) -> Result<GilSemaphore, InvalidConfig> {
+        if self.permits == 0 {
+            return Err(InvalidConfig::new(
+                "a GilSemaphore needs at least 1 permit, got 0",
+            ));
+        }
+        if self.permits > Semaphore::MAX_PERMITS {
+            return Err(InvalidConfig::new(format!(
+                "a GilSemaphore can have at most {} permits, got {}",
+                Semaphore::MAX_PERMITS,
+                self.permits
+            )));
+        }
+        Ok(GilSemaphore {
             shared: Arc::new(Shared {
                 sem: Semaphore::new(self.permits),
                 permits: self.permits,
@@ -182,7 +193,7 @@ impl GilSemaphoreBuilder {
                 python_ns: AtomicU64::new(0),
                 attach_wait_ns: AtomicU64::new(0),
             }),
-        }
+        })
     }
 }
 
@@ -199,9 +210,18 @@ impl GilSemaphore {
     ///
     /// # Panics
     ///
-    /// As [`GilSemaphoreBuilder::build`].
+    /// As [`GilSemaphoreBuilder::build`]; [`try_new`](Self::try_new) returns the error instead.
     pub fn new(permits: usize) -> Self {
         Self::builder().permits(permits).build()
+    }
+
+    /// A semaphore with `permits` permits and no queue bound, or why `permits` cannot work.
+    ///
+    /// # Errors
+    ///
+    /// As [`GilSemaphoreBuilder::try_build`].
+    pub fn try_new(permits: usize) -> Result<Self, InvalidConfig> {
+        Self::builder().permits(permits).try_build()
     }
 
     /// Waits in line for a permit, borrowed from this handle.
@@ -217,9 +237,9 @@ impl GilSemaphore {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future gives up the place in line and leaves no permit taken.
-    pub async fn acquire(&self) -> Result<GilPermitRef<'_>, AcquireError> {
+    pub async fn acquire(&self) -> Result<GilPermit<'_>, AcquireError> {
         self.acquire_inner().await?;
-        Ok(GilPermitRef {
+        Ok(GilPermit {
             shared: &self.shared,
         })
     }
@@ -256,10 +276,28 @@ impl GilSemaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
-    pub async fn acquire_owned(&self) -> Result<GilPermit, AcquireError> {
+    pub async fn acquire_owned(&self) -> Result<OwnedGilPermit, AcquireError> {
         self.acquire_inner().await?;
-        Ok(GilPermit {
+        Ok(OwnedGilPermit {
             shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Takes a permit borrowed from this handle if one is free and nobody is waiting, without
+    /// waiting (tokio's `try_acquire`); [`try_acquire_owned`](Self::try_acquire_owned) for one
+    /// that can move to another thread.
+    ///
+    /// Never jumps the queue. Does not touch the interpreter.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire_owned`](Self::try_acquire_owned).
+    pub fn try_acquire(&self) -> Result<GilPermit<'_>, TryAcquireError> {
+        let owned = self.try_acquire_owned()?;
+        // The owned permit's `Drop` would give the permit back: hand it to the borrowed one.
+        std::mem::forget(owned);
+        Ok(GilPermit {
+            shared: &self.shared,
         })
     }
 
@@ -272,12 +310,12 @@ impl GilSemaphore {
     ///
     /// [`TryAcquireError::NoPermits`] if no permit is free; [`TryAcquireError::Closed`] if the
     /// semaphore is closed.
-    pub fn try_acquire(&self) -> Result<GilPermit, TryAcquireError> {
+    pub fn try_acquire_owned(&self) -> Result<OwnedGilPermit, TryAcquireError> {
         match self.shared.sem.try_acquire() {
             Ok(p) => {
                 p.forget();
                 self.shared.record_acquired(Duration::ZERO);
-                Ok(GilPermit {
+                Ok(OwnedGilPermit {
                     shared: Arc::clone(&self.shared),
                 })
             }
@@ -303,7 +341,7 @@ impl GilSemaphore {
     /// # Cancel safety
     ///
     /// Cancel safe, as [`acquire`](Self::acquire).
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<GilPermit, AcquireError> {
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<OwnedGilPermit, AcquireError> {
         let timed = {
             // The timer registers with a runtime when created; outside tokio, with gilkit's own.
             let shared = tokio::runtime::Handle::try_current()
@@ -336,8 +374,8 @@ impl GilSemaphore {
     ///
     /// The [`AcquireError`] (busy, closed) as a Python exception, or the exception a signal
     /// handler raised while waiting (`KeyboardInterrupt`).
-    pub fn acquire_py_attached(&self, py: Python<'_>) -> PyResult<GilPermit> {
-        match self.try_acquire() {
+    pub fn acquire_py_attached(&self, py: Python<'_>) -> PyResult<OwnedGilPermit> {
+        match self.try_acquire_owned() {
             Ok(p) => return Ok(p),
             Err(TryAcquireError::Closed) => return Err(AcquireError::Closed.into()),
             Err(TryAcquireError::NoPermits) => {}
@@ -524,13 +562,13 @@ impl Drop for PythonTimer<'_> {
 /// A permit of a [`GilSemaphore`] that owns a handle to it: `Send`, `'static`, movable into
 /// `spawn_blocking`. The permit goes back to the semaphore when this is dropped.
 ///
-/// Holding a permit does not hold the GIL; [`attach`](GilPermit::attach) attaches.
+/// Holding a permit does not hold the GIL; [`attach`](OwnedGilPermit::attach) attaches.
 #[must_use = "the permit is given back as soon as it is dropped"]
-pub struct GilPermit {
+pub struct OwnedGilPermit {
     shared: Arc<Shared>,
 }
 
-impl GilPermit {
+impl OwnedGilPermit {
     /// Attaches this thread to the interpreter (acquiring the GIL on a GIL build), runs `f`, and
     /// detaches. Blocks while waiting for the GIL: call it from a blocking thread, not from an
     /// async task. The time inside `f` counts in the semaphore's `python_time` statistic.
@@ -550,50 +588,50 @@ impl GilPermit {
     }
 }
 
-impl Drop for GilPermit {
+impl Drop for OwnedGilPermit {
     fn drop(&mut self) {
         self.shared.sem.add_permits(1);
     }
 }
 
-impl std::fmt::Debug for GilPermit {
+impl std::fmt::Debug for OwnedGilPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GilPermit").finish_non_exhaustive()
+        f.debug_struct("OwnedGilPermit").finish_non_exhaustive()
     }
 }
 
 /// A permit of a [`GilSemaphore`] borrowed from the handle it came from (from
-/// [`GilSemaphore::acquire`]); otherwise as [`GilPermit`].
+/// [`GilSemaphore::acquire`]); otherwise as [`OwnedGilPermit`].
 #[must_use = "the permit is given back as soon as it is dropped"]
-pub struct GilPermitRef<'a> {
+pub struct GilPermit<'a> {
     shared: &'a Shared,
 }
 
-impl GilPermitRef<'_> {
-    /// As [`GilPermit::attach`].
+impl GilPermit<'_> {
+    /// As [`OwnedGilPermit::attach`].
     ///
     /// # Panics
     ///
-    /// As [`GilPermit::attach`].
+    /// As [`OwnedGilPermit::attach`].
     pub fn attach<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
         attach_timed(self.shared, f)
     }
 
-    /// As [`GilPermit::try_attach`].
+    /// As [`OwnedGilPermit::try_attach`].
     pub fn try_attach<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
         self.shared.try_attach_timed(f)
     }
 }
 
-impl Drop for GilPermitRef<'_> {
+impl Drop for GilPermit<'_> {
     fn drop(&mut self) {
         self.shared.sem.add_permits(1);
     }
 }
 
-impl std::fmt::Debug for GilPermitRef<'_> {
+impl std::fmt::Debug for GilPermit<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GilPermitRef").finish_non_exhaustive()
+        f.debug_struct("GilPermit").finish_non_exhaustive()
     }
 }
 

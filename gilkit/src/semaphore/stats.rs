@@ -1,4 +1,4 @@
-//! Statistics of [`GilSemaphore`](super::GilSemaphore) and [`GilBatcher`](super::GilBatcher).
+//! Statistics of [`GilSemaphore`](super::GilSemaphore) and [`GilBatcher`](crate::GilBatcher).
 //!
 //! Recording is lock-free: every figure is a relaxed atomic counter, and wait times go into gilkit's
 //! one latency histogram ([`crate::stats`]), whose recording is lock-free too. No lock is ever taken
@@ -45,7 +45,7 @@ pub struct SemaphoreStats {
     pub timed_out: u64,
     /// Time from asking for a permit to getting it, over every permit handed out.
     pub wait: LatencySummary,
-    /// Calls into Python made through a permit ([`GilPermit::attach`](super::GilPermit::attach),
+    /// Calls into Python made through a permit ([`OwnedGilPermit::attach`](super::OwnedGilPermit::attach),
     /// [`GilSemaphore::run`](super::GilSemaphore::run)).
     pub python_calls: u64,
     /// Total time spent inside those calls, attached (the wait for the GIL itself excluded).
@@ -87,8 +87,8 @@ impl<'py> IntoPyObject<'py> for SemaphoreStats {
     }
 }
 
-/// A snapshot of a [`GilBatcher`](super::GilBatcher)'s state and history, from
-/// [`GilBatcher::stats`](super::GilBatcher::stats).
+/// A snapshot of a [`GilBatcher`](crate::GilBatcher)'s state and history, from
+/// [`GilBatcher::stats`](crate::GilBatcher::stats).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BatcherStats {
@@ -106,7 +106,7 @@ pub struct BatcherStats {
     pub succeeded: u64,
     /// Requests answered with an error (a Python exception, a panic, a wrong-length result).
     pub failed: u64,
-    /// Requests refused with [`BatchError::Busy`](super::BatchError::Busy).
+    /// Requests refused with [`BatchError::Busy`](crate::batcher::BatchError::Busy).
     pub rejected_busy: u64,
     /// Requests whose caller went away (the `submit` future was dropped) before their batch ran;
     /// they were skipped, never passed to the model.

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gilkit::semaphore::{BatchError, BatcherConfig, BatcherStats, RunError, SemaphoreStats};
+use gilkit::batcher::{BatchError, BatcherConfig, BatcherStats};
+use gilkit::semaphore::{RunError, SemaphoreStats};
 use gilkit::{GilBatcher, GilSemaphore};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
@@ -64,7 +65,7 @@ fn semaphore_call_all(
     let sem = GilSemaphore::builder()
         .permits(permits)
         .max_queue(max_queue)
-        .build();
+        .try_build()?;
     let answers = call_all_at_once(
         py,
         callables,
@@ -95,9 +96,9 @@ fn batcher_call_all(
         max_wait: Duration::from_secs_f64(max_wait_ms / 1e3),
         max_queue,
     };
-    let batcher = GilBatcher::new(config, move |py, batch: Vec<Py<PyAny>>| {
+    let batcher = GilBatcher::try_new(config, move |py, batch: Vec<Py<PyAny>>| {
         model.call1(py, (batch,))?.extract::<Vec<Py<PyAny>>>(py)
-    });
+    })?;
     let answers = call_all_at_once(
         py,
         items,
@@ -156,7 +157,7 @@ fn lock_inversion_rounds(py: Python<'_>, rounds: usize, naive: bool) -> PyResult
 #[pyo3(signature = (hold_ms, naive = false))]
 fn wait_for_held_permit(py: Python<'_>, hold_ms: u64, naive: bool) -> PyResult<f64> {
     let sem = GilSemaphore::new(1);
-    let held = sem.try_acquire()?;
+    let held = sem.try_acquire_owned()?;
     let holder = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(hold_ms));
         drop(held);
@@ -164,7 +165,7 @@ fn wait_for_held_permit(py: Python<'_>, hold_ms: u64, naive: bool) -> PyResult<f
     let start = std::time::Instant::now();
     let permit = if naive {
         loop {
-            if let Ok(p) = sem.try_acquire() {
+            if let Ok(p) = sem.try_acquire_owned() {
                 break p;
             }
             std::hint::spin_loop();

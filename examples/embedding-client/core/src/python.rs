@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use gilkit::GilBatcher;
-use gilkit::semaphore::{BatchError, BatcherConfig, BatcherStats};
+use gilkit::batcher::{BatchError, BatcherConfig, BatcherStats};
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;

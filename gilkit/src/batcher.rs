@@ -1,5 +1,9 @@
 //! [`GilBatcher`]: many concurrent requests, one GIL acquisition per batch.
 //!
+//! The batcher's sibling, [`GilSemaphore`](crate::GilSemaphore), bounds who waits for the GIL
+//! instead; the guide chapter on both says when to use which. The batcher's error and statistics
+//! types are defined beside the semaphore's (they share the latency histogram) and exported here.
+//!
 //! # How it works
 //!
 //! Each batcher runs one worker (a long-running job on gilkit's thread pool) and owns a channel of requests (bounded when a queue bound is
@@ -28,9 +32,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
-use super::error::BatchError;
-use super::stats::BatcherStats;
 use crate::panic::panic_message;
+pub use crate::semaphore::error::{BatchError, InvalidConfig};
+pub use crate::semaphore::stats::BatcherStats;
 use crate::stats::{DurationHistogram, nanos};
 
 /// How a [`GilBatcher`] groups requests.
@@ -77,7 +81,7 @@ impl Default for BatcherConfig {
 ///
 /// ```
 /// use gilkit::GilBatcher;
-/// use gilkit::semaphore::BatcherConfig;
+/// use gilkit::batcher::BatcherConfig;
 /// use pyo3::prelude::*;
 /// use std::time::Duration;
 ///
@@ -165,20 +169,39 @@ where
     ///
     /// # Panics
     ///
-    /// If `config.max_batch` is 0, if `config.max_queue` is `Some(0)` (nothing could ever be
-    /// queued), or if the worker thread cannot be spawned.
+    /// Where [`try_new`](Self::try_new) returns an error (use that for values that come from
+    /// users), or if the worker thread cannot be spawned.
     pub fn new<F>(config: BatcherConfig, batch_fn: F) -> Self
     where
         F: for<'py> FnMut(Python<'py>, Vec<Req>) -> PyResult<Vec<Resp>> + Send + 'static,
     {
-        assert!(
-            config.max_batch > 0,
-            "BatcherConfig::max_batch must be at least 1"
-        );
-        assert!(
-            config.max_queue != Some(0),
-            "BatcherConfig::max_queue must be at least 1 (or None for no bound)"
-        );
+        Self::try_new(config, batch_fn).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`new`](Self::new), or says why `config` cannot work.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`] if `config.max_batch` is 0 or `config.max_queue` is `Some(0)` (nothing
+    /// could ever be queued).
+    ///
+    /// # Panics
+    ///
+    /// If the worker thread cannot be spawned.
+    pub fn try_new<F>(config: BatcherConfig, batch_fn: F) -> Result<Self, InvalidConfig>
+    where
+        F: for<'py> FnMut(Python<'py>, Vec<Req>) -> PyResult<Vec<Resp>> + Send + 'static,
+    {
+        if config.max_batch == 0 {
+            return Err(InvalidConfig::new(
+                "BatcherConfig::max_batch must be at least 1, got 0",
+            ));
+        }
+        if config.max_queue == Some(0) {
+            return Err(InvalidConfig::new(
+                "BatcherConfig::max_queue must be at least 1 (or None for no bound), got 0",
+            ));
+        }
         let (queue, requests) = match config.max_queue {
             Some(n) => crossbeam_channel::bounded(n),
             None => crossbeam_channel::unbounded(),
@@ -203,7 +226,7 @@ where
         };
         crate::pool::spawn("gilkit-batcher", move || worker.run())
             .expect("failed to start the GilBatcher's worker thread");
-        Self { queue, shared }
+        Ok(Self { queue, shared })
     }
 }
 
