@@ -17,7 +17,20 @@ log=$(mktemp)
 PYTHONPATH=examples/embedding-client/tests python -m gilkit_embed serve \
     --model embed_fake_models:exact --name fake --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 service=$!
-trap 'kill -INT "$service" 2>/dev/null || true; wait "$service" 2>/dev/null || true; rm -f "$log"' EXIT
+# SIGTERM, not SIGINT: a background job of a non-interactive shell starts with SIGINT ignored, so
+# Python never installs its KeyboardInterrupt handler and a SIGINT would be lost (the step would
+# hang). SIGKILL if the service is still there after 10 s.
+stop_service() {
+    kill -TERM "$service" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$service" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$service" 2>/dev/null || true
+    wait "$service" 2>/dev/null || true
+    rm -f "$log"
+}
+trap stop_service EXIT
 for _ in $(seq 100); do
     if python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1)" 2>/dev/null; then
         break
