@@ -244,7 +244,7 @@ impl From<StoreError> for IngestError {
 }
 
 /// The outcome of looking at one file.
-enum Loaded {
+pub(crate) enum Loaded {
     /// Same size and mtime as stored: nothing read.
     Unchanged,
     /// Same content, new mtime: only the state is recorded.
@@ -253,11 +253,12 @@ enum Loaded {
     Changed(FileState, String),
 }
 
-struct Prepared {
-    source: String,
-    path: PathBuf,
-    file: FileState,
-    chunks: Vec<Chunk>,
+/// A document loaded and split, waiting for its vectors.
+pub(crate) struct Prepared {
+    pub(crate) source: String,
+    pub(crate) path: PathBuf,
+    pub(crate) file: FileState,
+    pub(crate) chunks: Vec<Chunk>,
 }
 
 /// The key a file is stored under: its absolute, canonical path (so `./a.txt` and `a.txt` are one).
@@ -270,7 +271,11 @@ pub fn source_key(path: &Path) -> String {
 
 /// The stored documents under one of the directories in `paths` whose files are gone (not `found`
 /// by discovery, and not on disk at all).
-fn deleted_documents(store: &Store, paths: &[PathBuf], found: &HashSet<String>) -> Vec<String> {
+pub(crate) fn deleted_documents(
+    store: &Store,
+    paths: &[PathBuf],
+    found: &HashSet<String>,
+) -> Vec<String> {
     let roots: Vec<PathBuf> = paths
         .iter()
         .filter(|p| p.is_dir())
@@ -292,7 +297,9 @@ fn deleted_documents(store: &Store, paths: &[PathBuf], found: &HashSet<String>) 
         .collect()
 }
 
-fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError> {
+/// Looks at one file given what the store records of it (`stored`): skipped on equal size and
+/// mtime, touched on equal hash, else loaded.
+pub(crate) fn look_at(stored: Option<&FileState>, path: &Path) -> Result<Loaded, LoadError> {
     let io = |e: std::io::Error| LoadError {
         path: path.to_owned(),
         kind: load::LoadErrorKind::Io(e.to_string()),
@@ -303,10 +310,9 @@ fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let stored = store.document(source);
     if let Some(doc) = stored
-        && doc.file.size == meta.len()
-        && doc.file.mtime_ns == mtime_ns
+        && doc.size == meta.len()
+        && doc.mtime_ns == mtime_ns
     {
         return Ok(Loaded::Unchanged);
     }
@@ -321,7 +327,7 @@ fn look_at(store: &Store, path: &Path, source: &str) -> Result<Loaded, LoadError
         mtime_ns,
         format,
     };
-    if stored.is_some_and(|doc| doc.file.hash == file.hash) {
+    if stored.is_some_and(|doc| doc.hash == file.hash) {
         return Ok(Loaded::Touched(file));
     }
     let doc = load::load_bytes(path, &bytes)?;
@@ -383,7 +389,7 @@ pub fn ingest(
     let t = Instant::now();
     let shared: &Store = store;
     let loaded = parallel::map(&files, opts.workers, cancel, |(path, source)| {
-        let out = look_at(shared, path, source);
+        let out = look_at(shared.document(source).map(|d| &d.file), path);
         Progress::add(&progress.files_done, 1);
         out
     });
@@ -465,60 +471,7 @@ pub fn ingest(
         report.timings.embed += t.elapsed();
         report.retried_batches += retried;
 
-        let mut ready = Vec::new();
-        let mut offset = 0;
-        for doc in wave {
-            let n = doc.chunks.len();
-            let slots = &vectors[offset..offset + n];
-            offset += n;
-            if slots.iter().any(|s| matches!(s, Slot::NotRun)) {
-                // Cancelled before all its chunks were embedded: not a failure, just not done.
-                continue;
-            }
-            if let Some(err) = slots.iter().find_map(|s| match s {
-                Slot::Failed(e) => Some(e),
-                _ => None,
-            }) {
-                let failed_chunks = slots
-                    .iter()
-                    .filter(|s| matches!(s, Slot::Failed(_)))
-                    .count();
-                report.failures.push(Failure {
-                    path: doc.path,
-                    stage: Stage::Embed,
-                    reason: format!("{failed_chunks} of {n} chunks could not be embedded: {err}"),
-                    failed_chunks,
-                });
-                continue;
-            }
-            let chunks = doc
-                .chunks
-                .into_iter()
-                .zip(slots.iter().map(|s| match s {
-                    Slot::Done(v) => v.clone(),
-                    _ => unreachable!("checked above"),
-                }))
-                .map(|(c, v)| {
-                    let meta = ChunkMeta {
-                        source: doc.source.clone(),
-                        position: c.position,
-                        start_byte: c.start_byte,
-                        end_byte: c.end_byte,
-                        start_char: c.start_char,
-                        end_char: c.end_char,
-                        text: c.text,
-                    };
-                    (meta, v)
-                })
-                .collect::<Vec<_>>();
-            report.documents += 1;
-            report.chunks += chunks.len();
-            ready.push(NewDocument {
-                source: doc.source,
-                file: doc.file,
-                chunks,
-            });
-        }
+        let ready = settle_wave(wave, &vectors, &mut report);
         let t = Instant::now();
         store.commit(&model, ready)?;
         report.timings.store += t.elapsed();
@@ -532,9 +485,73 @@ pub fn ingest(
     Ok(report)
 }
 
+/// The documents of an embedded wave that got every vector, ready to store; those with a failed
+/// chunk go to `report.failures`, those cancelled before all their chunks ran are left out.
+pub(crate) fn settle_wave(
+    wave: Vec<Prepared>,
+    vectors: &[Slot],
+    report: &mut IngestReport,
+) -> Vec<NewDocument> {
+    let mut ready = Vec::new();
+    let mut offset = 0;
+    for doc in wave {
+        let n = doc.chunks.len();
+        let slots = &vectors[offset..offset + n];
+        offset += n;
+        if slots.iter().any(|s| matches!(s, Slot::NotRun)) {
+            // Cancelled before all its chunks were embedded: not a failure, just not done.
+            continue;
+        }
+        if let Some(err) = slots.iter().find_map(|s| match s {
+            Slot::Failed(e) => Some(e),
+            _ => None,
+        }) {
+            let failed_chunks = slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Failed(_)))
+                .count();
+            report.failures.push(Failure {
+                path: doc.path,
+                stage: Stage::Embed,
+                reason: format!("{failed_chunks} of {n} chunks could not be embedded: {err}"),
+                failed_chunks,
+            });
+            continue;
+        }
+        let chunks = doc
+            .chunks
+            .into_iter()
+            .zip(slots.iter().map(|s| match s {
+                Slot::Done(v) => v.clone(),
+                _ => unreachable!("checked above"),
+            }))
+            .map(|(c, v)| {
+                let meta = ChunkMeta {
+                    source: doc.source.clone(),
+                    position: c.position,
+                    start_byte: c.start_byte,
+                    end_byte: c.end_byte,
+                    start_char: c.start_char,
+                    end_char: c.end_char,
+                    text: c.text,
+                };
+                (meta, v)
+            })
+            .collect::<Vec<_>>();
+        report.documents += 1;
+        report.chunks += chunks.len();
+        ready.push(NewDocument {
+            source: doc.source,
+            file: doc.file,
+            chunks,
+        });
+    }
+    ready
+}
+
 /// What became of one chunk's embedding.
 #[derive(Clone)]
-enum Slot {
+pub(crate) enum Slot {
     /// Its vector.
     Done(Vec<f32>),
     /// The error of the batch it was in (after retries).
@@ -552,7 +569,7 @@ type BatchOutcome = Option<Result<BatchResult, String>>;
 
 /// Embeds every chunk of the wave; one slot per chunk, in order. Returns the slots and the number
 /// of batches that needed a retry.
-fn embed_wave(
+pub(crate) fn embed_wave(
     embedder: &dyn Embedder,
     wave: &[Prepared],
     opts: &IngestOptions,

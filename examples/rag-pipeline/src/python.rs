@@ -41,6 +41,9 @@ use crate::pipeline::{self, IngestError, IngestOptions, IngestReport, Progress, 
 use crate::split::{SplitKind, Splitter, SplitterConfig};
 use crate::store::{OpenMode, Store, StoreError, StoreStats};
 
+// The distributed engine's native side (`StagedWriter`, `build_shard`).
+mod shard;
+
 create_exception!(
     _native,
     RagError,
@@ -529,6 +532,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyInProcessEmbedder>()?;
     m.add_function(wrap_pyfunction!(load_and_split, m)?)?;
     m.add_function(wrap_pyfunction!(load_and_split_many, m)?)?;
+    m.add_class::<shard::StagedWriter>()?;
+    m.add_function(wrap_pyfunction!(shard::build_shard, m)?)?;
     m.add("RagError", py.get_type::<RagError>())?;
     m.add("DatabaseLockedError", py.get_type::<DatabaseLockedError>())?;
     m.add(

@@ -55,6 +55,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+// Segments built by other processes (distributed ingest) and committed by the writer.
+mod staged;
+pub use staged::{StagedDocument, StagedSegment, write_staged};
+
 const MANIFEST: &str = "MANIFEST";
 const LOCK: &str = "LOCK";
 const MAGIC: &[u8; 8] = b"GKRAGSG1";
@@ -704,18 +708,7 @@ impl Store {
         vectors: &[f32],
         meta: &[ChunkMeta],
     ) -> Result<(u64, u32), StoreError> {
-        let meta_json = serde_json::to_vec(meta).expect("chunk metadata serializes");
-        let mut buf = Vec::with_capacity(HEADER_LEN + vectors.len() * 4 + meta_json.len() + 4);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&(dim as u32).to_le_bytes());
-        buf.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&(meta_json.len() as u64).to_le_bytes());
-        for x in vectors {
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
-        buf.extend_from_slice(&meta_json);
-        let crc = crc32fast::hash(&buf);
-        buf.extend_from_slice(&crc.to_le_bytes());
+        let (buf, crc) = encode_segment(dim, vectors, meta);
         self.write_atomically(&segment_name(id), &buf)?;
         Ok((buf.len() as u64, crc))
     }
@@ -803,6 +796,23 @@ impl Store {
             formats,
         }
     }
+}
+
+/// A segment file's bytes (header, vectors, chunk metadata, CRC-32 of what precedes it) and its CRC.
+fn encode_segment(dim: usize, vectors: &[f32], meta: &[ChunkMeta]) -> (Vec<u8>, u32) {
+    let meta_json = serde_json::to_vec(meta).expect("chunk metadata serializes");
+    let mut buf = Vec::with_capacity(HEADER_LEN + vectors.len() * 4 + meta_json.len() + 4);
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&(dim as u32).to_le_bytes());
+    buf.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(meta_json.len() as u64).to_le_bytes());
+    for x in vectors {
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.extend_from_slice(&meta_json);
+    let crc = crc32fast::hash(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    (buf, crc)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
