@@ -141,6 +141,20 @@ fn stamp(dir: &Path) -> Stamp {
 #[pyclass(module = "gilkit_rag._native", name = "OpenAIEmbedder", frozen)]
 struct PyHttpEmbedder {
     inner: Arc<ClientEmbedder>,
+    /// The constructor's arguments as resolved (environment defaults applied): what `__reduce__`
+    /// pickles, so that a copy in another process reaches the same endpoint.
+    args: HttpArgs,
+}
+
+/// `OpenAIEmbedder(model, base_url=, api_key=, dimensions=, timeout=, max_retries=)`.
+#[derive(Clone)]
+struct HttpArgs {
+    model: String,
+    base_url: Option<String>,
+    api_key: String,
+    dimensions: Option<u32>,
+    timeout: f64,
+    max_retries: u32,
 }
 
 #[pymethods]
@@ -160,9 +174,10 @@ impl PyHttpEmbedder {
         let key = api_key
             .or_else(|| std::env::var("OPENAI_API_KEY").ok())
             .unwrap_or_else(|| "none".into());
-        let mut config = EmbeddingConfig::openai(key);
+        let mut config = EmbeddingConfig::openai(key.clone());
         config.model = model.to_owned();
-        if let Some(url) = base_url.or_else(|| std::env::var("OPENAI_BASE_URL").ok()) {
+        let base_url = base_url.or_else(|| std::env::var("OPENAI_BASE_URL").ok());
+        if let Some(url) = base_url.clone() {
             config.base_url = url;
         }
         if !(timeout.is_finite() && timeout > 0.0) {
@@ -177,7 +192,37 @@ impl PyHttpEmbedder {
             ClientEmbedder::http(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyHttpEmbedder {
             inner: Arc::new(inner),
+            args: HttpArgs {
+                model: model.to_owned(),
+                base_url,
+                api_key: key,
+                dimensions,
+                timeout,
+                max_retries,
+            },
         })
+    }
+
+    /// Pickles as its settings (the API key included: a copy in another process, e.g. a Ray
+    /// worker, must reach the same endpoint); the connection pool is not copied but made anew.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
+        let py = slf.py();
+        let a = &slf.get().args;
+        let restore = py
+            .import("gilkit_rag._pickle")?
+            .getattr("restore_openai_embedder")?;
+        let args = (
+            &a.model,
+            &a.base_url,
+            &a.api_key,
+            a.dimensions,
+            a.timeout,
+            a.max_retries,
+        )
+            .into_pyobject(py)?;
+        Ok((restore, args))
     }
 
     /// `openai/MODEL[@DIMENSIONS]`.

@@ -35,6 +35,16 @@ class HashEmbedder:
         self.texts = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, object]:
+        # Picklable (the Ray engine sends the embedder to its workers): counters restart at zero.
+        state = dict(self.__dict__, calls=0, texts=0)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             self.calls += 1
