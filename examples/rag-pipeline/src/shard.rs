@@ -230,3 +230,110 @@ pub fn build_shard(
     outcome.report.timings.store = t.elapsed();
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::EmbedError;
+    use crate::store::OpenMode;
+
+    /// Letter counts: deterministic, so two runs give equal vectors.
+    struct Letters;
+    impl Embedder for Letters {
+        fn model_id(&self) -> String {
+            "letters".into()
+        }
+        fn embed_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            texts.iter().map(|t| self.embed_query(t)).collect()
+        }
+        fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+            let mut v = vec![1.0; 26];
+            for b in text.bytes().filter(u8::is_ascii_lowercase) {
+                v[(b - b'a') as usize] += 1.0;
+            }
+            Ok(v)
+        }
+    }
+
+    fn rows(store: &Store) -> Vec<(String, usize, String, Vec<f32>)> {
+        let mut out: Vec<_> = store
+            .live_chunks()
+            .map(|(m, v)| (m.source.clone(), m.position, m.text.clone(), v.to_vec()))
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    #[test]
+    fn plan_build_and_commit_store_what_ingest_stores_and_a_second_plan_has_no_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = dir.path().join("docs");
+        std::fs::create_dir(&docs).unwrap();
+        for i in 0..7 {
+            let text = format!("document {i}\n\n").repeat(40 + i);
+            std::fs::write(docs.join(format!("d{i}.txt")), text).unwrap();
+        }
+        std::fs::write(docs.join("bad.pdf"), b"not a pdf").unwrap();
+        let opts = IngestOptions {
+            splitter: crate::SplitterConfig {
+                size: 60,
+                overlap: 10,
+                ..Default::default()
+            },
+            workers: 2,
+            ..IngestOptions::default()
+        };
+        let (progress, cancel) = (Progress::default(), CancelToken::new());
+        let mut single = Store::open(&dir.path().join("single"), OpenMode::ReadWrite).unwrap();
+        let expected = crate::ingest(
+            &mut single,
+            &Letters,
+            &[docs.clone()],
+            &opts,
+            &progress,
+            &cancel,
+        )
+        .unwrap();
+
+        let stage = dir.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        let mut store = Store::open(&dir.path().join("sharded"), OpenMode::ReadWrite).unwrap();
+        let plan = plan(&store, &[docs.clone()], &opts);
+        assert_eq!((plan.files, plan.unchanged, plan.work.len()), (8, 0, 8));
+        let mut segments = Vec::new();
+        let mut failures = 0;
+        for (i, shard) in plan.work.chunks(3).enumerate() {
+            let out = stage.join(format!("shard-{i}.seg"));
+            let outcome = build_shard(&Letters, shard, &opts, &out, &progress, &cancel).unwrap();
+            failures += outcome.report.failures.len();
+            segments.extend(outcome.segment);
+        }
+        assert_eq!(failures, expected.failures.len());
+        store.commit_staged(&segments).unwrap();
+        assert_eq!(rows(&store), rows(&single));
+        assert_eq!(store.stats().documents, expected.documents);
+
+        // Nothing changed: no work. A file touched (same bytes, new mtime) is skipped by hash.
+        assert!(plan_work(&store, &docs, &opts).is_empty());
+        let d0 = docs.join("d0.txt");
+        std::fs::write(&d0, std::fs::read(&d0).unwrap()).unwrap();
+        let file = std::fs::File::options().write(true).open(&d0).unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        let work = plan_work(&store, &docs, &opts);
+        assert_eq!(work.len(), 1);
+        let out = stage.join("again.seg");
+        let outcome = build_shard(&Letters, &work, &opts, &out, &progress, &cancel).unwrap();
+        assert!(outcome.segment.is_none() && !out.exists());
+        assert_eq!((outcome.touched.len(), outcome.report.unchanged), (1, 1));
+    }
+
+    fn plan_work(store: &Store, docs: &Path, opts: &IngestOptions) -> Vec<ShardFile> {
+        // bad.pdf failed to load, so it is never stored and always planned again.
+        plan(store, &[docs.to_owned()], opts)
+            .work
+            .into_iter()
+            .filter(|f| !f.source.ends_with("bad.pdf"))
+            .collect()
+    }
+}
