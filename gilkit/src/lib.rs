@@ -157,4 +157,6 @@ mod guide {
     struct FileAdapter;
     #[doc = include_str!("../../docs/batch.md")]
     struct Batch;
+    #[doc = include_str!("../../docs/processes.md")]
+    struct Processes;
 }
