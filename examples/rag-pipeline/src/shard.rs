@@ -288,7 +288,7 @@ mod tests {
         let expected = crate::ingest(
             &mut single,
             &Letters,
-            &[docs.clone()],
+            std::slice::from_ref(&docs),
             &opts,
             &progress,
             &cancel,
@@ -298,7 +298,7 @@ mod tests {
         let stage = dir.path().join("stage");
         std::fs::create_dir(&stage).unwrap();
         let mut store = Store::open(&dir.path().join("sharded"), OpenMode::ReadWrite).unwrap();
-        let plan = plan(&store, &[docs.clone()], &opts);
+        let plan = plan(&store, std::slice::from_ref(&docs), &opts);
         assert_eq!((plan.files, plan.unchanged, plan.work.len()), (8, 0, 8));
         let mut segments = Vec::new();
         let mut failures = 0;
