@@ -223,7 +223,7 @@ fn check(seg: &StagedSegment) -> Result<Checked, StoreError> {
 }
 
 impl Store {
-    /// Commits staged segments (see the [module docs](self)): each is checked, renamed into the
+    /// Commits staged segments (written by [`write_staged`]; see [`crate::shard`]): each is checked, renamed into the
     /// database under a new segment id, and the manifest is written once for all of them. Their
     /// documents replace stored ones of the same source (the old rows become dead), in order.
     /// Returns the new segment ids.
