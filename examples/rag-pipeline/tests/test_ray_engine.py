@@ -278,3 +278,21 @@ def test_configs_pickle() -> None:
     assert again.model_id == emb.model_id == "openai/text-embedding-3-small@256"
     remote = pickle.loads(pickle.dumps(ParallelRAG("/tmp/nowhere-db", embedder=emb)))
     assert remote.embedder.model_id == emb.model_id
+
+
+def test_cleaning_a_staging_folder_deletes_only_the_engines_own_files(tmp_path: Path) -> None:
+    from gilkit_rag.ray_engine import remove_staging_run
+
+    run = tmp_path / "staging" / "run-0123456789ab"
+    run.mkdir(parents=True)
+    ours = [run / "shard-000001-0123456789ab.seg", run / "shard-000002-ba9876543210.seg.tmp"]
+    theirs = [run / "notes.txt", run / "shard-1.seg", run / "seg-000001.seg"]
+    for p in ours + theirs:
+        p.write_text("x")
+    remove_staging_run(run)
+    assert [p.exists() for p in ours] == [False, False]
+    assert all(p.read_text() == "x" for p in theirs), "a file the engine did not write is never deleted"
+    for p in theirs:
+        p.unlink()
+    remove_staging_run(run)
+    assert not run.exists()
