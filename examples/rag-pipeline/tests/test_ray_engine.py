@@ -155,6 +155,23 @@ def test_a_worker_killed_mid_task_leaves_no_duplicate_and_loses_nothing(
     only_database_files(tmp_path / "db")  # and its file was deleted
 
 
+def test_a_worker_output_damaged_in_transit_is_reported_and_the_rest_is_stored(
+    ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = tmp_path / "docs"
+    write_docs(docs, 12)
+    monkeypatch.setenv("GILKIT_RAG_TEST_WORKER_DAMAGE", f"doc005:{tmp_path / 'damaged'}")
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
+    report = rag.ingest([docs], engine="ray", workers=1, shard_files=3, chunk_size=120, chunk_overlap=0, progress=False)
+    failed = sorted(Path(f.path).name for f in report.failures)
+    assert failed == ["doc003.md", "doc004.md", "doc005.md"], report.failures
+    assert all(f.stage == "store" and "damaged" in f.reason for f in report.failures)
+    assert report.documents == rag.stats().documents == 9
+    only_database_files(tmp_path / "db")
+    again = rag.ingest([docs], engine="ray", workers=1, chunk_size=120, chunk_overlap=0, progress=False)
+    assert (again.documents, again.unchanged, again.failures) == (3, 9, [])
+
+
 DRIVER = textwrap.dedent(
     """
     import sys

@@ -176,7 +176,7 @@ class Failure:
     """A document that was not stored: its path, the stage it failed in and why."""
 
     path: str
-    stage: str  # "load", "split" or "embed"
+    stage: str  # "load", "split", "embed" or (engine="ray": a worker's output damaged in transit) "store"
     reason: str
     failed_chunks: int = 0
 

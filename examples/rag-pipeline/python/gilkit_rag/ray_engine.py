@@ -21,7 +21,9 @@ How a run goes (the Rust steps are in ``src/shard.rs`` and ``src/store/staged.rs
    the file of an earlier attempt). The folder must be on storage every node sees.
 3. **Commit** (driver). Shard results are committed as they arrive: the segments of the shards
    that finished since the last commit are checked (length, CRC-32, model, dimension, row ranges,
-   sources) and adopted in one atomic manifest write (``Store::commit_staged``).
+   sources) and adopted in one atomic manifest write (``Store::commit_staged``). A segment damaged
+   on its way (storage, network) is not committed: its documents are reported as failures
+   (stage ``"store"``) and the next run redoes them; the other shards are committed.
 
 **Exactly once.** Each shard is committed at most once: the driver records the shards it has
 committed and discards (deletes) any other segment that claims one of them. Ray retries a task whose
@@ -40,7 +42,8 @@ embedded) to a small board actor at most every 0.5 s; the driver sums them into 
 Test hooks (used by the test suite only): ``GILKIT_RAG_TEST_WORKER_EXIT=SUBSTRING:FLAGFILE`` makes
 a worker's process exit right after writing a shard's segment, once (while ``FLAGFILE`` does not
 exist), if a file of the shard has ``SUBSTRING`` in its path;
-``GILKIT_RAG_TEST_DRIVER_KILL_AFTER_COMMITS=N`` makes the driver SIGKILL itself after its N-th
+``GILKIT_RAG_TEST_WORKER_DAMAGE=SUBSTRING:FLAGFILE`` likewise flips a byte of such a shard's
+segment; ``GILKIT_RAG_TEST_DRIVER_KILL_AFTER_COMMITS=N`` makes the driver SIGKILL itself after its N-th
 commit.
 """
 
@@ -63,7 +66,11 @@ if TYPE_CHECKING:
 STAGING = "staging"
 _RUN_DIR = re.compile(r"^run-[0-9a-f]{12}$")
 _STAGED_FILE = re.compile(r"^shard-\d{6,}-[0-9a-f]{12}\.seg(\.tmp)?$")
-_TEST_HOOKS = ("GILKIT_RAG_TEST_WORKER_EXIT", "GILKIT_RAG_TEST_DRIVER_KILL_AFTER_COMMITS")
+_TEST_HOOKS = (
+    "GILKIT_RAG_TEST_WORKER_EXIT",
+    "GILKIT_RAG_TEST_WORKER_DAMAGE",
+    "GILKIT_RAG_TEST_DRIVER_KILL_AFTER_COMMITS",
+)
 
 
 def _import_ray() -> Any:
@@ -144,6 +151,16 @@ class _ShardWorker:
         result: dict[str, Any] = build_shard(
             self.native, files, out, workers=self.threads, progress=publish, **options
         )
+        damage = self.hooks.get("GILKIT_RAG_TEST_WORKER_DAMAGE")
+        if damage and result["segment"] is not None:
+            needle, _, flag = damage.partition(":")
+            if any(needle in f for f in files) and not os.path.exists(flag):
+                Path(flag).touch()
+                with open(out, "r+b") as seg:  # the test's storage fault: one byte flipped
+                    seg.seek(30)
+                    byte = seg.read(1)
+                    seg.seek(30)
+                    seg.write(bytes([byte[0] ^ 0xFF]))
         hook = self.hooks.get("GILKIT_RAG_TEST_WORKER_EXIT")
         if hook:
             needle, _, flag = hook.partition(":")
@@ -306,7 +323,10 @@ def ingest_on_ray(
                 if segments or touched:
                     t = time.perf_counter()
                     if segments:
-                        writer.commit(segments)
+                        lost = _commit(writer, segments, run_dir)
+                        failures.extend(lost)
+                        totals["documents"] -= len(lost)
+                        totals["chunks"] -= sum(f.failed_chunks for f in lost)
                     if touched:
                         writer.apply(touched, [])
                     timings["store"] += time.perf_counter() - t
@@ -342,6 +362,40 @@ def ingest_on_ray(
         timings=StageTimings(discover=discover, **timings),
         cancelled=False,
     )
+
+
+def _commit(writer: StagedWriter, segments: list[str], run_dir: Path) -> list[Any]:
+    """Commits staged segments in one manifest write; if one of them does not match its
+    description (damaged on the way: storage, network), commits the others one by one and reports
+    the damaged one's documents as failures (``failed_chunks``: their chunks; the next run redoes
+    them). Returns those failures."""
+    import json
+
+    from . import CorruptDatabaseError, Failure
+
+    try:
+        writer.commit(segments)
+        return []
+    except CorruptDatabaseError:
+        if len(segments) == 1:
+            bad = segments
+        else:
+            bad = []
+            for segment in segments:
+                try:
+                    writer.commit([segment])
+                except CorruptDatabaseError:
+                    bad.append(segment)
+    failures = []
+    for segment in bad:
+        described = json.loads(segment)
+        reason = (
+            f"the staged segment {described['path']} written for it by a Ray worker is damaged "
+            "(it does not match its checksum or description); not stored: run the ingest again"
+        )
+        failures.extend(Failure(doc["source"], "store", reason, doc["rows"]) for doc in described["documents"])
+        _discard(segment, run_dir)
+    return failures
 
 
 def _path_of(shard_file: str) -> str:
