@@ -212,6 +212,48 @@ def test_a_killed_driver_leaves_the_last_commit_and_a_rerun_does_only_the_rest(r
     only_database_files(db)
 
 
+INTERRUPTED_DRIVER = textwrap.dedent(
+    """
+    import sys
+    import ray, rag_fakes
+    ray.cloudpickle.register_pickle_by_value(rag_fakes)
+    from gilkit_rag import ParallelRAG
+    rag = ParallelRAG(sys.argv[1], embedder=rag_fakes.HashEmbedder(delay=0.5))
+    try:
+        rag.ingest([sys.argv[2]], engine="ray", ray_address=sys.argv[3], workers=1, shard_files=2,
+                   chunk_size=120, chunk_overlap=0, embed_batch=2, progress=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    """
+)
+
+
+def test_ctrl_c_on_the_driver_keeps_the_commits_and_cleans_up(ray_cluster: str, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write_docs(docs, 16)
+    db = tmp_path / "db"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_DRIVER, str(db), str(docs), ray_cluster], env=env,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not (db / "MANIFEST").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (db / "MANIFEST").exists(), "no commit before the deadline"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert not (db / "staging").exists(), "the interrupted run removed its staging folder"
+    rag = ParallelRAG(db, embedder=HashEmbedder())
+    committed = rag.stats().documents
+    assert 0 < committed < 16
+    # The lock was released: the next ingest runs, and does the rest.
+    report = rag.ingest([docs], engine="ray", workers=2, chunk_size=120, chunk_overlap=0, progress=False)
+    assert (report.unchanged, report.documents) == (committed, 16 - committed)
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gilkit_rag.cli", *args], capture_output=True, text=True, timeout=300)
 
