@@ -116,13 +116,8 @@ class _Board:
     def update(self, shard: int, files_done: int, chunks_total: int, chunks_done: int) -> None:
         self.shards[shard] = (files_done, chunks_total, chunks_done)
 
-    def totals(self) -> tuple[int, int, int]:
-        f = c = e = 0
-        for files_done, chunks_total, chunks_done in self.shards.values():
-            f += files_done
-            c += chunks_total
-            e += chunks_done
-        return f, c, e
+    def snapshot(self) -> dict[int, tuple[int, int, int]]:
+        return dict(self.shards)
 
 
 class _ShardWorker:
@@ -141,10 +136,12 @@ class _ShardWorker:
         attempt = uuid.uuid4().hex[:12]
         out = os.path.join(run_dir, f"shard-{shard:06d}-{attempt}.seg")
         last = [0.0]
+        final = [(0, 0, 0)]
 
         def publish(files_total: int, files_done: int, chunks_total: int, chunks_done: int) -> None:
+            final[0] = (files_done, chunks_total, chunks_done)
             now = time.monotonic()
-            if board is not None and (now - last[0] >= 0.5 or files_done == files_total and chunks_done == chunks_total):
+            if board is not None and now - last[0] >= 0.5:
                 last[0] = now
                 board.update.remote(shard, files_done, chunks_total, chunks_done)
 
@@ -168,6 +165,9 @@ class _ShardWorker:
                 Path(flag).touch()
                 os._exit(1)  # the test's worker crash: after the segment is written, before returning
         result["shard"] = shard
+        # The shard's final counters travel with its result: the board's last update may arrive
+        # after the driver's last look at it (two senders, no order between them).
+        result["progress"] = final[0]
         return result
 
 
@@ -180,9 +180,16 @@ class _Display:
         self.files_skipped = files_skipped
         self.last: tuple[int, int, int] | None = None
 
-    def show(self, totals: tuple[int, int, int]) -> None:
+    def show(self, shards: dict[int, tuple[int, int, int]]) -> None:
+        """Shows the sum of the shards' counters (``shards``: shard -> files looked at, chunks
+        split, chunks embedded)."""
         from . import ProgressUpdate
 
+        totals = (
+            sum(c[0] for c in shards.values()),
+            sum(c[1] for c in shards.values()),
+            sum(c[2] for c in shards.values()),
+        )
         if totals != self.last:
             self.last = totals
             files_done, chunks_total, chunks_done = totals
@@ -270,6 +277,7 @@ def ingest_on_ray(
             kill_after = int(hooks.get("GILKIT_RAG_TEST_DRIVER_KILL_AFTER_COMMITS", "0") or 0)
             commits = 0
             committed: set[int] = set()
+            finished: dict[int, tuple[int, int, int]] = {}  # shard -> its final progress counters
             pending: dict[Any, tuple[int, int]] = {}  # ref -> (shard, actor index)
             next_shard = 0
 
@@ -289,7 +297,7 @@ def ingest_on_ray(
                 if ready:
                     ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
                 if display is not None and board is not None:
-                    display.show(ray.get(board.totals.remote()))
+                    display.show({**ray.get(board.snapshot.remote()), **finished})
                 segments: list[str] = []
                 touched: list[str] = []
                 for ref in ready:
@@ -307,6 +315,7 @@ def ingest_on_ray(
                             _discard(segment, run_dir)
                         continue
                     committed.add(shard)
+                    finished[shard] = tuple(result["progress"])  # type: ignore[assignment]
                     report = result["report"]
                     totals["unchanged"] += report["unchanged"]
                     totals["documents"] += report["documents"]
@@ -333,8 +342,8 @@ def ingest_on_ray(
                     commits += 1
                     if kill_after and commits >= kill_after:
                         os.kill(os.getpid(), signal.SIGKILL)
-            if display is not None and board is not None:
-                display.show(ray.get(board.totals.remote()))
+            if display is not None:
+                display.show(finished)
         t = time.perf_counter()
         writer.compact()
         timings["store"] += time.perf_counter() - t
@@ -342,6 +351,8 @@ def ingest_on_ray(
         writer.close()
         if run_dir is not None:
             remove_staging_run(run_dir)
+            # Again, for the files a dead run's last worker may have written since the start.
+            _remove_stale_runs(run_dir.parent)
             try:
                 run_dir.parent.rmdir()  # the staging folder, if no other run's is left
             except OSError:
@@ -386,7 +397,7 @@ def _commit(writer: StagedWriter, segments: list[str], run_dir: Path) -> list[An
                     writer.commit([segment])
                 except CorruptDatabaseError:
                     bad.append(segment)
-    failures = []
+    failures: list[Any] = []
     for segment in bad:
         described = json.loads(segment)
         reason = (
