@@ -156,13 +156,15 @@ def test_a_worker_killed_mid_task_leaves_no_duplicate_and_loses_nothing(
 
 
 def test_a_worker_output_damaged_in_transit_is_reported_and_the_rest_is_stored(
-    ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     docs = tmp_path / "docs"
     write_docs(docs, 12)
     monkeypatch.setenv("GILKIT_RAG_TEST_WORKER_DAMAGE", f"doc005:{tmp_path / 'damaged'}")
     rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())
-    report = rag.ingest([docs], engine="ray", workers=1, shard_files=3, chunk_size=120, chunk_overlap=0, progress=False)
+    report = rag.ingest([docs], engine="ray", workers=1, shard_files=3, chunk_size=120, chunk_overlap=0, progress=True)
+    bars = capsys.readouterr().err
+    assert "documents" in bars and "12/12" in bars and "embedded" in bars, "tqdm bars fed by the workers"
     failed = sorted(Path(f.path).name for f in report.failures)
     assert failed == ["doc003.md", "doc004.md", "doc005.md"], report.failures
     assert all(f.stage == "store" and "damaged" in f.reason for f in report.failures)
