@@ -170,4 +170,6 @@ mod guide {
     struct Batch;
     #[doc = include_str!("../../docs/asyncio.md")]
     struct Asyncio;
+    #[doc = include_str!("../../docs/processes.md")]
+    struct Processes;
 }
