@@ -42,7 +42,8 @@ use crate::store::{FileState, StagedSegment, Store, write_staged};
 /// A file for a worker to look at, with what the database records of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardFile {
-    /// The path to read.
+    /// The path to read (any bytes on Unix: it crosses to the worker losslessly).
+    #[serde(with = "crate::load::path_serde")]
     pub path: PathBuf,
     /// The key it is stored under.
     pub source: String,
@@ -53,7 +54,7 @@ pub struct ShardFile {
 /// What the driver decided: the work, and what needs none.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Files found.
+    /// Files seen: found, or given and not walkable (those are in `failures`).
     pub files: usize,
     /// Files skipped because their size and mtime are as stored.
     pub unchanged: usize,
@@ -70,7 +71,10 @@ pub struct Plan {
 /// no file's contents. Blocks; call with the GIL released.
 pub fn plan(store: &Store, paths: &[PathBuf], opts: &IngestOptions) -> Plan {
     let (found, walk_errors) = load::discover(paths, &opts.filter);
+    // Paths that could not be walked count as files seen, as in `ingest`, so that the report's
+    // counts add up.
     let mut plan = Plan {
+        files: walk_errors.len(),
         failures: walk_errors.into_iter().map(Failure::from).collect(),
         ..Plan::default()
     };
@@ -290,6 +294,27 @@ mod tests {
         let outcome = build_shard(&Letters, &work, &opts, &out, &progress, &cancel).unwrap();
         assert!(outcome.segment.is_none() && !out.exists());
         assert_eq!((outcome.touched.len(), outcome.report.unchanged), (1, 1));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shard_file_whose_name_is_not_utf8_crosses_as_json_unchanged() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/docs/caf\xe9.txt"));
+        let file = ShardFile {
+            source: crate::load::display_path(&path),
+            path,
+            stored: None,
+        };
+        let json = serde_json::to_string(&file).unwrap();
+        assert_eq!(serde_json::from_str::<ShardFile>(&json).unwrap(), file);
+        let utf8 = ShardFile {
+            path: "/docs/café.txt".into(),
+            ..file
+        };
+        let json = serde_json::to_string(&utf8).unwrap();
+        assert!(json.contains("\"path\":\"/docs/café.txt\""), "{json}");
+        assert_eq!(serde_json::from_str::<ShardFile>(&json).unwrap(), utf8);
     }
 
     fn plan_work(store: &Store, docs: &Path, opts: &IngestOptions) -> Vec<ShardFile> {

@@ -418,7 +418,7 @@ def _commit(writer: StagedWriter, segments: list[str], run_dir: Path) -> list[An
     for segment in bad:
         described = json.loads(segment)
         reason = (
-            f"the staged segment {described['path']} written for it by a Ray worker is damaged "
+            f"the staged segment {_json_path(described['path'])} written for it by a Ray worker is damaged "
             "(it does not match its checksum or description); not stored: run the ingest again"
         )
         failures.extend(Failure(doc["source"], "store", reason, doc["rows"]) for doc in described["documents"])
@@ -426,16 +426,21 @@ def _commit(writer: StagedWriter, segments: list[str], run_dir: Path) -> list[An
     return failures
 
 
+def _json_path(value: str | list[int]) -> str:
+    """A path as the native side writes it in JSON: its text, or (not UTF-8) its bytes."""
+    return value if isinstance(value, str) else os.fsdecode(bytes(value))
+
+
 def _path_of(shard_file: str) -> str:
     import json
 
-    return str(json.loads(shard_file)["path"])
+    return _json_path(json.loads(shard_file)["path"])
 
 
 def _discard(segment: str, run_dir: Path) -> None:
     """Deletes an uncommitted staged segment, if it is one of this run's files."""
     import json
 
-    path = Path(json.loads(segment)["path"])
+    path = Path(_json_path(json.loads(segment)["path"]))
     if path.parent == run_dir and _is_staged_file(path):
         path.unlink(missing_ok=True)

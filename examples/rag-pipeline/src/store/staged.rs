@@ -44,7 +44,8 @@ pub struct StagedDocument {
 /// A segment written outside the database, waiting to be committed by the writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedSegment {
-    /// Where the file is (on storage the writer sees).
+    /// Where the file is (on storage the writer sees; any bytes on Unix).
+    #[serde(with = "crate::load::path_serde")]
     pub path: PathBuf,
     /// The model that embedded its rows.
     pub model: String,
