@@ -19,7 +19,8 @@
 //!    of attempts it did not commit; see `gilkit_rag/ray_engine.py` for the protocol.
 //!
 //! Documents, chunks and vectors are those the single-process ingest stores for the same files
-//! (same loaders, splitter and checks; vectors equal up to the model's own batch-to-batch float
+//! (the same load and split code, `pipeline::sort_loaded` and `pipeline::split_stage`, with the
+//! same limits for untrusted input; vectors equal up to the model's own batch-to-batch float
 //! noise), and failures are reported alike.
 
 use std::collections::HashSet;
