@@ -209,4 +209,6 @@ pub mod guide {
     pub mod batch {}
     #[doc = include_str!("../docs/asyncio.md")]
     pub mod asyncio {}
+    #[doc = include_str!("../docs/processes.md")]
+    pub mod processes {}
 }

@@ -247,6 +247,51 @@ impl PyEmbeddingConfig {
         Ok(d)
     }
 
+    /// Pickles as its settings, so that a config can be sent to another process (multiprocessing,
+    /// Ray) and a client made there: an endpoint's settings with its API key, a local model's
+    /// callable (which must pickle itself; by reference for a module-level function) and its
+    /// batcher settings. Rebuilt through `EmbeddingConfig.openai`/`.local`, so they are checked
+    /// again.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let restore = py.import("gilkit_embed._pickle")?;
+        let kw = PyDict::new(py);
+        match &self.provider {
+            Provider::Http(c) => {
+                kw.set_item("api_key", &c.api_key)?;
+                kw.set_item("model", &c.model)?;
+                kw.set_item("base_url", &c.base_url)?;
+                kw.set_item("timeout", c.timeout.as_secs_f64())?;
+                kw.set_item("connect_timeout", c.connect_timeout.as_secs_f64())?;
+                kw.set_item("max_retries", c.retry.max_retries)?;
+                kw.set_item("initial_retry_delay", c.retry.initial_delay.as_secs_f64())?;
+                kw.set_item("dimensions", c.dimensions)?;
+                kw.set_item("encoding_format", c.encoding_format.as_str())?;
+                kw.set_item("max_batch_size", c.max_batch_size)?;
+                kw.set_item("max_concurrency", c.max_concurrency)?;
+                kw.set_item("requests_per_minute", c.rate_limit.requests_per_minute)?;
+                kw.set_item("tokens_per_minute", c.rate_limit.tokens_per_minute)?;
+                kw.set_item("rate_limits_from_headers", c.rate_limit.from_headers)?;
+                kw.set_item("circuit_breaker_threshold", c.breaker.map(|b| b.threshold))?;
+                if let Some(b) = c.breaker {
+                    kw.set_item("circuit_breaker_cooldown", b.cooldown.as_secs_f64())?;
+                }
+                kw.set_item("max_tokens_per_input", c.limits.max_tokens_per_input)?;
+                kw.set_item("max_tokens_per_request", c.limits.max_tokens_per_request)?;
+                (restore.getattr("restore_openai")?, (kw,))
+                    .into_pyobject(py)
+                    .map(Bound::into_any)
+            }
+            Provider::Local(l) => {
+                l.describe(&kw)?;
+                kw.set_item("name", &l.name)?;
+                let model = l.model.clone_ref(py);
+                (restore.getattr("restore_local")?, (model, kw))
+                    .into_pyobject(py)
+                    .map(Bound::into_any)
+            }
+        }
+    }
+
     fn __repr__(&self) -> String {
         match &self.provider {
             Provider::Http(c) => format!(

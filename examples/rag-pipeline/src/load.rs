@@ -251,6 +251,61 @@ impl Default for Limits {
     }
 }
 
+/// Serde for a path that goes to another process (a Ray worker's shard, a staged segment): a UTF-8
+/// path as a JSON string, any other as the array of its bytes, so that a file name that is not
+/// UTF-8 (Linux allows any byte but `/` and NUL) crosses unchanged. Use with
+/// `#[serde(with = "crate::load::path_serde")]`.
+pub(crate) mod path_serde {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serializes `path`: its text if it is UTF-8, else its bytes.
+    pub(crate) fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => s.serialize_str(text),
+            None => bytes(path).serialize(s),
+        }
+    }
+
+    /// Deserializes what [`serialize`] wrote.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Bytes(Vec<u8>),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Text(text) => PathBuf::from(text),
+            Repr::Bytes(b) => from_bytes(b),
+        })
+    }
+
+    #[cfg(unix)]
+    fn bytes(path: &Path) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    }
+
+    #[cfg(unix)]
+    fn from_bytes(b: Vec<u8>) -> PathBuf {
+        use std::os::unix::ffi::OsStringExt;
+        PathBuf::from(std::ffi::OsString::from_vec(b))
+    }
+
+    // Elsewhere a path that is not Unicode is rare; it is sent as UTF-8 with replacements.
+    #[cfg(not(unix))]
+    fn bytes(path: &Path) -> Vec<u8> {
+        path.to_string_lossy().into_owned().into_bytes()
+    }
+
+    #[cfg(not(unix))]
+    fn from_bytes(b: Vec<u8>) -> PathBuf {
+        PathBuf::from(String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
 /// A path for messages and store keys: as it is when it is UTF-8, else its valid parts as they are
 /// and each invalid byte as `\xNN` (lossless on Unix, where [`path_from_display`] reverses it).
 pub fn display_path(path: &Path) -> String {

@@ -251,7 +251,7 @@ impl From<StoreError> for IngestError {
 }
 
 /// The outcome of looking at one file.
-enum Loaded {
+pub(crate) enum Loaded {
     /// Same size and mtime as stored: nothing read.
     Unchanged,
     /// Same content, new mtime: only the state is recorded.
@@ -260,11 +260,12 @@ enum Loaded {
     Changed(FileState, String),
 }
 
-struct Prepared {
-    source: String,
-    path: PathBuf,
-    file: FileState,
-    chunks: Vec<Chunk>,
+/// A document loaded and split, waiting for its vectors.
+pub(crate) struct Prepared {
+    pub(crate) source: String,
+    pub(crate) path: PathBuf,
+    pub(crate) file: FileState,
+    pub(crate) chunks: Vec<Chunk>,
 }
 
 /// The key a file is stored under: its absolute, canonical path (so `./a.txt` and `a.txt` are one),
@@ -276,7 +277,11 @@ pub fn source_key(path: &Path) -> String {
 
 /// The stored documents under one of the directories in `paths` whose files are gone (not `found`
 /// by discovery, and not on disk at all).
-fn deleted_documents(store: &Store, paths: &[PathBuf], found: &HashSet<String>) -> Vec<String> {
+pub(crate) fn deleted_documents(
+    store: &Store,
+    paths: &[PathBuf],
+    found: &HashSet<String>,
+) -> Vec<String> {
     let roots: Vec<PathBuf> = paths
         .iter()
         .filter(|p| p.is_dir())
@@ -298,7 +303,13 @@ fn deleted_documents(store: &Store, paths: &[PathBuf], found: &HashSet<String>) 
         .collect()
 }
 
-fn look_at(store: &Store, path: &Path, source: &str, limits: &Limits) -> Result<Loaded, LoadError> {
+/// Looks at one file given what the store records of it (`stored`): skipped on equal size and
+/// mtime, touched on equal hash, else loaded (within `limits`).
+pub(crate) fn look_at(
+    stored: Option<&FileState>,
+    path: &Path,
+    limits: &Limits,
+) -> Result<Loaded, LoadError> {
     let io = |e: std::io::Error| LoadError {
         path: path.to_owned(),
         kind: load::LoadErrorKind::Io(e.to_string()),
@@ -309,10 +320,9 @@ fn look_at(store: &Store, path: &Path, source: &str, limits: &Limits) -> Result<
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let stored = store.document(source);
     if let Some(doc) = stored
-        && doc.file.size == meta.len()
-        && doc.file.mtime_ns == mtime_ns
+        && doc.size == meta.len()
+        && doc.mtime_ns == mtime_ns
     {
         return Ok(Loaded::Unchanged);
     }
@@ -329,9 +339,9 @@ fn look_at(store: &Store, path: &Path, source: &str, limits: &Limits) -> Result<
         encoding: None,
     };
     if let Some(doc) = stored
-        && doc.file.hash == file.hash
+        && doc.hash == file.hash
     {
-        file.encoding = doc.file.encoding.clone();
+        file.encoding = doc.encoding.clone();
         return Ok(Loaded::Touched(file));
     }
     let doc = load::load_bytes_with(path, &bytes, limits)?;
@@ -395,7 +405,7 @@ pub fn ingest(
     let t = Instant::now();
     let shared: &Store = store;
     let loaded = parallel::map(&files, opts.workers, cancel, |(path, source)| {
-        let out = look_at(shared, path, source, &opts.limits);
+        let out = look_at(shared.document(source).map(|d| &d.file), path, &opts.limits);
         Progress::add(&progress.files_done, 1);
         out
     });
@@ -403,34 +413,103 @@ pub fn ingest(
     let mut touched = Vec::new();
     let mut texts = Vec::new();
     for ((path, source), slot) in files.iter().zip(loaded) {
-        match slot {
-            None => report.cancelled = true,
-            Some(Err(panic)) => report.failures.push(Failure {
-                path: path.clone(),
-                stage: Stage::Load,
-                reason: format!("{}: the loader crashed: {panic}", load::display_path(path)),
-                failed_chunks: 0,
-            }),
-            Some(Ok(Err(e))) => report.failures.push(e.into()),
-            Some(Ok(Ok(Loaded::Unchanged))) => report.unchanged += 1,
-            Some(Ok(Ok(Loaded::Touched(state)))) => {
-                report.unchanged += 1;
-                touched.push((source.clone(), state));
-            }
-            Some(Ok(Ok(Loaded::Changed(file, text)))) => {
-                texts.push((path.clone(), source.clone(), file, text))
-            }
-        }
+        sort_loaded(path, source, slot, &mut report, &mut touched, &mut texts);
     }
 
     // 3. Split.
+    let prepared = split_stage(texts, &splitter, opts, progress, cancel, &mut report);
+
+    let t = Instant::now();
+    if !touched.is_empty() {
+        store.touch(&touched)?;
+    }
+    if !report.removed.is_empty() {
+        store.remove(&report.removed)?;
+    }
+    report.timings.store += t.elapsed();
+
+    // 4 + 5. Embed and store, one wave of whole documents at a time.
+    let mut queue = prepared.into_iter().peekable();
+    while queue.peek().is_some() {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            break;
+        }
+        let mut wave = Vec::new();
+        let mut wave_chunks = 0;
+        while let Some(doc) = queue.next_if(|_| wave_chunks < opts.commit_every.max(1)) {
+            wave_chunks += doc.chunks.len();
+            wave.push(doc);
+        }
+        let t = Instant::now();
+        let (vectors, retried) = embed_wave(embedder, &wave, opts, progress, cancel);
+        report.timings.embed += t.elapsed();
+        report.retried_batches += retried;
+
+        let ready = settle_wave(wave, &vectors, &mut report);
+        let t = Instant::now();
+        store.commit(&model, ready)?;
+        report.timings.store += t.elapsed();
+    }
+    if cancel.is_cancelled() {
+        report.cancelled = true;
+    }
+    let t = Instant::now();
+    store.compact(false)?;
+    report.timings.store += t.elapsed();
+    Ok(report)
+}
+
+/// A document loaded and waiting to be split: its path, key, file state and text.
+pub(crate) type Text = (PathBuf, String, FileState, String);
+
+/// Sorts one file's load outcome (as [`parallel::map`] gives it) into `report` (unchanged,
+/// failures, cancelled), `touched` (same content, new mtime) or `texts` (to split).
+pub(crate) fn sort_loaded(
+    path: &Path,
+    source: &str,
+    slot: Option<Result<Result<Loaded, LoadError>, String>>,
+    report: &mut IngestReport,
+    touched: &mut Vec<(String, FileState)>,
+    texts: &mut Vec<Text>,
+) {
+    match slot {
+        None => report.cancelled = true,
+        Some(Err(panic)) => report.failures.push(Failure {
+            path: path.to_owned(),
+            stage: Stage::Load,
+            reason: format!("{}: the loader crashed: {panic}", load::display_path(path)),
+            failed_chunks: 0,
+        }),
+        Some(Ok(Err(e))) => report.failures.push(e.into()),
+        Some(Ok(Ok(Loaded::Unchanged))) => report.unchanged += 1,
+        Some(Ok(Ok(Loaded::Touched(state)))) => {
+            report.unchanged += 1;
+            touched.push((source.to_owned(), state));
+        }
+        Some(Ok(Ok(Loaded::Changed(file, text)))) => {
+            texts.push((path.to_owned(), source.to_owned(), file, text))
+        }
+    }
+}
+
+/// The split stage: chunks every text in parallel; a document over
+/// [`Limits::max_chunks_per_document`] or whose split panicked goes to `report.failures`.
+pub(crate) fn split_stage(
+    texts: Vec<Text>,
+    splitter: &Splitter,
+    opts: &IngestOptions,
+    progress: &Progress,
+    cancel: &CancelToken,
+    report: &mut IngestReport,
+) -> Vec<Prepared> {
     let t = Instant::now();
     let split = parallel::map(&texts, opts.workers, cancel, |(_, _, _, text)| {
         let chunks = splitter.split(text);
         Progress::add(&progress.chunks_total, chunks.len());
         chunks
     });
-    report.timings.split = t.elapsed();
+    report.timings.split += t.elapsed();
     let mut prepared = Vec::with_capacity(texts.len());
     for ((path, source, file, _), slot) in texts.into_iter().zip(split) {
         match slot {
@@ -465,104 +544,76 @@ pub fn ingest(
             }),
         }
     }
+    prepared
+}
 
-    let t = Instant::now();
-    if !touched.is_empty() {
-        store.touch(&touched)?;
-    }
-    if !report.removed.is_empty() {
-        store.remove(&report.removed)?;
-    }
-    report.timings.store += t.elapsed();
-
-    // 4 + 5. Embed and store, one wave of whole documents at a time.
-    let mut queue = prepared.into_iter().peekable();
-    while queue.peek().is_some() {
-        if cancel.is_cancelled() {
-            report.cancelled = true;
-            break;
+/// The documents of an embedded wave that got every vector, ready to store; those with a failed
+/// chunk go to `report.failures`, those cancelled before all their chunks ran are left out.
+pub(crate) fn settle_wave(
+    wave: Vec<Prepared>,
+    vectors: &[Slot],
+    report: &mut IngestReport,
+) -> Vec<NewDocument> {
+    let mut ready = Vec::new();
+    let mut offset = 0;
+    for doc in wave {
+        let n = doc.chunks.len();
+        let slots = &vectors[offset..offset + n];
+        offset += n;
+        if slots.iter().any(|s| matches!(s, Slot::NotRun)) {
+            // Cancelled before all its chunks were embedded: not a failure, just not done.
+            continue;
         }
-        let mut wave = Vec::new();
-        let mut wave_chunks = 0;
-        while let Some(doc) = queue.next_if(|_| wave_chunks < opts.commit_every.max(1)) {
-            wave_chunks += doc.chunks.len();
-            wave.push(doc);
-        }
-        let t = Instant::now();
-        let (vectors, retried) = embed_wave(embedder, &wave, opts, progress, cancel);
-        report.timings.embed += t.elapsed();
-        report.retried_batches += retried;
-
-        let mut ready = Vec::new();
-        let mut offset = 0;
-        for doc in wave {
-            let n = doc.chunks.len();
-            let slots = &vectors[offset..offset + n];
-            offset += n;
-            if slots.iter().any(|s| matches!(s, Slot::NotRun)) {
-                // Cancelled before all its chunks were embedded: not a failure, just not done.
-                continue;
-            }
-            if let Some(err) = slots.iter().find_map(|s| match s {
-                Slot::Failed(e) => Some(e),
-                _ => None,
-            }) {
-                let failed_chunks = slots
-                    .iter()
-                    .filter(|s| matches!(s, Slot::Failed(_)))
-                    .count();
-                report.failures.push(Failure {
-                    path: doc.path,
-                    stage: Stage::Embed,
-                    reason: format!("{failed_chunks} of {n} chunks could not be embedded: {err}"),
-                    failed_chunks,
-                });
-                continue;
-            }
-            let chunks = doc
-                .chunks
-                .into_iter()
-                .zip(slots.iter().map(|s| match s {
-                    Slot::Done(v) => v.clone(),
-                    _ => unreachable!("checked above"),
-                }))
-                .map(|(c, v)| {
-                    let meta = ChunkMeta {
-                        source: doc.source.clone(),
-                        position: c.position,
-                        start_byte: c.start_byte,
-                        end_byte: c.end_byte,
-                        start_char: c.start_char,
-                        end_char: c.end_char,
-                        text: c.text,
-                    };
-                    (meta, v)
-                })
-                .collect::<Vec<_>>();
-            report.documents += 1;
-            report.chunks += chunks.len();
-            ready.push(NewDocument {
-                source: doc.source,
-                file: doc.file,
-                chunks,
+        if let Some(err) = slots.iter().find_map(|s| match s {
+            Slot::Failed(e) => Some(e),
+            _ => None,
+        }) {
+            let failed_chunks = slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Failed(_)))
+                .count();
+            report.failures.push(Failure {
+                path: doc.path,
+                stage: Stage::Embed,
+                reason: format!("{failed_chunks} of {n} chunks could not be embedded: {err}"),
+                failed_chunks,
             });
+            continue;
         }
-        let t = Instant::now();
-        store.commit(&model, ready)?;
-        report.timings.store += t.elapsed();
+        let chunks = doc
+            .chunks
+            .into_iter()
+            .zip(slots.iter().map(|s| match s {
+                Slot::Done(v) => v.clone(),
+                _ => unreachable!("checked above"),
+            }))
+            .map(|(c, v)| {
+                let meta = ChunkMeta {
+                    source: doc.source.clone(),
+                    position: c.position,
+                    start_byte: c.start_byte,
+                    end_byte: c.end_byte,
+                    start_char: c.start_char,
+                    end_char: c.end_char,
+                    text: c.text,
+                };
+                (meta, v)
+            })
+            .collect::<Vec<_>>();
+        report.documents += 1;
+        report.chunks += chunks.len();
+        ready.push(NewDocument {
+            source: doc.source,
+            file: doc.file,
+            chunks,
+        });
     }
-    if cancel.is_cancelled() {
-        report.cancelled = true;
-    }
-    let t = Instant::now();
-    store.compact(false)?;
-    report.timings.store += t.elapsed();
-    Ok(report)
+    ready
 }
 
 /// What became of one chunk's embedding.
 #[derive(Clone)]
-enum Slot {
+pub(crate) enum Slot {
     /// Its vector.
     Done(Vec<f32>),
     /// The error of the batch it was in (after retries).
@@ -580,7 +631,7 @@ type BatchOutcome = Option<Result<BatchResult, String>>;
 
 /// Embeds every chunk of the wave; one slot per chunk, in order. Returns the slots and the number
 /// of batches that needed a retry.
-fn embed_wave(
+pub(crate) fn embed_wave(
     embedder: &dyn Embedder,
     wave: &[Prepared],
     opts: &IngestOptions,

@@ -41,6 +41,9 @@ use crate::pipeline::{self, IngestError, IngestOptions, IngestReport, Progress, 
 use crate::split::{SplitKind, Splitter, SplitterConfig};
 use crate::store::{OpenMode, Store, StoreError, StoreStats};
 
+// The distributed engine's native side (`StagedWriter`, `build_shard`).
+mod shard;
+
 create_exception!(
     _native,
     RagError,
@@ -105,6 +108,28 @@ macro_rules! py_dict {
     }};
 }
 
+/// The limits for untrusted input from the `max_*` keyword arguments (each at least 1).
+fn load_limits(
+    max_file_bytes: u64,
+    max_decompressed_bytes: u64,
+    max_text_bytes: u64,
+    max_chunks_per_document: usize,
+) -> PyResult<crate::load::Limits> {
+    if max_file_bytes == 0
+        || max_decompressed_bytes == 0
+        || max_text_bytes == 0
+        || max_chunks_per_document == 0
+    {
+        return Err(PyValueError::new_err("the max_* limits must be at least 1"));
+    }
+    Ok(crate::load::Limits {
+        max_file_bytes,
+        max_decompressed_bytes,
+        max_text_bytes,
+        max_chunks_per_document,
+    })
+}
+
 /// The splitter settings from the Python arguments, checked.
 fn splitter_config(splitter: &str, size: usize, overlap: usize) -> PyResult<SplitterConfig> {
     let kind = SplitKind::parse(splitter).ok_or_else(|| {
@@ -145,6 +170,20 @@ fn stamp(dir: &Path) -> Stamp {
 #[pyclass(module = "gilkit_rag._native", name = "OpenAIEmbedder", frozen)]
 struct PyHttpEmbedder {
     inner: Arc<ClientEmbedder>,
+    /// The constructor's arguments as resolved (environment defaults applied): what `__reduce__`
+    /// pickles, so that a copy in another process reaches the same endpoint.
+    args: HttpArgs,
+}
+
+/// `OpenAIEmbedder(model, base_url=, api_key=, dimensions=, timeout=, max_retries=)`.
+#[derive(Clone)]
+struct HttpArgs {
+    model: String,
+    base_url: Option<String>,
+    api_key: String,
+    dimensions: Option<u32>,
+    timeout: f64,
+    max_retries: u32,
 }
 
 #[pymethods]
@@ -164,9 +203,10 @@ impl PyHttpEmbedder {
         let key = api_key
             .or_else(|| std::env::var("OPENAI_API_KEY").ok())
             .unwrap_or_else(|| "none".into());
-        let mut config = EmbeddingConfig::openai(key);
+        let mut config = EmbeddingConfig::openai(key.clone());
         config.model = model.to_owned();
-        if let Some(url) = base_url.or_else(|| std::env::var("OPENAI_BASE_URL").ok()) {
+        let base_url = base_url.or_else(|| std::env::var("OPENAI_BASE_URL").ok());
+        if let Some(url) = base_url.clone() {
             config.base_url = url;
         }
         if !(timeout.is_finite() && timeout > 0.0) {
@@ -181,7 +221,37 @@ impl PyHttpEmbedder {
             ClientEmbedder::http(config).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyHttpEmbedder {
             inner: Arc::new(inner),
+            args: HttpArgs {
+                model: model.to_owned(),
+                base_url,
+                api_key: key,
+                dimensions,
+                timeout,
+                max_retries,
+            },
         })
+    }
+
+    /// Pickles as its settings (the API key included: a copy in another process, e.g. a Ray
+    /// worker, must reach the same endpoint); the connection pool is not copied but made anew.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
+        let py = slf.py();
+        let a = &slf.get().args;
+        let restore = py
+            .import("gilkit_rag._pickle")?
+            .getattr("restore_openai_embedder")?;
+        let args = (
+            &a.model,
+            &a.base_url,
+            &a.api_key,
+            a.dimensions,
+            a.timeout,
+            a.max_retries,
+        )
+            .into_pyobject(py)?;
+        Ok((restore, args))
     }
 
     /// `openai/MODEL[@DIMENSIONS]`.
@@ -332,13 +402,12 @@ impl Database {
         max_chunks_per_document: usize,
         progress: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if max_file_bytes == 0
-            || max_decompressed_bytes == 0
-            || max_text_bytes == 0
-            || max_chunks_per_document == 0
-        {
-            return Err(PyValueError::new_err("the max_* limits must be at least 1"));
-        }
+        let limits = load_limits(
+            max_file_bytes,
+            max_decompressed_bytes,
+            max_text_bytes,
+            max_chunks_per_document,
+        )?;
         let splitter = splitter_config(splitter, chunk_size, chunk_overlap)?;
         if embed_batch == 0 || embed_concurrency == 0 {
             return Err(PyValueError::new_err(
@@ -361,12 +430,7 @@ impl Database {
             retry_backoff: Duration::from_secs_f64(retry_backoff),
             commit_every,
             prune,
-            limits: crate::load::Limits {
-                max_file_bytes,
-                max_decompressed_bytes,
-                max_text_bytes,
-                max_chunks_per_document,
-            },
+            limits,
         };
         let counters = Progress::default();
         let mut last = (usize::MAX, 0, 0, 0);
@@ -592,6 +656,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_database, m)?)?;
     m.add_function(wrap_pyfunction!(repair_database, m)?)?;
     m.add("NotADatabaseError", py.get_type::<NotADatabaseError>())?;
+    m.add_class::<shard::StagedWriter>()?;
+    m.add_function(wrap_pyfunction!(shard::build_shard, m)?)?;
     m.add("RagError", py.get_type::<RagError>())?;
     m.add("DatabaseLockedError", py.get_type::<DatabaseLockedError>())?;
     m.add(

@@ -10,6 +10,7 @@
 //!   seg-000001.seg   an immutable segment: header, rows x dim little-endian f32, chunk metadata
 //!   seg-000002.seg   (JSON), CRC-32 of everything before it
 //!   LOCK             advisory lock, held by the one writer (readers take no lock)
+//!   staging/         the Ray engine's staged segments while a run goes (`gilkit_rag.ray_engine`)
 //! ```
 //!
 //! # The folder is the store's own
@@ -48,7 +49,10 @@
 //! [`write_segment`] writes a segment file without the writer's lock (for workers of a distributed
 //! ingest); ids come from [`Store::reserve_segment_ids`], persisted so that no later commit reuses
 //! them. [`Store::commit_segments`] then verifies those files and commits them, with their
-//! documents, in one manifest write: all of them or none.
+//! documents, in one manifest write: all of them or none. A worker that cannot see the database's
+//! ids (the Ray engine's) writes a *staged* segment anywhere instead ([`write_staged`]), and
+//! [`Store::commit_staged`] checks it the same way, places it under a new id with the same
+//! no-replace link, and commits it through the same manifest write.
 //!
 //! # Readers and the writer
 //!
@@ -85,6 +89,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+// Segments built by other processes (distributed ingest) and committed by the writer.
+mod staged;
+pub use staged::{StagedDocument, StagedSegment, write_staged};
 
 const MANIFEST: &str = "MANIFEST";
 const LOCK: &str = "LOCK";
@@ -572,6 +580,14 @@ struct SegmentData {
     meta: Vec<ChunkMeta>,
 }
 
+/// Segment files read back and checked for a commit (see [`Store::verify_segments`]): their
+/// dimension, entries and rows, and the documents their rows hold.
+struct VerifiedSegments {
+    dim: usize,
+    segments: Vec<(SegmentEntry, Vec<f32>, Vec<ChunkMeta>)>,
+    documents: Vec<(String, DocumentEntry)>,
+}
+
 /// Reads and checks one segment file on its own: magic, trailing CRC-32, header lengths, metadata.
 fn read_segment(path: &Path) -> Result<(u64, SegmentData), StoreError> {
     let bytes = fs::read(path).map_err(|e| StoreError::io(path, e))?;
@@ -667,17 +683,9 @@ pub fn write_segment(
     let crc = u32::from_le_bytes(buf[buf.len() - 4..].try_into().expect("4 bytes"));
     let dest = dir.join(segment_name(id));
     let tmp = write_temporary(&dest, &buf)?;
-    // A hard link fails if the destination exists, where a rename would replace it.
-    let linked = match fs::hard_link(&tmp, &dest) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-        // A file system without hard links: check, then rename (the writer's lock keeps other
-        // gilkit_rag writers out; ids are never reused, so nothing else creates this name).
-        Err(_) if dest.exists() => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-        Err(_) => fs::rename(&tmp, &dest),
-    };
+    let placed = place_new(&tmp, &dest);
     let _ = fs::remove_file(&tmp); // ours (created above); gone already after a rename
-    linked.map_err(|e| StoreError::io(&dest, e))?;
+    placed.map_err(|e| StoreError::io(&dest, e))?;
     sync_dir(dir)?;
     Ok(SegmentEntry {
         id,
@@ -685,6 +693,22 @@ pub fn write_segment(
         bytes: buf.len() as u64,
         crc32: crc,
     })
+}
+
+/// Gives the file `from` the name `dest`, never replacing a file: a hard link fails if `dest`
+/// exists, where a rename would replace it. `from` keeps its name (the caller removes it) unless the
+/// file system has no hard links: then `dest` is checked and `from` renamed (two steps; the names
+/// placed are segment ids only the writer hands out and never reuses, or staging names unique per
+/// task attempt, so nothing else creates them in between). `AlreadyExists` if `dest` exists.
+fn place_new(from: &Path, dest: &Path) -> io::Result<()> {
+    match fs::hard_link(from, dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if fs::symlink_metadata(dest).is_ok() => {
+            Err(io::Error::from(io::ErrorKind::AlreadyExists))
+        }
+        Err(_) => fs::rename(from, dest),
+    }
 }
 
 /// Creates a temporary file for `dest` (`dest.tmp`; if someone else's file holds that name,
@@ -1142,25 +1166,46 @@ impl Store {
         segments: &[SegmentEntry],
         files: &BTreeMap<String, FileState>,
     ) -> Result<(), StoreError> {
+        let located: Vec<(SegmentEntry, PathBuf)> = segments
+            .iter()
+            .map(|e| (e.clone(), self.dir.join(segment_name(e.id))))
+            .collect();
+        let Some(verified) = self.verify_segments(model, &located, files)? else {
+            return Ok(());
+        };
+        self.apply(model, verified.dim, verified.segments, verified.documents)
+    }
+
+    /// Reads back and checks segment files about to be committed (`(entry, where the file is)`),
+    /// for [`Store::commit_segments`] and [`Store::commit_staged`]: each file against its entry
+    /// (length, CRC-32, rows) and its own header and checksum, one dimension, the model against the
+    /// database's, and each document's rows one contiguous run from position 0 with a file state
+    /// in `files`. `None` if there are no segments. Changes nothing.
+    fn verify_segments(
+        &self,
+        model: &str,
+        segments: &[(SegmentEntry, PathBuf)],
+        files: &BTreeMap<String, FileState>,
+    ) -> Result<Option<VerifiedSegments>, StoreError> {
         let mut loaded = Vec::with_capacity(segments.len());
         let mut documents: Vec<(String, DocumentEntry)> = Vec::new();
+        let mut seen_sources = HashSet::new();
         let mut seen = HashSet::new();
         let mut dim = None;
-        for entry in segments {
-            let path = self.dir.join(segment_name(entry.id));
+        for (entry, path) in segments {
             if self.segment_base.contains_key(&entry.id) || !seen.insert(entry.id) {
-                return Err(StoreError::corrupt(&path, "segment committed twice"));
+                return Err(StoreError::corrupt(path, "segment committed twice"));
             }
-            let (bytes, data) = read_segment(&path)?;
+            let (bytes, data) = read_segment(path)?;
             if bytes != entry.bytes || data.crc32 != entry.crc32 || data.meta.len() != entry.rows {
                 return Err(StoreError::corrupt(
-                    &path,
+                    path,
                     "the file does not match the segment entry",
                 ));
             }
             if dim.is_some_and(|d| d != data.dim) {
                 return Err(StoreError::corrupt(
-                    &path,
+                    path,
                     "segments of different dimensions",
                 ));
             }
@@ -1178,13 +1223,13 @@ impl Store {
                     .all(|(i, m)| m.position == i);
                 let file = files.get(source).filter(|_| in_order).ok_or_else(|| {
                     StoreError::corrupt(
-                        &path,
+                        path,
                         format!("rows of {source:?} are out of order or have no file state"),
                     )
                 })?;
-                if documents.iter().any(|(s, _)| s == source) {
+                if !seen_sources.insert(source.clone()) {
                     return Err(StoreError::corrupt(
-                        &path,
+                        path,
                         format!("document {source:?} is in more than one run of rows"),
                     ));
                 }
@@ -1201,9 +1246,13 @@ impl Store {
             }
             loaded.push((entry.clone(), data.vectors, data.meta));
         }
-        let Some(dim) = dim else { return Ok(()) };
+        let Some(dim) = dim else { return Ok(None) };
         self.check_model(model, dim)?;
-        self.apply(model, dim, loaded, documents)
+        Ok(Some(VerifiedSegments {
+            dim,
+            segments: loaded,
+            documents,
+        }))
     }
 
     fn check_model(&self, model: &str, dim: usize) -> Result<(), StoreError> {

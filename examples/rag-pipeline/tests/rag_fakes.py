@@ -33,6 +33,17 @@ class HashEmbedder:
         self.delay = delay
         self.calls = 0
         self.texts = 0
+        self.failed_calls = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        # Picklable (the Ray engine sends the embedder to its workers): counters restart at zero.
+        state = dict(self.__dict__, calls=0, texts=0, failed_calls=0)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
@@ -44,6 +55,8 @@ class HashEmbedder:
 
             time.sleep(self.delay)
         if self.fail_if is not None and any(self.fail_if(t) for t in texts):
+            with self._lock:
+                self.failed_calls += 1
             raise ConnectionError("injected embedding failure")
         return np.stack([hash_vector(t) for t in texts])
 

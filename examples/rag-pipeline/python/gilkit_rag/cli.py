@@ -1,6 +1,7 @@
 """The ``gilkit-rag`` command: ingest documents, query them, show database statistics.
 
     gilkit-rag ingest PATH... --db DIR [--include GLOB] [--exclude GLOB] [--no-prune] [--json]
+                      [--engine local|ray [--ray-address ADDR] [--workers N]]
     gilkit-rag query "TEXT" --db DIR [-k 5] [--answer] [--json]
     gilkit-rag stats --db DIR [--json]
     gilkit-rag check --db DIR [--json]
@@ -110,7 +111,19 @@ _MIB = 1 << 20
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    rag = ParallelRAG(args.db, embedder=_embedder(args, _db_model(args.db)), max_workers=args.workers)
+    ray_settings: dict[str, Any] = {}
+    if args.engine == "ray":
+        ray_settings = dict(
+            engine="ray",
+            ray_address=args.ray_address,
+            workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            shard_files=args.shard_files,
+        )
+    elif args.ray_address or args.cpus_per_worker or args.shard_files:
+        raise ValueError("--ray-address, --cpus-per-worker and --shard-files need --engine ray")
+    threads = None if args.engine == "ray" else args.workers
+    rag = ParallelRAG(args.db, embedder=_embedder(args, _db_model(args.db)), max_workers=threads)
     progress: Any
     if args.no_progress:
         progress = False
@@ -134,6 +147,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         max_decompressed_bytes=args.max_decompressed_mb * _MIB,
         max_text_bytes=args.max_text_mb * _MIB,
         max_chunks_per_document=args.max_chunks_per_document,
+        **ray_settings,
     )
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=1))
@@ -262,7 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the documents of files deleted from under the directories given (default: remove them)",
     )
-    p.add_argument("--workers", type=_int_in(1, 4096), default=None, help="threads for loading and splitting")
+    p.add_argument(
+        "--workers",
+        type=_int_in(1, 4096),
+        default=None,
+        help="threads for loading and splitting; with --engine ray, Ray workers (default: the cluster's CPUs)",
+    )
     p.add_argument("--embed-batch", type=_int_in(1, 1 << 20), default=32)
     p.add_argument("--embed-concurrency", type=_int_in(1, 4096), default=None)
     p.add_argument("--retries", type=_int_in(0, 100), default=2, help="extra attempts for a failed embedding batch")
@@ -273,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--max-text-mb", type=_int_in(1, 1 << 20), default=16, help="text extracted from one document (default 16 MiB)")
     g.add_argument("--max-chunks-per-document", type=_int_in(1, 1 << 40), default=25_000, help="default 25,000")
+    g = p.add_argument_group("engine (default: this process)")
+    g.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: shard the files to Ray workers (needs pip install 'gilkit_rag[ray]')",
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster (the --db folder on storage every node sees); default: start a local one",
+    )
+    g.add_argument("--cpus-per-worker", type=_int_in(1, 4096), default=None, help="CPUs each Ray worker uses (its threads)")
+    g.add_argument("--shard-files", type=_int_in(1, 1 << 20), default=None, help="files per Ray task (default: automatic, <= 64)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ingest)
 
@@ -318,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return EXIT_DATABASE if isinstance(e, RagError) else EXIT_USAGE
     except ImportError as e:
-        print(f"gilkit-rag: {e} (answers need the openai package: pip install 'gilkit_rag[openai]')", file=sys.stderr)
+        hint = "" if "gilkit_rag[" in str(e) else " (answers need the openai package: pip install 'gilkit_rag[openai]')"
+        print(f"gilkit-rag: {e}{hint}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # the chat or embedding endpoint (openai's APIError and friends)
         if type(e).__module__.startswith("openai"):
