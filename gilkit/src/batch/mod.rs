@@ -67,10 +67,9 @@
 //! results travel through a channel and the GIL, which synchronise.
 //!
 //! # Compared with
-//! On the 2-CPU benchmark machine, 100,000 trivial items cost ~0.1 µs each in CPU mode and ~0.2 µs
-//! in async mode (both driven from Python), against 10 to 20 µs for `ThreadPoolExecutor.map` and
-//! `asyncio.gather`; most of gilkit's cost is the one clock read per item that feeds the
-//! latency statistics. `benches/results/batch.md` has the figures, measured side by side. GraphBit's
+//! The per-item cost of both modes, measured side by side with `ThreadPoolExecutor.map` and
+//! `asyncio.gather` (both driven from Python), is in `benches/results/batch.md` of the repository;
+//! most of gilkit's cost is the one clock read per item that feeds the latency statistics. GraphBit's
 //! "lock-free" batch, the motivating example, spins on a CAS with `yield_now`, loses finished
 //! results at the timeout and never returns a slot when a task panics.
 
