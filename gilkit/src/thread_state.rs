@@ -46,7 +46,7 @@
 //!   is not in the stable ABI), so there [`keep`] and [`release`] do nothing and gilkit's threads
 //!   behave as any Rust thread under PyO3 (a fresh thread state per outermost attach).
 //!
-//! Measured: `benches/results/pool.md` ("Kept thread states").
+//! Measured: `benches/results/pool.md`, section 3 (attach/detach round trip, before and after).
 
 #[cfg(not(any(Py_LIMITED_API, PyPy)))]
 mod kept {

@@ -67,21 +67,28 @@ fn shutdown_runtime(py: Python<'_>) -> bool {
     py.detach(|| gilkit::runtime::shutdown(Duration::from_secs(10)))
 }
 
-/// Times `rounds` attach/detach round trips (`Python::attach` with an empty body) on each of: a
-/// plain Rust thread, as PyO3 leaves it (a new Python thread state per attach), and a helper of
-/// gilkit's pool (one kept state). The two alternate in blocks of `per_block` attaches, so
+/// Times attach/detach round trips (`Python::attach` with an empty body, or one that calls
+/// `callback()` when given) on each of: a plain Rust thread, as PyO3 leaves it (a new Python
+/// thread state per attach), and a helper of gilkit's pool (one kept state). The two alternate in blocks of `per_block` attaches, so
 /// the machine's load drifts over both alike. Returns `(plain_ns, pool_ns)`: per block, the mean
 /// cost of one attach in nanoseconds.
 #[pyfunction]
+#[pyo3(signature = (blocks, per_block, callback=None))]
 fn attach_round_trip_ns(
     py: Python<'_>,
     blocks: usize,
     per_block: u32,
+    callback: Option<Py<PyAny>>,
 ) -> PyResult<(Vec<f64>, Vec<f64>)> {
+    let callback = &callback;
     let time_block = move || {
         let start = Instant::now();
         for _ in 0..per_block {
             Python::attach(|py| {
+                if let Some(callback) = callback {
+                    // A failing callback is the caller's bug; the timing goes on regardless.
+                    let _ = callback.call0(py);
+                }
                 std::hint::black_box(py);
             });
         }
