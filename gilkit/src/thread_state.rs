@@ -272,6 +272,10 @@ mod tests {
             // generation, so release must neither attach nor release it (either could hang or
             // crash in a child whose interpreter was not told about the fork).
             let code = crate::process::testing::in_forked_child(|| {
+                // A regression would hang (waiting for a GIL held by a thread that does not exist
+                // here): SIGALRM ends the child instead, which fails the assertion below.
+                // SAFETY: `alarm` only arms a timer for this (single-threaded) child.
+                unsafe { libc::alarm(30) };
                 release();
                 i32::from(is_kept())
             });

@@ -95,6 +95,39 @@ def test_a_thread_state_is_released_when_its_thread_ends() -> None:
     assert proc.stderr == "", proc.stderr
 
 
+def test_a_pool_helper_releases_its_state_when_it_retires() -> None:
+    # A pool helper retires after 10 s without work and clears its kept state then. Nothing else
+    # uses the pool in this process, so the helper that ran the callback does retire; the loop
+    # waits for that however long the machine takes (bounded only by the subprocess timeout).
+    proc = run_python(
+        """
+        import gc, threading, time, weakref
+        import gilkit_testext as ext
+
+        class Token:
+            pass
+
+        local = threading.local()
+        refs = []
+
+        def keep_token():
+            local.token = Token()
+            refs.append(weakref.ref(local.token))
+
+        ext.pool_worker_calls(keep_token, 1)
+        print("alive", refs[0]() is not None)
+        while refs[0]() is not None:
+            time.sleep(0.2)
+            gc.collect()
+        print("released")
+        """,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["alive True", "released"], proc.stdout
+    assert proc.stderr == "", proc.stderr
+
+
 # What gilkit's threads are doing when the interpreter exits.
 AT_EXIT = {
     # They ran callbacks (so each keeps a state) and wait for work.
