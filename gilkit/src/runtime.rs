@@ -356,7 +356,10 @@ pub fn info() -> RuntimeInfo {
 /// finish on their own (their threads are detached). A later [`handle`] starts a fresh runtime.
 /// Returns whether a runtime was running.
 ///
-/// Call it with the GIL released if runtime tasks may want the GIL (the Python exit hook does).
+/// Call it with the GIL released (the Python exit hook does): tasks may want the GIL, and each
+/// runtime thread that kept a Python thread state re-acquires the GIL as it ends, to clear that
+/// state (unless the interpreter is exiting). With the GIL held, the call waits the whole
+/// `timeout` and those threads end once the GIL is released.
 pub fn shutdown(timeout: Duration) -> bool {
     let _start = lock_start();
     let Some(started) = current() else {
