@@ -88,6 +88,7 @@ mod panic;
 mod pool;
 mod process;
 mod release;
+mod thread_state;
 
 pub mod asyncio;
 pub mod batch;

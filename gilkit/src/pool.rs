@@ -19,6 +19,13 @@
 //! Measured: `benches/results/release.md` (interruptible calls) and `benches/results/batch.md`
 //! (CPU batches).
 //!
+//! # Python thread state
+//! Each helper keeps one Python thread state for its whole life, detached between jobs (see the
+//! `thread_state` module): a job's `Python::attach` reuses it instead of creating and destroying
+//! one, so `threading.local` values survive from one callback to the next on the same helper, and
+//! each attach is cheaper. The state is created before the first job that runs while the
+//! interpreter is up (without taking the GIL) and released when the helper exits.
+//!
 //! # Borrowed work
 //! The work may borrow from the caller (it is not `'static`), which a pooled thread cannot see in
 //! its type. [`join`] erases the lifetime and keeps the one promise that makes this sound: it does
@@ -55,7 +62,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use parking_lot::Mutex;
 
-use crate::process;
+use crate::{process, thread_state};
 
 /// How long an idle helper waits for work before it exits.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -247,8 +254,14 @@ fn submit(job: Job) -> io::Result<()> {
         .map(drop)
 }
 
-/// A helper's life: run its first job, then wait for more until idle for [`IDLE_TIMEOUT`].
+/// A helper's life: run its first job, then wait for more until idle for [`IDLE_TIMEOUT`]; then
+/// give back the Python thread state it kept (see the `thread_state` module).
 fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
+    serve(pool, &queue, first);
+    thread_state::release();
+}
+
+fn serve(pool: &'static Pool, queue: &Receiver<Job>, first: Job) {
     run(first);
     loop {
         pool.idle.fetch_add(1, Ordering::Relaxed);
@@ -292,7 +305,12 @@ fn run_helper(pool: &'static Pool, queue: Receiver<Job>, first: Job) {
 
 /// Runs one job. [`join`]'s jobs catch their own panics; one escaping a [`spawn`]ed job is
 /// contained here, so the helper lives on (the panic hook has already reported it).
+///
+/// First makes sure the thread keeps a Python thread state (created on the first job that runs
+/// while the interpreter is up; a thread-local check afterwards), so that the job's attaches all
+/// use that one state.
 fn run(job: Job) {
+    thread_state::keep();
     let _ = catch_unwind(AssertUnwindSafe(job));
 }
 

@@ -20,6 +20,11 @@
 //!   with `atexit` (see [`crate::python`]), and mark the interpreter as exiting first so that
 //!   [`crate::try_attach`] refuses to attach from a runtime thread during finalization (attaching then
 //!   would crash or hang the process).
+//! - **One Python thread state per thread.** Each runtime thread (worker or blocking) keeps one
+//!   Python thread state from its start to its end, detached between uses, so `threading.local`
+//!   values set by Python code it calls survive from one attach to the next (see the
+//!   `thread_state` module). A thread that ends while the interpreter is exiting leaves its state
+//!   to the interpreter's teardown instead of re-attaching.
 //! - **Measured facts.** [`info`] reports thread counts counted by the runtime's own thread start and
 //!   stop hooks, tokio's live task count and the real uptime, not the configuration echoed back.
 //!
@@ -40,6 +45,7 @@ use tokio::runtime::{Builder, Handle, Runtime};
 
 use crate::process::{self, ForkHooks};
 pub use crate::process::{is_exiting, mark_exiting};
+use crate::thread_state;
 
 /// How the shared runtime is built. `None` fields take tokio's (or gilkit's) defaults.
 ///
@@ -280,11 +286,13 @@ fn start() -> Result<&'static Started, StartError> {
             let threads = Arc::clone(&threads);
             move || {
                 threads.fetch_add(1, Ordering::Relaxed);
+                thread_state::keep();
             }
         })
         .on_thread_stop({
             let threads = Arc::clone(&threads);
             move || {
+                thread_state::release();
                 threads.fetch_sub(1, Ordering::Relaxed);
             }
         });
@@ -348,7 +356,10 @@ pub fn info() -> RuntimeInfo {
 /// finish on their own (their threads are detached). A later [`handle`] starts a fresh runtime.
 /// Returns whether a runtime was running.
 ///
-/// Call it with the GIL released if runtime tasks may want the GIL (the Python exit hook does).
+/// Call it with the GIL released (the Python exit hook does): tasks may want the GIL, and each
+/// runtime thread that kept a Python thread state re-acquires the GIL as it ends, to clear that
+/// state (unless the interpreter is exiting). With the GIL held, the call waits the whole
+/// `timeout` and those threads end once the GIL is released.
 pub fn shutdown(timeout: Duration) -> bool {
     let _start = lock_start();
     let Some(started) = current() else {

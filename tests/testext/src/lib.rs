@@ -15,6 +15,7 @@ mod batch;
 mod file;
 mod nogil;
 mod semaphore;
+mod threads;
 
 /// Busy CPU work for `micros` microseconds (a spin on the clock: no sleeping, no syscalls to
 /// speak of), returning the number of iterations so it cannot be optimised away.
@@ -176,6 +177,7 @@ fn gilkit_testext(m: &Bound<'_, PyModule>) -> PyResult<()> {
     asyncio::register(m)?;
     batch::register(m)?;
     semaphore::register(m)?;
+    threads::register(m)?;
     m.add_function(wrap_pyfunction!(spin_held, m)?)?;
     m.add_function(wrap_pyfunction!(spin_released, m)?)?;
     m.add_function(wrap_pyfunction!(spin_bare_detach, m)?)?;
