@@ -6,8 +6,8 @@
 //!   through the `pdfium-render` crate's dynamic bindings (only its raw FFI layer is used). The
 //!   Python package points it at the library inside the `pypdfium2` wheel (a dependency of
 //!   `gilkit_rag`; `GILKIT_RAG_PDFIUM=/path/to/libpdfium.so` overrides). It reads every file of
-//!   the loader-quality corpus, with recall >= 0.95 of pypdf's words, at several times pypdf's
-//!   speed: see `benches/results/rag.md` ("PDF text") for the table and why it won.
+//!   the loader-quality corpus, finds more of pypdf's words than pdf-extract and is faster:
+//!   `benches/results/rag.md` ("PDF text") has the table and why it won.
 //! - **pdf-extract** (pure Rust, over `lopdf`), with a pass that spells out the `'` and `"`
 //!   operators it ignores. The fallback: used when pdfium is not available or rejects a file.
 //!
@@ -19,7 +19,7 @@
 //! A library that is missing or fails to load is never fatal: the error is kept (and reported
 //! by [`pdfium_status`]) and each PDF falls back to pdf-extract; a file that neither engine reads
 //! fails with both engines' reasons. Panics inside either engine are caught without printing
-//! (see [`quietly`]); pdfium itself is C++ and is fuzzed by its maintainers (it ships in Chrome),
+//! (see `quietly`); pdfium itself is C++ and is fuzzed by its maintainers (it ships in Chrome),
 //! so a crash inside it is outside what this module can catch.
 //!
 //! Everything here is plain Rust with no Python involved (the library path is given as a string).
@@ -243,8 +243,8 @@ fn push_page(out: &mut String, page: &str) {
 }
 
 /// The text layer by `pdf-extract`: parsed with lopdf, its `'` and `"` operators spelled out (see
-/// [`spell_out_quote_operators`]), then extracted. Either crate may panic on malformed files; a
-/// panic is caught, reported as a parse error, and its message is not printed (see [`quietly`]).
+/// `spell_out_quote_operators`), then extracted. Either crate may panic on malformed files; a
+/// panic is caught, reported as a parse error, and its message is not printed (see `quietly`).
 pub fn pdf_extract_text(bytes: &[u8]) -> Result<String, String> {
     let result = quietly(|| -> Result<String, String> {
         let mut doc = lopdf::Document::load_mem(bytes).map_err(|e| e.to_string())?;
