@@ -135,7 +135,7 @@ def per_file(files: list[Path], rounds: int) -> None:
         reader = pypdf.PdfReader(path)
         pages = len(reader.pages)
         pages_total += pages
-        producer = str((reader.metadata or {}).get("/Producer") or "-").split("(")[0].strip()[:28]
+        producer = str((reader.metadata.get("/Producer") if reader.metadata else None) or "-").split("(")[0].strip()[:28]
         ref = tokens(with_pypdf(path))
         cells = []
         speeds = {}

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,9 +29,10 @@ ENGINES = ["auto", "pdfium", "pdf-extract"]
 
 
 @pytest.fixture
-def engine(request: pytest.FixtureRequest) -> object:
-    set_pdf_engine(request.param)
-    yield request.param
+def engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    name: str = request.param
+    set_pdf_engine(name)
+    yield name
     set_pdf_engine("auto")
 
 
@@ -170,7 +172,7 @@ def test_a_missing_or_unloadable_library_falls_back_or_fails_clearly(library: st
 def test_the_library_cannot_be_swapped_once_loaded() -> None:
     pdf_engine()  # loads it
     with pytest.raises(ValueError, match="already loaded"):
-        gilkit_rag.set_pdfium_library("/elsewhere/libpdfium.so")
+        gilkit_rag._native.set_pdfium_library("/elsewhere/libpdfium.so")
 
 
 def test_concurrent_pdfs_read_the_same_as_one_at_a_time() -> None:

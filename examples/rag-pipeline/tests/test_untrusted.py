@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rag_fakes import HashEmbedder
 
-from gilkit_rag import CorruptDatabaseError, NotADatabaseError, ParallelRAG, load_and_split
+from gilkit_rag import CorruptDatabaseError, NotADatabaseError, ParallelRAG
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
