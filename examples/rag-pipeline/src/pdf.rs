@@ -14,7 +14,9 @@
 //! pdfium is not thread-safe: every call into it happens under one per-process lock (held for
 //! the whole of one document, open to close). PDFs therefore go through pdfium one at a time
 //! while other workers load other formats (or run pdf-extract) in parallel; the per-core speed
-//! and the 1- and 2-thread figures are in the results file.
+//! and the 1- and 2-thread figures are in the results file. The lock is this module's: a program
+//! that also calls the same libpdfium through pypdfium2, on another thread at the same time, is
+//! outside it (pdfium loaded twice in one process is one library with one global state).
 //!
 //! A library that is missing or fails to load is never fatal: the error is kept (and reported
 //! by [`pdfium_status`]) and each PDF falls back to pdf-extract; a file that neither engine reads
