@@ -55,6 +55,7 @@ pub mod client;
 pub mod embed;
 pub mod load;
 mod parallel;
+pub mod pdf;
 pub mod pipeline;
 mod python;
 pub mod shard;

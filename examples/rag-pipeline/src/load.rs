@@ -614,7 +614,7 @@ pub fn load_bytes_with(
     };
     let (text, encoding) = match format {
         Format::Pdf => (
-            pdf_text(bytes).map_err(|e| fail(LoadErrorKind::Parse(e)))?,
+            crate::pdf::pdf_text(bytes).map_err(|e| fail(LoadErrorKind::Parse(e)))?,
             None,
         ),
         _ => {
@@ -758,117 +758,6 @@ fn html_text(source: &str) -> String {
         cleaned.push('\n');
     }
     cleaned
-}
-
-/// The text layer of a PDF: parsed with lopdf, its `'` and `"` operators spelled out (see
-/// [`spell_out_quote_operators`]), then extracted by `pdf-extract`. Either crate may panic on
-/// malformed files; a panic is caught, reported as a parse error, and its message is not printed
-/// (see [`quietly`]), so one broken PDF never takes the ingest down or writes to the terminal.
-fn pdf_text(bytes: &[u8]) -> Result<String, String> {
-    let result = quietly(|| -> Result<String, String> {
-        let mut doc = lopdf::Document::load_mem(bytes).map_err(|e| e.to_string())?;
-        if doc.is_encrypted() {
-            // Encrypted with an empty user password (common for "no copying" PDFs) opens; others fail.
-            doc.decrypt("")
-                .map_err(|e| format!("encrypted PDF that needs a password ({e})"))?;
-        }
-        spell_out_quote_operators(&mut doc);
-        let mut text = String::new();
-        {
-            let mut output = pdf_extract::PlainTextOutput::new(&mut text);
-            pdf_extract::output_doc(&doc, &mut output).map_err(|e| e.to_string())?;
-        }
-        Ok(text)
-    });
-    match result {
-        Ok(Ok(text)) => Ok(text),
-        Ok(Err(e)) => Err(e),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown reason");
-            Err(format!("malformed or unsupported PDF ({msg})"))
-        }
-    }
-}
-
-/// Rewrites the page content streams' "move to the next line and show text" operators, which
-/// `pdf-extract` ignores, into the operators it reads: `(s) '` is `T* (s) Tj`, and
-/// `aw ac (s) "` is `aw Tw ac Tc T* (s) Tj` (PDF 32000-1, table 109). Pages whose content does not
-/// parse are left as they are.
-fn spell_out_quote_operators(doc: &mut lopdf::Document) {
-    use lopdf::content::{Content, Operation};
-    let pages: Vec<lopdf::ObjectId> = doc.get_pages().values().copied().collect();
-    for page in pages {
-        let Ok(raw) = doc.get_page_content(page) else {
-            continue;
-        };
-        if !raw.iter().any(|b| *b == b'\'' || *b == b'"') {
-            continue;
-        }
-        let Ok(mut content) = Content::decode(&raw) else {
-            continue;
-        };
-        if !content
-            .operations
-            .iter()
-            .any(|op| op.operator == "'" || op.operator == "\"")
-        {
-            continue;
-        }
-        let mut operations = Vec::with_capacity(content.operations.len() + 8);
-        for op in content.operations {
-            match (op.operator.as_str(), op.operands.len()) {
-                ("'", 1) => {
-                    operations.push(Operation::new("T*", vec![]));
-                    operations.push(Operation::new("Tj", op.operands));
-                }
-                ("\"", 3) => {
-                    let mut operands = op.operands.into_iter();
-                    let (aw, ac, s) = (operands.next(), operands.next(), operands.next());
-                    let (Some(aw), Some(ac), Some(s)) = (aw, ac, s) else {
-                        continue;
-                    };
-                    operations.push(Operation::new("Tw", vec![aw]));
-                    operations.push(Operation::new("Tc", vec![ac]));
-                    operations.push(Operation::new("T*", vec![]));
-                    operations.push(Operation::new("Tj", vec![s]));
-                }
-                _ => operations.push(op),
-            }
-        }
-        content.operations = operations;
-        if let Ok(encoded) = content.encode() {
-            let _ = doc.change_page_content(page, encoded);
-        }
-    }
-}
-
-thread_local! {
-    /// Set while [`quietly`] runs on this thread: the panic hook then prints nothing.
-    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f`, catching a panic without printing its message and backtrace (third-party parsers
-/// panic on malformed input; the caller reports the panic as a per-file error instead). Installs,
-/// once, a panic hook that stays silent on threads inside `quietly` and defers to the previous hook
-/// everywhere else.
-fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET_PANICS.with(std::cell::Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-    let was = QUIET_PANICS.with(|q| q.replace(true));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    QUIET_PANICS.with(|q| q.set(was));
-    result
 }
 
 /// A JSON document as text: every string, number and boolean with the key that holds it, one per

@@ -609,6 +609,41 @@ fn load_and_split_many(
     }))
 }
 
+/// Tells the PDF loader where libpdfium is: `path`, or `None` with `reason` saying why there is
+/// none (PDFs then fall back to pdf-extract). Called by the package at import; raises
+/// `ValueError` if pdfium is already loaded from another library. Holds the GIL (no I/O).
+#[pyfunction]
+#[pyo3(signature = (path, reason=None))]
+fn set_pdfium_library(path: Option<PathBuf>, reason: Option<String>) -> PyResult<()> {
+    let library = path.ok_or_else(|| reason.unwrap_or_else(|| "no libpdfium given".to_owned()));
+    crate::pdf::set_pdfium_library(library).map_err(PyValueError::new_err)
+}
+
+/// Chooses the PDF engine for this process: `"auto"` (pdfium, pdf-extract when pdfium is
+/// unavailable or rejects a file; the default), `"pdfium"` or `"pdf-extract"`. Holds the GIL.
+#[pyfunction]
+fn set_pdf_engine(engine: &str) -> PyResult<()> {
+    let engine = crate::pdf::PdfEngine::from_name(engine).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown PDF engine {engine:?}: expected \"auto\", \"pdfium\" or \"pdf-extract\""
+        ))
+    })?;
+    crate::pdf::set_engine(engine);
+    Ok(())
+}
+
+/// The PDF engine in use: `(setting, libpdfium path or None, why pdfium is unavailable or None)`.
+/// Loads libpdfium if it is not loaded yet (the GIL is released meanwhile).
+#[pyfunction]
+fn pdf_engine(py: Python<'_>) -> (String, Option<String>, Option<String>) {
+    let status = py.detach(crate::pdf::pdfium_status);
+    let setting = crate::pdf::engine().name().to_owned();
+    match status {
+        Ok(path) => (setting, Some(path.to_string_lossy().into_owned()), None),
+        Err(reason) => (setting, None, Some(reason)),
+    }
+}
+
 /// Checks the database in `db_dir` without changing it (no lock); returns a dict: `ok`,
 /// `problems` (one sentence each), `documents`, `chunks`, `intact_segments`, `damaged_segments`.
 /// Releases the GIL.
@@ -654,6 +689,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_and_split, m)?)?;
     m.add_function(wrap_pyfunction!(load_and_split_many, m)?)?;
     m.add_function(wrap_pyfunction!(check_database, m)?)?;
+    m.add_function(wrap_pyfunction!(set_pdfium_library, m)?)?;
+    m.add_function(wrap_pyfunction!(set_pdf_engine, m)?)?;
+    m.add_function(wrap_pyfunction!(pdf_engine, m)?)?;
     m.add_function(wrap_pyfunction!(repair_database, m)?)?;
     m.add("NotADatabaseError", py.get_type::<NotADatabaseError>())?;
     m.add_class::<shard::StagedWriter>()?;

@@ -1,6 +1,6 @@
 """Issue 16 from the command line and the API: the database folder is gilkit_rag's own, damage is
 reported (exit 3) and repaired, untrusted input is bounded, every path has an outcome, usage errors
-exit 2 without a traceback, legacy encodings load, PDFs with the ' and " operators, no panic text."""
+exit 2 without a traceback, legacy encodings load (the PDF findings: test_pdf.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rag_fakes import HashEmbedder
 
-from gilkit_rag import CorruptDatabaseError, NotADatabaseError, ParallelRAG, load_and_split
+from gilkit_rag import CorruptDatabaseError, NotADatabaseError, ParallelRAG
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -228,49 +228,4 @@ def test_legacy_encodings_are_read_and_recorded(tmp_path: Path) -> None:
     assert encodings == {"fr.txt": "windows-1252", "de.md": "windows-1252"}
 
 
-# Finding 7 (the part done here: operators and panic text) -------------------------------------
-
-
-def minimal_pdf(content: bytes, font: bytes = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>") -> bytes:
-    """A valid one-page PDF with `content` as its page content and `font` as /F1 (xref computed)."""
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        font,
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def test_pdf_quote_operators_are_read(tmp_path: Path) -> None:
-    content = b"BT /F1 12 Tf 14 TL 72 720 Td (First line shown by Tj) Tj (Second line by quote) ' 1 0.5 (Third line by double quote) \" ET"
-    path = tmp_path / "quotes.pdf"
-    path.write_bytes(minimal_pdf(content))
-    _, text, _ = load_and_split(path)
-    words = text.split()
-    for phrase in ["First line shown by Tj", "Second line by quote", "Third line by double quote"]:
-        assert " ".join(phrase.split()) in " ".join(words), text
-
-
-def test_a_pdf_that_panics_the_parser_prints_no_panic_text(tmp_path: Path) -> None:
-    path = tmp_path / "bad.pdf"
-    path.write_bytes(minimal_pdf(b"BT /F1 12 Tf 72 720 Td 42 Tj ET"))  # a number where Tj wants a string
-    code = (
-        "import sys; from gilkit_rag import load_and_split\n"
-        "try:\n    load_and_split(sys.argv[1])\nexcept ValueError as e:\n    print('error:', e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "error:" in out.stdout and "malformed or unsupported PDF" in out.stdout, out.stdout
-    assert "panicked" not in out.stderr and "backtrace" not in out.stderr.lower(), out.stderr
+# Finding 7 (PDF text): test_pdf.py.

@@ -51,8 +51,37 @@ from ._native import (
     check_database,
     load_and_split,
     load_and_split_many,
+    pdf_engine,
     repair_database,
+    set_pdf_engine,
+    set_pdfium_library,
 )
+
+
+def _find_pdfium() -> tuple[str | None, str | None]:
+    """The libpdfium the PDF loader uses, as ``(path, None)``, or ``(None, why there is none)``:
+    ``$GILKIT_RAG_PDFIUM`` if set, else the library inside the pypdfium2 wheel (a dependency),
+    found without importing pypdfium2 (its import loads the library through ctypes)."""
+    import importlib.util
+
+    env = os.environ.get("GILKIT_RAG_PDFIUM")
+    if env:
+        return (env, None) if os.path.isfile(env) else (None, f"GILKIT_RAG_PDFIUM={env} is not a file")
+    try:
+        spec = importlib.util.find_spec("pypdfium2_raw")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None, "pypdfium2 is not installed (pip install pypdfium2), and GILKIT_RAG_PDFIUM is not set"
+    for folder in spec.submodule_search_locations:
+        for name in ("libpdfium.so", "libpdfium.dylib", "pdfium.dll"):
+            candidate = os.path.join(folder, name)
+            if os.path.isfile(candidate):
+                return candidate, None
+    return None, "the pypdfium2 package holds no libpdfium"
+
+
+set_pdfium_library(*_find_pdfium())
 
 __all__ = [
     "ParallelRAG",
@@ -79,6 +108,8 @@ __all__ = [
     "repair_database",
     "load_and_split",
     "load_and_split_many",
+    "pdf_engine",
+    "set_pdf_engine",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -1,0 +1,400 @@
+//! PDF text: the engine that reads a PDF's text layer, chosen by measurement.
+//!
+//! Two engines, tried in the order of the [`PdfEngine`] setting (default [`PdfEngine::Auto`]):
+//!
+//! - **pdfium** (Chrome's PDF library), loaded at run time from a `libpdfium` shared library
+//!   through the `pdfium-render` crate's dynamic bindings (only its raw FFI layer is used). The
+//!   Python package points it at the library inside the `pypdfium2` wheel (a dependency of
+//!   `gilkit_rag`; `GILKIT_RAG_PDFIUM=/path/to/libpdfium.so` overrides). It reads every file of
+//!   the loader-quality corpus, finds more of pypdf's words than pdf-extract and is faster:
+//!   `benches/results/rag.md` ("PDF text") has the table and why it won.
+//! - **pdf-extract** (pure Rust, over `lopdf`), with a pass that spells out the `'` and `"`
+//!   operators it ignores. The fallback: used when pdfium is not available or rejects a file.
+//!
+//! pdfium is not thread-safe: every call into it happens under one per-process lock (held for
+//! the whole of one document, open to close). PDFs therefore go through pdfium one at a time
+//! while other workers load other formats (or run pdf-extract) in parallel; the per-core speed
+//! and the 1- and 2-thread figures are in the results file. The lock is this module's: a program
+//! that also calls the same libpdfium through pypdfium2, on another thread at the same time, is
+//! outside it (pdfium loaded twice in one process is one library with one global state).
+//!
+//! A library that is missing or fails to load is never fatal: the error is kept (and reported
+//! by [`pdfium_status`]) and each PDF falls back to pdf-extract; a file that neither engine reads
+//! fails with both engines' reasons. Panics inside either engine are caught without printing
+//! (see `quietly`); pdfium itself is C++ and is fuzzed by its maintainers (it ships in Chrome),
+//! so a crash inside it is outside what this module can catch.
+//!
+//! Everything here is plain Rust with no Python involved (the library path is given as a string).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+use pdfium_render::prelude::{Pdfium, PdfiumLibraryBindings};
+
+/// Which engine reads PDFs (process-wide; see [`set_engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdfEngine {
+    /// pdfium when its library loads, pdf-extract when it does not or when pdfium rejects a file.
+    Auto,
+    /// pdfium only: a missing library or a file pdfium rejects is a per-file failure.
+    Pdfium,
+    /// pdf-extract only (no native library needed).
+    PdfExtract,
+}
+
+impl PdfEngine {
+    /// Parses the names used by the Python API and the CLI: `auto`, `pdfium`, `pdf-extract`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "pdfium" => Some(Self::Pdfium),
+            "pdf-extract" => Some(Self::PdfExtract),
+            _ => None,
+        }
+    }
+
+    /// The name [`PdfEngine::from_name`] parses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Pdfium => "pdfium",
+            Self::PdfExtract => "pdf-extract",
+        }
+    }
+}
+
+/// The [`PdfEngine`] setting, as its discriminant. Relaxed ordering: a lone setting that publishes
+/// no other data; a reader that sees the old value for a moment reads one more file the old way.
+static ENGINE: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the engine for the PDFs loaded from now on (all threads).
+pub fn set_engine(engine: PdfEngine) {
+    ENGINE.store(engine as u8, Ordering::Relaxed);
+}
+
+/// The engine chosen with [`set_engine`] ([`PdfEngine::Auto`] by default).
+pub fn engine() -> PdfEngine {
+    match ENGINE.load(Ordering::Relaxed) {
+        1 => PdfEngine::Pdfium,
+        2 => PdfEngine::PdfExtract,
+        _ => PdfEngine::Auto,
+    }
+}
+
+/// Where libpdfium is, or why there is none; set once, before the first PDF, by [`set_pdfium_library`].
+static LIBRARY_PATH: Mutex<Option<Result<PathBuf, String>>> = Mutex::new(None);
+
+/// The loaded library (or the reason it could not be loaded), behind the per-process lock that
+/// serializes every call into pdfium. Loaded on the first PDF, never unloaded.
+static PDFIUM: OnceLock<Result<Loaded, String>> = OnceLock::new();
+
+/// The loaded libpdfium: where it came from, and its raw bindings (initialized with
+/// `FPDF_InitLibrary`) behind the lock every call into pdfium takes.
+struct Loaded {
+    path: PathBuf,
+    bindings: Mutex<Box<dyn PdfiumLibraryBindings>>,
+}
+
+/// Tells the engine where libpdfium is (`Ok(path)`), or why it is not available (`Err(reason)`,
+/// e.g. "pypdfium2 is not installed"). Returns an error if the library is already loaded from a
+/// different path (the first PDF loads it; one process holds one pdfium).
+pub fn set_pdfium_library(library: Result<PathBuf, String>) -> Result<(), String> {
+    let mut slot = LIBRARY_PATH.lock();
+    if let Some(loaded) = PDFIUM.get() {
+        let same = match (loaded, &library) {
+            (Ok(lib), Ok(path)) => lib.path == *path,
+            _ => false,
+        };
+        if !same {
+            return Err(format!(
+                "pdfium is already {} in this process; set the library before the first PDF is read",
+                match loaded {
+                    Ok(lib) => format!("loaded from {}", lib.path.display()),
+                    Err(e) => format!("unavailable ({e})"),
+                }
+            ));
+        }
+    }
+    *slot = Some(library);
+    Ok(())
+}
+
+/// The library, loading it on first use.
+fn pdfium() -> Result<&'static Loaded, &'static str> {
+    PDFIUM
+        .get_or_init(|| {
+            let path = match LIBRARY_PATH.lock().clone() {
+                Some(Ok(path)) => path,
+                Some(Err(reason)) => return Err(reason),
+                None => library_from_env().ok_or_else(|| {
+                    "no libpdfium configured (install pypdfium2, or set \
+                     GILKIT_RAG_PDFIUM=/path/to/libpdfium.so)"
+                        .to_owned()
+                })?,
+            };
+            let bindings = match quietly(|| Pdfium::bind_to_library(&path)) {
+                Ok(Ok(bindings)) => bindings,
+                Ok(Err(e)) => {
+                    let why = match e {
+                        // libloading's own message ("...: invalid ELF header", "...: cannot open").
+                        pdfium_render::prelude::PdfiumError::LoadLibraryError(e) => e.to_string(),
+                        e => format!("{e:?}"),
+                    };
+                    return Err(format!(
+                        "cannot load libpdfium from {}: {why}",
+                        path.display()
+                    ));
+                }
+                Err(_) => return Err(format!("cannot load libpdfium from {}", path.display())),
+            };
+            // SAFETY: the library was just loaded; FPDF_InitLibrary is the documented first call
+            // (pdfium ignores a second one, e.g. by pypdfium2 in the same process).
+            unsafe { bindings.FPDF_InitLibrary() };
+            Ok(Loaded {
+                path,
+                bindings: Mutex::new(bindings),
+            })
+        })
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// `Ok(path)` of the loaded libpdfium, or why pdfium is not available (loads it if needed).
+pub fn pdfium_status() -> Result<PathBuf, String> {
+    pdfium().map(|lib| lib.path.clone()).map_err(str::to_owned)
+}
+
+/// The text layer of a PDF, by the engine(s) of the [`engine`] setting; pages end with a newline.
+/// An error says why each engine tried failed.
+pub fn pdf_text(bytes: &[u8]) -> Result<String, String> {
+    match engine() {
+        PdfEngine::Pdfium => pdfium_text(bytes).map_err(|e| format!("pdfium: {e}")),
+        PdfEngine::PdfExtract => pdf_extract_text(bytes),
+        PdfEngine::Auto => match pdfium_text(bytes) {
+            Ok(text) => Ok(text),
+            Err(pdfium_error) => pdf_extract_text(bytes)
+                .map_err(|e| format!("{e}; pdfium also failed: {pdfium_error}")),
+        },
+    }
+}
+
+/// The text of every page through pdfium's text API (`FPDFText_GetText`: characters in content
+/// order, with the spaces and line breaks pdfium infers from glyph positions), under the lock.
+pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
+    let bindings = pdfium()?.bindings.lock();
+    let b = &**bindings;
+    // SAFETY: every pdfium call happens with the lock held (pdfium is not thread-safe); `bytes`
+    // outlives the document (closed below before returning); each handle is checked for null
+    // before use and closed exactly once, pages and text pages before their document; the
+    // buffer given to FPDFText_GetText holds `count + 1` UTF-16 units as its contract requires.
+    unsafe {
+        let doc = b.FPDF_LoadMemDocument64(bytes, None);
+        if doc.is_null() {
+            return Err(match b.FPDF_GetLastError() {
+                4 => "encrypted PDF that needs a password".to_owned(),
+                5 => "unsupported security handler".to_owned(),
+                2 | 3 => "malformed PDF (pdfium cannot parse it)".to_owned(),
+                code => format!("malformed or unsupported PDF (pdfium error {code})"),
+            });
+        }
+        let mut out = String::new();
+        let mut units: Vec<u16> = Vec::new();
+        for index in 0..b.FPDF_GetPageCount(doc).max(0) {
+            let page = b.FPDF_LoadPage(doc, index);
+            if page.is_null() {
+                continue;
+            }
+            let text_page = b.FPDFText_LoadPage(page);
+            if !text_page.is_null() {
+                let count = b.FPDFText_CountChars(text_page).max(0);
+                units.clear();
+                units.resize(count as usize + 1, 0);
+                let written = b.FPDFText_GetText(text_page, 0, count, units.as_mut_ptr());
+                // `written` counts the terminating NUL.
+                let len = (written.max(1) as usize - 1).min(count as usize);
+                push_page(&mut out, &String::from_utf16_lossy(&units[..len]));
+                b.FPDFText_ClosePage(text_page);
+            }
+            b.FPDF_ClosePage(page);
+        }
+        b.FPDF_CloseDocument(doc);
+        Ok(out)
+    }
+}
+
+/// Appends one page's text with `\r\n` (pdfium's line break) as `\n`, NULs dropped, and a newline.
+fn push_page(out: &mut String, page: &str) {
+    out.reserve(page.len() + 1);
+    let mut chars = page.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() != Some(&'\n') {
+                    out.push('\n');
+                }
+            }
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+}
+
+/// The text layer by `pdf-extract`: parsed with lopdf, its `'` and `"` operators spelled out (see
+/// `spell_out_quote_operators`), then extracted. Either crate may panic on malformed files; a
+/// panic is caught, reported as a parse error, and its message is not printed (see `quietly`).
+pub fn pdf_extract_text(bytes: &[u8]) -> Result<String, String> {
+    let result = quietly(|| -> Result<String, String> {
+        let mut doc = lopdf::Document::load_mem(bytes).map_err(|e| e.to_string())?;
+        if doc.is_encrypted() {
+            // Encrypted with an empty user password (common for "no copying" PDFs) opens; others fail.
+            doc.decrypt("")
+                .map_err(|e| format!("encrypted PDF that needs a password ({e})"))?;
+        }
+        spell_out_quote_operators(&mut doc);
+        let mut text = String::new();
+        {
+            let mut output = pdf_extract::PlainTextOutput::new(&mut text);
+            pdf_extract::output_doc(&doc, &mut output).map_err(|e| e.to_string())?;
+        }
+        Ok(text)
+    });
+    match result {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(e)) => Err(format!("malformed or unsupported PDF ({e})")),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown reason");
+            Err(format!("malformed or unsupported PDF ({msg})"))
+        }
+    }
+}
+
+/// Rewrites the page content streams' "move to the next line and show text" operators, which
+/// `pdf-extract` ignores, into the operators it reads: `(s) '` is `T* (s) Tj`, and
+/// `aw ac (s) "` is `aw Tw ac Tc T* (s) Tj` (PDF 32000-1, table 109). Pages whose content does not
+/// parse are left as they are.
+fn spell_out_quote_operators(doc: &mut lopdf::Document) {
+    use lopdf::content::{Content, Operation};
+    let pages: Vec<lopdf::ObjectId> = doc.get_pages().values().copied().collect();
+    for page in pages {
+        let Ok(raw) = doc.get_page_content(page) else {
+            continue;
+        };
+        if !raw.iter().any(|b| *b == b'\'' || *b == b'"') {
+            continue;
+        }
+        let Ok(mut content) = Content::decode(&raw) else {
+            continue;
+        };
+        if !content
+            .operations
+            .iter()
+            .any(|op| op.operator == "'" || op.operator == "\"")
+        {
+            continue;
+        }
+        let mut operations = Vec::with_capacity(content.operations.len() + 8);
+        for op in content.operations {
+            match (op.operator.as_str(), op.operands.len()) {
+                ("'", 1) => {
+                    operations.push(Operation::new("T*", vec![]));
+                    operations.push(Operation::new("Tj", op.operands));
+                }
+                ("\"", 3) => {
+                    let mut operands = op.operands.into_iter();
+                    let (aw, ac, s) = (operands.next(), operands.next(), operands.next());
+                    let (Some(aw), Some(ac), Some(s)) = (aw, ac, s) else {
+                        continue;
+                    };
+                    operations.push(Operation::new("Tw", vec![aw]));
+                    operations.push(Operation::new("Tc", vec![ac]));
+                    operations.push(Operation::new("T*", vec![]));
+                    operations.push(Operation::new("Tj", vec![s]));
+                }
+                _ => operations.push(op),
+            }
+        }
+        content.operations = operations;
+        if let Ok(encoded) = content.encode() {
+            let _ = doc.change_page_content(page, encoded);
+        }
+    }
+}
+
+thread_local! {
+    /// Set while [`quietly`] runs on this thread: the panic hook then prints nothing.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without printing its message and backtrace (third-party parsers
+/// panic on malformed input; the caller reports the panic as a per-file error instead). Installs,
+/// once, a panic hook that stays silent on threads inside `quietly` and defers to the previous hook
+/// everywhere else.
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET_PANICS.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(was));
+    result
+}
+
+/// The library used when [`set_pdfium_library`] was not called (a Rust program): the path in
+/// `GILKIT_RAG_PDFIUM`, if set. (The Python package finds the one in the pypdfium2 wheel.)
+fn library_from_env() -> Option<PathBuf> {
+    std::env::var_os("GILKIT_RAG_PDFIUM")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| Path::new(p).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_names_round_trip() {
+        for engine in [PdfEngine::Auto, PdfEngine::Pdfium, PdfEngine::PdfExtract] {
+            assert_eq!(PdfEngine::from_name(engine.name()), Some(engine));
+        }
+        assert_eq!(PdfEngine::from_name("mupdf"), None);
+    }
+
+    #[test]
+    fn pages_end_with_one_newline_and_crlf_becomes_lf() {
+        let mut out = String::new();
+        push_page(&mut out, "a b\r\nc\rd\0");
+        push_page(&mut out, "");
+        push_page(&mut out, "e\r\n");
+        // An empty page adds nothing: the text so far already ends with a newline.
+        assert_eq!(out, "a b\nc\nd\ne\n");
+    }
+
+    #[test]
+    fn garbage_is_an_error_from_every_engine_without_a_panic() {
+        let garbage = b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >> trailer";
+        let err = pdf_extract_text(garbage).unwrap_err();
+        assert!(err.starts_with("malformed or unsupported PDF"), "{err}");
+        // With or without a libpdfium configured (GILKIT_RAG_PDFIUM), pdfium fails too: either
+        // it cannot parse the file or it says how to configure the library.
+        let err = pdfium_text(garbage).unwrap_err();
+        assert!(err.contains("pdfium") || err.contains("malformed"), "{err}");
+        let err = pdf_text(garbage).unwrap_err();
+        assert!(err.contains("pdfium also failed"), "{err}");
+    }
+}

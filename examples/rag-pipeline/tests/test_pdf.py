@@ -1,0 +1,208 @@
+"""Issue 16, finding 7: PDF text as good as pypdf's, from a native engine that never crashes or
+prints panic text. The recall tests run on the real PDFs of benches/rag/pdfs/ (sources and
+licences in its README) with the metric of benches/rag/pdf_engines.py (the loader-quality table
+of benches/results/rag.md): the share of pypdf's words the loader finds, spacing-tolerant."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import gilkit_rag
+from gilkit_rag import load_and_split, load_and_split_many, pdf_engine, set_pdf_engine
+
+ROOT = Path(__file__).resolve().parents[3]
+PDFS = ROOT / "benches" / "rag" / "pdfs"
+_spec = importlib.util.spec_from_file_location("pdf_engines", ROOT / "benches" / "rag" / "pdf_engines.py")
+assert _spec is not None and _spec.loader is not None
+pdf_engines = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pdf_engines)
+
+ENGINES = ["auto", "pdfium", "pdf-extract"]
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    name: str = request.param
+    set_pdf_engine(name)
+    yield name
+    set_pdf_engine("auto")
+
+
+def recall_of(path: Path) -> tuple[float, float, dict[str, int]]:
+    ref = pdf_engines.tokens(pdf_engines.with_pypdf(path))
+    got = pdf_engines.tokens(load_and_split(path)[1])
+    strict, tolerant, missing = pdf_engines.recall(ref, got)
+    return strict, tolerant, dict(missing)
+
+
+def test_pdfium_from_the_pypdfium2_wheel_is_the_default_engine() -> None:
+    setting, library, reason = pdf_engine()
+    assert setting == "auto" and reason is None
+    assert library is not None and "pypdfium2" in library and Path(library).is_file()
+
+
+# The issue's findings, each on its file (default engine: pdfium, pdf-extract as fallback).
+@pytest.mark.parametrize(
+    "name",
+    [
+        "quote-operators.pdf",  # the ' and " operators, standard-14 Helvetica: "holds no text" before
+        "reportlab-helvetica-2col.pdf",  # standard-14 Helvetica, two columns
+        "reportlab-dejavu-ttf-2col.pdf",  # embedded TrueType subset with a ToUnicode map, two columns
+        "example.pdf",  # the Google Docs export (28% before)
+        "pdflatex-outline.pdf",  # pdfTeX (CFF/Type 1 fonts): an error before
+        "libtasn1.pdf",  # pdfTeX, a 36-page manual
+        "shared-mime-info-spec.pdf",  # pdfTeX through DocBook
+    ],
+)
+def test_issue_findings_reach_pypdf_recall(name: str) -> None:
+    strict, tolerant, missing = recall_of(PDFS / name)
+    assert tolerant >= 0.95, (strict, tolerant, missing)
+
+
+def test_every_corpus_file_reaches_pypdf_recall() -> None:
+    """The issue's bar on the whole corpus, except issue-301.pdf (see the next test)."""
+    below = {}
+    for path in sorted(PDFS.glob("*.pdf")):
+        if path.name == "issue-301.pdf":
+            continue
+        strict, tolerant, missing = recall_of(path)
+        if tolerant < 0.95:
+            below[path.name] = (strict, tolerant, missing)
+    assert not below, below
+
+
+def test_issue_301_misses_only_reordered_ocr_noise() -> None:
+    """issue-301.pdf's text layer is OCR noise over a drawing (":.,", "dP", ". srN"): pdfium reads
+    2 of its 26 tokens with the same glyphs in another order ("rP" for "Pr": the r's box is left of
+    the P's). Every word it misses is an anagram of a word it reads."""
+    path = PDFS / "issue-301.pdf"
+    ref = pdf_engines.tokens(pdf_engines.with_pypdf(path))
+    got = pdf_engines.tokens(load_and_split(path)[1])
+    _, tolerant, missing = pdf_engines.recall(ref, got)
+    assert tolerant >= 0.9, missing
+    letters = {"".join(sorted(w)) for w in got}
+    assert all("".join(sorted(w)) in letters for w in missing), (missing, got)
+
+
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_pdf_quote_operators_are_read(engine: str, tmp_path: Path) -> None:
+    content = b"BT /F1 12 Tf 14 TL 72 720 Td (First line shown by Tj) Tj (Second line by quote) ' 1 0.5 (Third line by double quote) \" ET"
+    path = tmp_path / "quotes.pdf"
+    path.write_bytes(minimal_pdf(content))
+    _, text, _ = load_and_split(path)
+    words = text.split()
+    for phrase in ["First line shown by Tj", "Second line by quote", "Third line by double quote"]:
+        assert " ".join(phrase.split()) in " ".join(words), text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_pdf_that_panics_pdf_extract_prints_no_panic_text(engine: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.pdf"
+    path.write_bytes(minimal_pdf(b"BT /F1 12 Tf 72 720 Td 42 Tj ET"))  # a number where Tj wants a string
+    out = run_python(
+        f"gilkit_rag.set_pdf_engine({engine!r})\n"
+        "try:\n    gilkit_rag.load_and_split(sys.argv[1])\nexcept ValueError as e:\n    print('error:', e)\n",
+        str(path),
+    )
+    assert out.returncode == 0, out.stderr
+    # pdf-extract panics on this file (caught, reported); pdfium reads it as a page without text.
+    expected = "malformed or unsupported PDF" if engine == "pdf-extract" else "holds no text"
+    assert "error:" in out.stdout and expected in out.stdout, out.stdout
+    assert "panicked" not in out.stderr and "backtrace" not in out.stderr.lower(), out.stderr
+    assert out.stderr == "", out.stderr
+
+
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_a_truncated_or_garbage_pdf_is_a_per_file_failure(engine: str, tmp_path: Path) -> None:
+    (tmp_path / "garbage.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 40)
+    (tmp_path / "header-only.pdf").write_bytes(b"%PDF-1.4\n1 0 obj")
+    for name in ("garbage.pdf", "header-only.pdf"):
+        with pytest.raises(ValueError, match=f"{name}: "):
+            load_and_split(tmp_path / name)
+
+
+def test_unknown_engine_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown PDF engine"):
+        set_pdf_engine("mupdf")
+
+
+def run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys, gilkit_rag\n" + code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, **env),
+    )
+
+
+@pytest.mark.parametrize(
+    "library, reason",
+    [
+        ("/nonexistent/libpdfium.so", "is not a file"),
+        (__file__, "cannot load libpdfium"),  # a file that is not a shared library
+    ],
+)
+def test_a_missing_or_unloadable_library_falls_back_or_fails_clearly(library: str, reason: str) -> None:
+    pdf = str(PDFS / "reportlab-helvetica-2col.pdf")
+    code = (
+        "setting, path, why = gilkit_rag.pdf_engine()\n"
+        "print('engine:', setting, path, why)\n"
+        "print('auto:', len(gilkit_rag.load_and_split(sys.argv[1])[1].split()))\n"
+        "gilkit_rag.set_pdf_engine('pdfium')\n"
+        "try:\n    gilkit_rag.load_and_split(sys.argv[1])\nexcept ValueError as e:\n    print('pdfium error:', e)\n"
+    )
+    out = run_python(code, pdf, GILKIT_RAG_PDFIUM=library)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("engine: auto None") and reason in lines[0], out.stdout
+    # auto: pdf-extract reads the file in full; pdfium alone: a per-file failure that says why.
+    assert int(lines[1].split()[1]) > 300, out.stdout
+    assert lines[2].startswith("pdfium error:") and reason in lines[2], out.stdout
+
+
+def test_the_library_cannot_be_swapped_once_loaded() -> None:
+    pdf_engine()  # loads it
+    with pytest.raises(ValueError, match="already loaded"):
+        gilkit_rag._native.set_pdfium_library("/elsewhere/libpdfium.so")
+
+
+def test_concurrent_pdfs_read_the_same_as_one_at_a_time() -> None:
+    """pdfium is not thread-safe: the loader's lock keeps concurrent PDFs from corrupting each other."""
+    files = sorted(PDFS.glob("*.pdf"))
+    serial = {p: load_and_split(p)[1] for p in files}
+    with ThreadPoolExecutor(4) as pool:
+        parallel = dict(zip(files * 3, pool.map(lambda p: load_and_split(p)[1], files * 3)))
+    assert parallel == serial
+    docs, chunks, failed = load_and_split_many([str(p) for p in files] * 2, max_workers=2)
+    assert (docs, failed) == (2 * len(files), 0)
+
+
+def minimal_pdf(content: bytes, font: bytes = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>") -> bytes:
+    """A valid one-page PDF with `content` as its page content and `font` as /F1 (xref computed)."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        font,
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for off in offsets:
+        out += b"%010d 00000 n \n" % off
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
