@@ -90,7 +90,7 @@ pub use options::{BatchOptions, DEFAULT_MAX_CONCURRENCY, OptionsError, Progress}
 pub use outcome::{ItemError, Outcome};
 pub use python::{
     BatchInterrupted, PROGRESS_INTERVAL, block_on_batch_from_python, results_to_python,
-    run_cpu_from_python, run_cpu_from_python_extracted, stats_to_python,
+    run_cpu_from_python, run_cpu_from_python_extracted,
 };
 pub use report::{BatchReport, BatchStats, StopReason};
 
