@@ -56,7 +56,7 @@ impl Default for BatcherConfig {
     ///
     /// Why no wait: the worker calls the model one batch at a time, so under load requests queue
     /// while a batch runs and the next batch fills by itself; a wait only delays lone requests
-    /// (`benches/results/semaphore.md`: at 1 and 10 concurrent tasks a 1 ms wait halved throughput,
+    /// (`benches/results/semaphore.md` in the gilkit source repository: at 1 and 10 concurrent tasks a 1 ms wait halved throughput,
     /// at 100 it changed nothing).
     fn default() -> Self {
         Self {

@@ -142,7 +142,7 @@ pub use semaphore::{GilPermit, GilSemaphore, OwnedGilPermit};
 /// `asyncio.Future` at once (`PyResult<Py<PyAny>>` in Rust), the body runs on gilkit's runtime,
 /// and Python writes `await f(...)`. Its arguments must be owned (the future outlives the call);
 /// a method takes `slf: Py<Self>` on a frozen class. Awaitable calls are not counted in the call
-/// site statistics. Why blocking stays the default: see the guide chapter `docs/asyncio.md`.
+/// site statistics. Why blocking stays the default: see the guide chapter [`guide::asyncio`].
 ///
 /// The body must not touch Python: the attribute rejects, at compile time and at the offending
 /// token, `py` and parameters whose type mentions `Python`, `Bound`, `Borrowed`, `PyRef` or

@@ -552,7 +552,6 @@ pub(crate) fn split_stage(
     prepared
 }
 
-
 /// Embeds `prepared` in waves of whole documents (a wave takes documents until it holds
 /// `commit_every` chunks or more; a document is never split), to bound what is in flight, and
 /// hands each wave's settled documents to `store`. Stops between waves when cancelled (and marks

@@ -472,16 +472,15 @@ impl Database {
         let progress = progress.map(Bound::unbind);
         let embedder = Arc::clone(&self.embedder);
         let report = run_with_progress(py, &counters, progress.as_ref(), |token| {
-                // The cache mutex is not held while ingesting: queries from other threads read
-                // the last commit meanwhile, as queries from other processes do. The snapshot is
-                // dropped first, so that an idle cache does not double the index's memory.
-                *self.cache.lock() = None;
-                let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
-                let report =
-                    pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
-                store.release_lock();
-                *self.cache.lock() = Some((stamp(&self.dir), store));
-                report
+            // The cache mutex is not held while ingesting: queries from other threads read
+            // the last commit meanwhile, as queries from other processes do. The snapshot is
+            // dropped first, so that an idle cache does not double the index's memory.
+            *self.cache.lock() = None;
+            let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
+            let report = pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
+            store.release_lock();
+            *self.cache.lock() = Some((stamp(&self.dir), store));
+            report
         })?;
         report.into_pyobject(py)
     }

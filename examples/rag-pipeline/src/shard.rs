@@ -23,8 +23,8 @@
 //! same limits for untrusted input; vectors equal up to the model's own batch-to-batch float
 //! noise), and failures are reported alike.
 
-use std::convert::Infallible;
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Instant, UNIX_EPOCH};

@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::Instant;
 use pyo3::prelude::*;
-use quanta::Instant;
 
 use super::CallSite;
 use crate::stats::nanos;

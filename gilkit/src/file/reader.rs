@@ -47,7 +47,7 @@ pub struct ReaderOptions {
 }
 
 impl ReaderOptions {
-    /// The default buffer size, chosen by `benches/file` (see `benches/results/file.md`).
+    /// The default buffer size, chosen by `benches/file` (see `benches/results/file.md` in the gilkit source repository).
     pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
 
     /// Bytes read per refill (default [`DEFAULT_BUFFER_SIZE`](Self::DEFAULT_BUFFER_SIZE);

@@ -382,4 +382,3 @@ fn batch_timeout(limit: Duration) -> EmbedError {
         attempts: 0,
     })
 }
-

@@ -8,12 +8,12 @@
 //! shard (through [`gilkit::Interruptible`], re-attaching every 100 ms for signals and the progress
 //! callback), and a Python model's `GilBatcher` worker re-acquires it once per model call.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{
     ModelMismatchError, PyHttpEmbedder, PyInProcessEmbedder, checked_retry_backoff, load_limits,
