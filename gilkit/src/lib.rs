@@ -52,6 +52,13 @@
 //! rename with its old name in the changelog; patch releases never break code. The minimum
 //! supported Rust version is 1.95, the toolchain the tests run on.
 //!
+//! # Cargo features
+//!
+//! | feature | default | what it does |
+//! |---|---|---|
+//! | `quanta` | on | call sites ([`nogil`], [`callsite!`]) time work with the CPU's time-stamp counter through the `quanta` crate, about 2.6 times cheaper per timed call than `std::time::Instant` on the machine measured (`benches/results/clock.md` in the gilkit source repository), for 3 more crates to compile. Off (`default-features = false`): `std::time::Instant`, the same statistics. |
+//! | `test-hooks` | off | for test extensions only: fixes the work duration call sites measure ([`callsite::test_hooks`](crate::callsite)); never in a published extension. |
+//!
 //! # Example
 //!
 //! ```
