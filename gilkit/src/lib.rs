@@ -57,7 +57,7 @@
 //! | feature | default | what it does |
 //! |---|---|---|
 //! | `quanta` | on | call sites ([`nogil`], [`callsite!`]) time work with the CPU's time-stamp counter through the `quanta` crate, about 2.6 times cheaper per timed call than `std::time::Instant` on the machine measured (`benches/results/clock.md` in the gilkit source repository), for 3 more crates to compile. Off (`default-features = false`): `std::time::Instant`, the same statistics. |
-//! | `test-hooks` | off | for test extensions only: fixes the work duration call sites measure ([`callsite::test_hooks`](crate::callsite)); never in a published extension. |
+//! | `test-hooks` | off | for test extensions only: fixes the work duration call sites measure (`callsite::test_hooks`, see [`callsite`](mod@crate::callsite)); never in a published extension. |
 //!
 //! # Example
 //!

@@ -120,6 +120,10 @@ pub(crate) fn mean_batch_size(batch_sizes: &[u64], batches: u64) -> f64 {
 }
 
 /// `batch_sizes` in Python: `{size: count}` for the sizes that occurred.
+#[allow(
+    clippy::owned_cow,
+    reason = "`into_py_with` passes a `Cow` of the field's own type"
+)]
 fn sizes_to_dict<'py>(sizes: Cow<'_, Vec<u64>>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
     let d = PyDict::new(py);
     for (n, &c) in (1usize..).zip(sizes.iter()) {
