@@ -24,6 +24,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 step "cargo test"
 cargo test --workspace --locked
 
+step "gilkit without default features (call sites on std::time::Instant instead of quanta)"
+cargo clippy -p gilkit --no-default-features --all-targets --locked -- -D warnings
+cargo test -p gilkit --no-default-features --lib --locked
+
 step "pytest"
 python -m pytest -q
 

@@ -215,7 +215,7 @@ def main() -> None:
             start = time.perf_counter()
             iterate_fields(reader)
             total = time.perf_counter() - start
-            shares.append((total, reader.stats()["released_seconds"]))
+            shares.append((total, reader.stats()["released_s"]))
         total, released = sorted(shares)[len(shares) // 2]
         share = released / total
         # Two threads can overlap only the released part: the held part is serial.
@@ -296,7 +296,7 @@ as `readahead=False` does.
         for _ in range(args.rounds):
             reader = gilkit_marc.MARCReader(path, readahead=False)
             iterate_fields(reader)
-            released_runs.append(reader.stats()["released_seconds"])
+            released_runs.append(reader.stats()["released_s"])
         rel = {"pymarc": 0.0, "gilkit_marc": statistics.median(released_runs)}
         for lib in built:
             full, loop = cpu[f"{lib} full"], cpu[f"{lib} loop"]

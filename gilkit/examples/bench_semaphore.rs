@@ -260,7 +260,7 @@ fn main() {
                     let model = Python::attach(|py| model.clone_ref(py));
                     let (call, batcher) = strategy(s, model);
                     let mut cell = runtime.block_on(run_cell(call, c, secs));
-                    cell.mean_batch = batcher.map(|b| b.stats().mean_batch_size());
+                    cell.mean_batch = batcher.map(|b| b.stats().mean_batch_size);
                     results.entry((model_name, c, s)).or_default().push(cell);
                 }
             }

@@ -56,7 +56,7 @@ impl Default for BatcherConfig {
     ///
     /// Why no wait: the worker calls the model one batch at a time, so under load requests queue
     /// while a batch runs and the next batch fills by itself; a wait only delays lone requests
-    /// (`benches/results/semaphore.md`: at 1 and 10 concurrent tasks a 1 ms wait halved throughput,
+    /// (`benches/results/semaphore.md` in the gilkit source repository: at 1 and 10 concurrent tasks a 1 ms wait halved throughput,
     /// at 100 it changed nothing).
     fn default() -> Self {
         Self {
@@ -283,6 +283,8 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
     /// A snapshot of the batcher's state and history; takes no lock.
     pub fn stats(&self) -> BatcherStats {
         let s = &self.shared;
+        let batch_sizes: Vec<u64> = s.batch_sizes.iter().map(|c| c.load(Relaxed)).collect();
+        let batches = s.batches.load(Relaxed);
         BatcherStats {
             max_batch: s.config.max_batch,
             max_wait: s.config.max_wait,
@@ -293,8 +295,9 @@ impl<Req, Resp> GilBatcher<Req, Resp> {
             failed: s.failed.load(Relaxed),
             rejected_busy: s.rejected_busy.load(Relaxed),
             cancelled: s.cancelled.load(Relaxed),
-            batches: s.batches.load(Relaxed),
-            batch_sizes: s.batch_sizes.iter().map(|c| c.load(Relaxed)).collect(),
+            batches,
+            mean_batch_size: crate::semaphore::stats::mean_batch_size(&batch_sizes, batches),
+            batch_sizes,
             queue_wait: s.queue_wait.summary(),
             python_time: Duration::from_nanos(s.python_ns.load(Relaxed)),
         }

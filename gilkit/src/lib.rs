@@ -52,6 +52,13 @@
 //! rename with its old name in the changelog; patch releases never break code. The minimum
 //! supported Rust version is 1.95, the toolchain the tests run on.
 //!
+//! # Cargo features
+//!
+//! | feature | default | what it does |
+//! |---|---|---|
+//! | `quanta` | on | call sites ([`nogil`], [`callsite!`]) time work with the CPU's time-stamp counter through the `quanta` crate, about 2.6 times cheaper per timed call than `std::time::Instant` on the machine measured (`benches/results/clock.md` in the gilkit source repository), for 3 more crates to compile. Off (`default-features = false`): `std::time::Instant`, the same statistics. |
+//! | `test-hooks` | off | for test extensions only: fixes the work duration call sites measure (`callsite::test_hooks`, see [`callsite`](mod@crate::callsite)); never in a published extension. |
+//!
 //! # Example
 //!
 //! ```
@@ -143,7 +150,7 @@ pub use semaphore::{GilPermit, GilSemaphore, OwnedGilPermit};
 /// `asyncio.Future` at once (`PyResult<Py<PyAny>>` in Rust), the body runs on gilkit's runtime,
 /// and Python writes `await f(...)`. Its arguments must be owned (the future outlives the call);
 /// a method takes `slf: Py<Self>` on a frozen class. Awaitable calls are not counted in the call
-/// site statistics. Why blocking stays the default: see the guide chapter `docs/asyncio.md`.
+/// site statistics. Why blocking stays the default: see the guide chapter [`guide::asyncio`].
 ///
 /// The body must not touch Python: the attribute rejects, at compile time and at the offending
 /// token, `py` and parameters whose type mentions `Python`, `Bound`, `Borrowed`, `PyRef` or

@@ -16,7 +16,7 @@
 //! [`IDLE_TIMEOUT`] exits. A wake-up costs tens of microseconds on a busy VM, so both sides first
 //! look for each other for up to [`SPIN_FOR`] (yielding the CPU between looks) before they sleep:
 //! a helper that just finished a job, for the next one, and a caller, for the end of short work.
-//! Measured: `benches/results/release.md` (interruptible calls) and `benches/results/batch.md`
+//! Measured: `benches/results/release.md` in the gilkit source repository (interruptible calls) and `benches/results/batch.md` in the gilkit source repository
 //! (CPU batches).
 //!
 //! # Python thread state

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyCFunction, PyDict};
+use pyo3::types::PyCFunction;
 
 use crate::runtime::{self, ConfigureError, RuntimeConfig};
 
@@ -65,24 +65,10 @@ fn configure_runtime(
     .map_err(configure_error_to_py)
 }
 
-/// Measured facts about gilkit's shared runtime, as a dict.
+/// Measured facts about gilkit's shared runtime, as a dict ([`runtime::RuntimeInfo`]'s fields).
 #[pyfunction]
-fn runtime_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let info = runtime::info();
-    let dict = PyDict::new(py);
-    dict.set_item("started", info.started)?;
-    dict.set_item("worker_threads", info.worker_threads)?;
-    dict.set_item("blocking_threads", info.blocking_threads)?;
-    dict.set_item("cpu_count", info.cpu_count)?;
-    dict.set_item("uptime_s", info.uptime.as_secs_f64())?;
-    dict.set_item("tasks_alive", info.tasks_alive)?;
-    let config = PyDict::new(py);
-    config.set_item("worker_threads", info.config.worker_threads)?;
-    config.set_item("max_blocking_threads", info.config.max_blocking_threads)?;
-    config.set_item("thread_stack_size", info.config.thread_stack_size)?;
-    config.set_item("thread_name", info.config.thread_name)?;
-    dict.set_item("config", config)?;
-    Ok(dict)
+fn runtime_info() -> runtime::RuntimeInfo {
+    runtime::info()
 }
 
 /// Converts a [`ConfigureError`] to the Python exception a user expects.

@@ -14,7 +14,7 @@
 //! # What it costs
 //! On the main thread (or when a poll hook is set) the work moves to a helper thread, taken from a
 //! small pool that starts one on demand and lets it go after 10 s idle (see the `pool` module),
-//! far cheaper than a thread spawned and joined per call (figures: `benches/results/release.md`).
+//! far cheaper than a thread spawned and joined per call (figures: `benches/results/release.md` in the gilkit source repository).
 //! Elsewhere no signal can be delivered to the caller, so the work runs inline, exactly like [`detach`]. [`detach_interruptible_owned`]
 //! runs its work on the same pool, detached: work it abandons after an interrupt keeps its pooled
 //! thread until it returns, and the pool starts another thread for the next call meanwhile.

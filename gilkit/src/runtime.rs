@@ -61,7 +61,7 @@ use crate::thread_state;
 /// };
 /// assert_eq!(config.max_blocking_threads, None);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, pyo3::IntoPyObject)]
 pub struct RuntimeConfig {
     /// Worker threads that run async tasks. Default: one per CPU.
     pub worker_threads: Option<usize>,
@@ -133,8 +133,9 @@ impl std::error::Error for StartError {
     }
 }
 
-/// Facts about the shared runtime, measured when [`info`] is called.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Facts about the shared runtime, measured when [`info`] is called. Converts into a Python `dict`
+/// keyed by the field names (`uptime_s` in float seconds; [the convention](crate::stats#stats-in-python)).
+#[derive(Debug, Clone, PartialEq, Eq, pyo3::IntoPyObject)]
 pub struct RuntimeInfo {
     /// Whether the runtime is running in this process.
     pub started: bool,
@@ -145,6 +146,7 @@ pub struct RuntimeInfo {
     /// CPUs available to this process.
     pub cpu_count: usize,
     /// Time since the runtime started (zero if not started).
+    #[pyo3(item("uptime_s"), into_py_with = crate::stats::seconds)]
     pub uptime: Duration,
     /// Tasks spawned on the runtime that have not finished.
     pub tasks_alive: usize,

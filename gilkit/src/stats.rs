@@ -1,5 +1,5 @@
 //! gilkit's statistics vocabulary: the one latency histogram, the one summary type, and the
-//! conventions every stats snapshot follows.
+//! one way every stats snapshot becomes a Python object.
 //!
 //! - [`LatencySummary`]: count, median, 99th percentile, maximum and mean of a set of durations;
 //!   every latency gilkit reports is one.
@@ -7,19 +7,59 @@
 //!   lock-free (relaxed atomic buckets), so it can be recorded into from any thread, attached or
 //!   not, without a lock that could take part in a lock-order inversion with the GIL (the
 //!   semaphore's requirement).
-//! - Python: a snapshot becomes a flat `dict` whose duration keys end in `_s` and hold float
-//!   seconds (`LatencySummary::add_to_dict` writes a summary under a prefix); counts are ints.
+//!
+//! # Stats in Python
+//!
+//! Every stats snapshot (gilkit's and the example packages') converts with PyO3's
+//! `#[derive(IntoPyObject)]`: a snapshot becomes a `dict` keyed by its field names, and a
+//! `#[pyfunction]` can return it as is. One unit convention holds for every key:
+//!
+//! - **durations are float seconds, and their key ends in `_s`** (`python_time_s`,
+//!   `threshold_s`); a duration field carries
+//!   `#[pyo3(item("name_s"), into_py_with = gilkit::stats::seconds)]` (or [`optional_seconds`]
+//!   for an `Option<Duration>`, `None` when unknown);
+//! - counts are ints, with no suffix;
+//! - a latency is a nested `dict`, the [`LatencySummary`]'s own conversion:
+//!   `{"count": int, "p50_s": float, "p99_s": float, "max_s": float, "mean_s": float}`
+//!   (`stats["wait"]["p99_s"]`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use gilkit::stats::LatencySummary;
+//! use pyo3::prelude::*;
+//!
+//! #[derive(IntoPyObject)]
+//! struct ParserStats {
+//!     records: u64,
+//!     #[pyo3(item("parse_time_s"), into_py_with = gilkit::stats::seconds)]
+//!     parse_time: Duration,
+//!     latency: LatencySummary,
+//! }
+//!
+//! Python::attach(|py| {
+//!     let stats = ParserStats {
+//!         records: 3,
+//!         parse_time: Duration::from_millis(1500),
+//!         latency: LatencySummary::default(),
+//!     };
+//!     let d = stats.into_pyobject(py).unwrap().into_any();
+//!     let parse_time: f64 = d.get_item("parse_time_s").unwrap().extract().unwrap();
+//!     let p99: f64 = d.get_item("latency").unwrap().get_item("p99_s").unwrap().extract().unwrap();
+//!     assert_eq!((parse_time, p99), (1.5, 0.0));
+//! });
+//! ```
 //!
 //! # Memory ordering
 //! Every counter of the histogram is `Relaxed`: each is an independent tally, nothing is published
 //! through them, and a summary taken while others record is a set of individually exact counts
 //! read one after another (it may miss the values being recorded meanwhile).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 /// `d` in whole nanoseconds, saturating at `u64::MAX` (584 years).
 #[inline]
@@ -142,31 +182,47 @@ fn upper_edge(i: usize) -> u64 {
 
 /// Percentiles of a set of durations (from a histogram: each percentile is within 12.5% above the
 /// true value, and never above `max`, which is exact).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// In Python, a `dict`: `{"count": int, "p50_s": float, "p99_s": float, "max_s": float,
+/// "mean_s": float}` (seconds; see [Stats in Python](self#stats-in-python)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, IntoPyObject)]
 pub struct LatencySummary {
     /// How many durations were recorded.
     pub count: u64,
     /// The median.
+    #[pyo3(item("p50_s"), into_py_with = seconds)]
     pub p50: Duration,
     /// The 99th percentile.
+    #[pyo3(item("p99_s"), into_py_with = seconds)]
     pub p99: Duration,
     /// The largest recorded duration (exact).
+    #[pyo3(item("max_s"), into_py_with = seconds)]
     pub max: Duration,
     /// The arithmetic mean (exact).
+    #[pyo3(item("mean_s"), into_py_with = seconds)]
     pub mean: Duration,
 }
 
-impl LatencySummary {
-    /// Adds the summary to `d` as `{prefix}_count` and `{prefix}_p50_s`, `_p99_s`, `_max_s`,
-    /// `_mean_s` (float seconds): the one way gilkit's stats put a latency into Python.
-    pub(crate) fn add_to_dict(&self, d: &Bound<'_, PyDict>, prefix: &str) -> PyResult<()> {
-        d.set_item(format!("{prefix}_count"), self.count)?;
-        d.set_item(format!("{prefix}_p50_s"), self.p50.as_secs_f64())?;
-        d.set_item(format!("{prefix}_p99_s"), self.p99.as_secs_f64())?;
-        d.set_item(format!("{prefix}_max_s"), self.max.as_secs_f64())?;
-        d.set_item(format!("{prefix}_mean_s"), self.mean.as_secs_f64())?;
-        Ok(())
-    }
+/// A duration as Python float seconds: the `into_py_with` converter of every duration field of a
+/// stats snapshot (`#[pyo3(item("name_s"), into_py_with = gilkit::stats::seconds)]`).
+///
+/// Holds the GIL (it builds a Python float).
+///
+/// # Errors
+/// Never in practice (a float is always built); the signature is the one `into_py_with` takes.
+pub fn seconds<'py>(d: Cow<'_, Duration>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    d.as_secs_f64().into_bound_py_any(py)
+}
+
+/// An optional duration as Python float seconds, `None` for `None` (as [`seconds`]).
+///
+/// # Errors
+/// Never in practice; the signature is the one `into_py_with` takes.
+pub fn optional_seconds<'py>(
+    d: Cow<'_, Option<Duration>>,
+    py: Python<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    d.map(|d| d.as_secs_f64()).into_bound_py_any(py)
 }
 
 #[cfg(test)]
@@ -221,5 +277,26 @@ mod tests {
     fn empty_histogram_reports_zeros() {
         let s = DurationHistogram::new().summary();
         assert_eq!(s, LatencySummary::default());
+    }
+
+    #[test]
+    fn summary_converts_to_a_dict_of_count_and_float_seconds() {
+        Python::attach(|py| {
+            let s = LatencySummary {
+                count: 4,
+                p50: Duration::from_millis(1),
+                p99: Duration::from_millis(2),
+                max: Duration::from_millis(3),
+                mean: Duration::from_micros(1500),
+            };
+            let d = s.into_pyobject(py).unwrap();
+            let item = |key: &str| d.get_item(key).unwrap().unwrap();
+            let mut keys: Vec<String> = d.keys().extract().unwrap();
+            keys.sort();
+            assert_eq!(keys, ["count", "max_s", "mean_s", "p50_s", "p99_s"]);
+            assert!(item("count").is_exact_instance_of::<pyo3::types::PyInt>());
+            assert_eq!(item("p99_s").extract::<f64>().unwrap(), 0.002);
+            assert_eq!(item("mean_s").extract::<f64>().unwrap(), 0.0015);
+        });
     }
 }

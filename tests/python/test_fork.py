@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from subproc import run_python
+from subproc import assert_works_after_fork
 
 # Each case: the parent's use before the fork, then an expression that is True when the part works
 # (in the child, then again in the parent).
@@ -35,23 +35,4 @@ CASES = {
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_a_forked_child_gets_its_own_threads(case: tuple[str, str]) -> None:
-    before, works = case
-    proc = run_python(
-        f"""
-        import os, time, gilkit_testext as ext
-        {before}
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os._exit(0 if {works} else 3)
-            except BaseException as e:
-                print("CHILD ERROR", repr(e), flush=True)
-                os._exit(4)
-        _, status = os.waitpid(pid, 0)
-        print("CHILD", os.waitstatus_to_exitcode(status))
-        assert {works}
-        """,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "CHILD 0"
+    assert_works_after_fork(*case, timeout=60)

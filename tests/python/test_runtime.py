@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from subproc import run_python
+from subproc import assert_works_after_fork, run_python
 
 
 def test_configure_before_start_then_error_after_start():
@@ -83,25 +83,7 @@ FORK_CASES = {
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 @pytest.mark.parametrize("case", FORK_CASES.values(), ids=FORK_CASES.keys())
 def test_fork_gives_child_working_threads(case: tuple[str, str]) -> None:
-    before, works = case
-    proc = run_python(
-        f"""
-        import os, time, gilkit_testext as ext
-        {before}
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os._exit(0 if {works} else 3)
-            except BaseException:
-                os._exit(4)
-        _, status = os.waitpid(pid, 0)
-        print("CHILD", os.waitstatus_to_exitcode(status))
-        assert {works}
-        """,
-        timeout=30,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "CHILD 0"
+    assert_works_after_fork(*case, timeout=30)
 
 
 def test_exit_with_tasks_in_flight_is_clean():

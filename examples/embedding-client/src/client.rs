@@ -361,21 +361,70 @@ fn batch_results(py: Python<'_>, out: BatchResults, numpy: bool) -> PyResult<Py<
         }
     }
     let s = &out.stats;
-    let stats = PyDict::new(py);
-    stats.set_item("total_batches", s.succeeded + s.failed)?;
-    stats.set_item("successful_batches", s.succeeded)?;
-    stats.set_item("failed_batches", s.failed)?;
-    stats.set_item("total_embeddings", s.embeddings)?;
-    stats.set_item("prompt_tokens", s.prompt_tokens)?;
-    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
-    stats.set_item("latency_p50_ms", ms(s.latency_p50))?;
-    stats.set_item("latency_p99_ms", ms(s.latency_p99))?;
-    let d = PyDict::new(py);
-    d.set_item("embeddings", embeddings)?;
-    d.set_item("errors", errs)?;
-    d.set_item("stats", stats)?;
-    d.set_item("duration_ms", s.duration.as_secs_f64() * 1e3)?;
-    Ok(d.into_any().unbind())
+    let run = BatchRun {
+        embeddings,
+        errors: errs,
+        stats: BatchRunStats {
+            total_batches: s.succeeded + s.failed,
+            successful_batches: s.succeeded,
+            failed_batches: s.failed,
+            total_embeddings: s.embeddings,
+            prompt_tokens: s.prompt_tokens,
+            latency: s.latency,
+        },
+        duration: s.duration,
+    };
+    Ok(run.into_pyobject(py)?.into_any().unbind())
+}
+
+/// What `embed_batch_parallel` returns: `{"embeddings", "errors", "stats", "duration_s"}`
+/// (gilkit's stats convention: durations in float seconds under keys ending in `_s`).
+#[derive(IntoPyObject)]
+struct BatchRun<'py> {
+    embeddings: Bound<'py, PyList>,
+    errors: Bound<'py, PyList>,
+    stats: BatchRunStats,
+    /// Wall time of the whole run.
+    #[pyo3(item("duration_s"), into_py_with = gilkit::stats::seconds)]
+    duration: Duration,
+}
+
+/// The `stats` of an `embed_batch_parallel` result.
+#[derive(IntoPyObject)]
+struct BatchRunStats {
+    total_batches: usize,
+    successful_batches: usize,
+    failed_batches: usize,
+    total_embeddings: usize,
+    prompt_tokens: u64,
+    /// Time from a batch's start to its end (a latency dict: `count`, `p50_s`, `p99_s`, `max_s`,
+    /// `mean_s`; count 0 when no batch finished).
+    latency: gilkit::stats::LatencySummary,
+}
+
+/// `EmbeddingClient.stats()`: the provider's counters, by kind of provider.
+#[derive(IntoPyObject)]
+enum ClientStats {
+    /// An OpenAI-compatible HTTP provider.
+    Http {
+        model: String,
+        attempts: u64,
+        retries: u64,
+        succeeded_requests: u64,
+        failed_requests: u64,
+        prompt_tokens: u64,
+        /// Time spent waiting for the client-side rate limiter.
+        #[pyo3(item("rate_limited_s"), into_py_with = gilkit::stats::seconds)]
+        rate_limited: Duration,
+        circuit_open: bool,
+    },
+    /// A Python callable in this process: its batcher's statistics (`None` without batching).
+    Local {
+        model: String,
+        batcher: Option<gilkit::batcher::BatcherStats>,
+    },
+    /// Any other provider: its model only.
+    Other { model: String },
 }
 
 fn timeout_from_ms(timeout_ms: Option<f64>) -> PyResult<Option<Duration>> {
@@ -462,7 +511,7 @@ impl PyEmbeddingClient {
     }
 
     /// Embeds many batches concurrently on gilkit's batch executor; returns `{"embeddings",
-    /// "errors", "stats", "duration_ms"}` with one entry per input batch (`None` in `embeddings`
+    /// "errors", "stats", "duration_s"}` with one entry per input batch (`None` in `embeddings`
     /// where that batch failed, and the exception in `errors`). `progress(n)` is called (at most
     /// every 100 ms, and at the end) with the number of batches finished since its last call.
     /// GIL released while waiting; Ctrl-C cancels the batches still running.
@@ -570,23 +619,32 @@ impl PyEmbeddingClient {
         )
     }
 
-    /// Counters of this client's provider (HTTP attempts, retries, ... or the local batcher's).
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("model", self.inner.embedder().model())?;
+    /// Counters of this client's provider, as a dict: for HTTP `model`, `attempts`, `retries`,
+    /// `succeeded_requests`, `failed_requests`, `prompt_tokens`, `rate_limited_s`,
+    /// `circuit_open`; for a local model `model` and `batcher` (the `GilBatcher`'s statistics, or
+    /// `None` without batching).
+    fn stats(&self) -> ClientStats {
+        let model = self.inner.embedder().model().to_owned();
         if let Some(http) = self.inner.http() {
             let s = http.stats();
-            d.set_item("attempts", s.attempts)?;
-            d.set_item("retries", s.retries)?;
-            d.set_item("succeeded_requests", s.succeeded)?;
-            d.set_item("failed_requests", s.failed)?;
-            d.set_item("prompt_tokens", s.prompt_tokens)?;
-            d.set_item("rate_limited_ms", s.rate_limited_ms)?;
-            d.set_item("circuit_open", http.circuit_open())?;
+            ClientStats::Http {
+                model,
+                attempts: s.attempts,
+                retries: s.retries,
+                succeeded_requests: s.succeeded,
+                failed_requests: s.failed,
+                prompt_tokens: s.prompt_tokens,
+                rate_limited: Duration::from_millis(s.rate_limited_ms),
+                circuit_open: http.circuit_open(),
+            }
         } else if let Some(embedder) = &self.local {
-            local::batcher_stats(embedder, &d)?;
+            ClientStats::Local {
+                model,
+                batcher: embedder.batcher_stats(),
+            }
+        } else {
+            ClientStats::Other { model }
         }
-        Ok(d)
     }
 
     fn __repr__(&self) -> String {

@@ -86,19 +86,3 @@ impl LocalConfig {
         Ok(())
     }
 }
-
-/// Adds the batcher's statistics to `d`.
-pub(crate) fn batcher_stats(embedder: &PyCallableEmbedder, d: &Bound<'_, PyDict>) -> PyResult<()> {
-    if let Some(s) = embedder.batcher_stats() {
-        d.set_item("submitted", s.submitted)?;
-        d.set_item("succeeded", s.succeeded)?;
-        d.set_item("failed", s.failed)?;
-        d.set_item("rejected_busy", s.rejected_busy)?;
-        d.set_item("cancelled", s.cancelled)?;
-        d.set_item("batches", s.batches)?;
-        d.set_item("mean_batch_size", s.mean_batch_size())?;
-        d.set_item("queue_len", s.queue_len)?;
-        d.set_item("python_time_s", s.python_time.as_secs_f64())?;
-    }
-    Ok(())
-}

@@ -11,7 +11,6 @@ use gilkit_embed::python::PyCallableEmbedder;
 use gilkit_embed::service::{self, ConnectionLimits, ServiceHandle, ServiceOptions};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use crate::convert::{count, duration, opt_count};
 use crate::local;
@@ -138,22 +137,22 @@ impl PyEmbeddingService {
         !self.handle.is_stopped()
     }
 
-    /// Request counters and the batcher's statistics.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
+    /// Request counters and the batcher's statistics, as a dict: `requests`, `inputs`, `ok`,
+    /// `client_errors`, `server_errors`, `busy`, `queue_depth`, `open_connections`, and `batcher`
+    /// (the `GilBatcher`'s statistics, `None` without batching).
+    fn stats(&self) -> ServiceStatsPy {
         let s = self.handle.stats();
-        d.set_item("requests", s.requests)?;
-        d.set_item("inputs", s.inputs)?;
-        d.set_item("ok", s.ok)?;
-        d.set_item("client_errors", s.client_errors)?;
-        d.set_item("server_errors", s.server_errors)?;
-        d.set_item("busy", s.busy)?;
-        d.set_item("queue_depth", s.queue_depth)?;
-        d.set_item("open_connections", s.open_connections)?;
-        let batcher = PyDict::new(py);
-        local::batcher_stats(&self.embedder, &batcher)?;
-        d.set_item("batcher", batcher)?;
-        Ok(d)
+        ServiceStatsPy {
+            requests: s.requests,
+            inputs: s.inputs,
+            ok: s.ok,
+            client_errors: s.client_errors,
+            server_errors: s.server_errors,
+            busy: s.busy,
+            queue_depth: s.queue_depth,
+            open_connections: s.open_connections,
+            batcher: self.embedder.batcher_stats(),
+        }
     }
 
     /// Waits (GIL released) until `stop()` is called from another thread or Ctrl-C, then stops.
@@ -193,4 +192,18 @@ impl PyEmbeddingService {
             self.url()
         )
     }
+}
+
+/// `EmbeddingService.stats()` (gilkit's stats convention; see `gilkit::stats`).
+#[derive(IntoPyObject)]
+struct ServiceStatsPy {
+    requests: u64,
+    inputs: u64,
+    ok: u64,
+    client_errors: u64,
+    server_errors: u64,
+    busy: u64,
+    queue_depth: u64,
+    open_connections: u64,
+    batcher: Option<gilkit::batcher::BatcherStats>,
 }

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 from gil_probe import assert_holds_gil, assert_releases_gil
+from stats_schema import LATENCY, assert_schema
 
 import gilkit_embed
 from gilkit_embed import (
@@ -163,7 +164,8 @@ def test_embed_batch_parallel_keeps_one_slot_per_batch(make_client):
     batches[7][0] = "@malformed batch 7 fails"
     batches[5][0] = "@slow=80 batch 5 is slow"
     out = client.embed_batch_parallel(batches, max_concurrency=4)
-    assert set(out) == {"embeddings", "errors", "stats", "duration_ms"}
+    assert set(out) == {"embeddings", "errors", "stats", "duration_s"}
+    assert type(out["duration_s"]) is float
     assert len(out["embeddings"]) == len(out["errors"]) == 12
     for b, (batch, vectors, error) in enumerate(zip(batches, out["embeddings"], out["errors"])):
         if b in (2, 7):
@@ -175,7 +177,20 @@ def test_embed_batch_parallel_keeps_one_slot_per_batch(make_client):
     assert out["stats"]["successful_batches"] == 10
     assert out["stats"]["failed_batches"] == 2
     assert out["stats"]["total_embeddings"] == 30
-    assert out["duration_ms"] > 0
+    assert out["duration_s"] > 0
+    assert_schema(
+        out["stats"],
+        {
+            "total_batches": int,
+            "successful_batches": int,
+            "failed_batches": int,
+            "total_embeddings": int,
+            "prompt_tokens": int,
+            "latency": dict,
+        },
+    )
+    assert_schema(out["stats"]["latency"], LATENCY)
+    assert out["stats"]["latency"]["count"] == 12
 
 
 def test_embed_batch_parallel_timeout_and_numpy(make_client):
@@ -195,7 +210,7 @@ def test_embed_batch_parallel_reports_progress(make_client):
     )
     assert out["stats"]["successful_batches"] == 20
     assert sum(seen) == 20 and all(n > 0 for n in seen)
-    assert out["stats"]["latency_p50_ms"] >= 30
+    assert out["stats"]["latency"]["p50_s"] >= 0.030
     with pytest.raises(TypeError, match="progress must be callable"):
         client.embed_batch_parallel([["x"]], progress=3)
 
@@ -413,6 +428,19 @@ def test_stats_count_attempts_and_retries(make_client):
     client.embed("@500*1 stats")
     s = client.stats()
     assert s["attempts"] == 2 and s["retries"] == 1 and s["succeeded_requests"] == 1
+    assert_schema(
+        s,
+        {
+            "model": str,
+            "attempts": int,
+            "retries": int,
+            "succeeded_requests": int,
+            "failed_requests": int,
+            "prompt_tokens": int,
+            "rate_limited_s": float,
+            "circuit_open": bool,
+        },
+    )
 
 
 def test_env_is_untouched():

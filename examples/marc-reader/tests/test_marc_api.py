@@ -10,6 +10,7 @@ import pymarc
 import pytest
 from marc_support import DATA
 from gil_probe import assert_releases_gil
+from stats_schema import assert_schema
 
 import gilkit_marc
 
@@ -226,7 +227,31 @@ def test_reader_stats_count_batches_not_records() -> None:
     assert 0 < stats["batches"] <= 20
     assert stats["gil_releases"] <= 2 * stats["batches"] + 2
     assert stats["python_calls"] <= 10
-    assert stats["released_seconds"] > 0
+    assert stats["released_s"] > 0
+
+
+def test_reader_stats_keys_and_types() -> None:
+    with open(DATA / "pymarc" / "marc.dat", "rb") as fh:
+        reader = gilkit_marc.MARCReader(fh)
+        next(iter(reader))
+        stats = reader.stats()
+    assert_schema(
+        stats,
+        {
+            "python_calls": int,
+            "gil_releases": int,
+            "batches": int,
+            "records": int,
+            "bytes_read": int,
+            "released_s": float,
+            "parse_jobs": int,
+            "parse_jobs_skipped": int,
+            "parts_parsed_ahead": int,
+            "parts_parsed_inline": int,
+            "parse_waits": int,
+            "parse_wait_s": float,
+        },
+    )
 
 
 def test_gzip_and_user_file_objects(tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ def test_caller_parses_what_no_worker_started(worker_mode: SetMode) -> None:
     assert stats["parts_parsed_ahead"] == 0
     assert stats["parts_parsed_inline"] == BIG_PARTS
     assert stats["parse_waits"] == 0
-    assert stats["parse_wait_seconds"] == 0.0
+    assert stats["parse_wait_s"] == 0.0
     assert _native._parse_jobs_running() == 0
 
 

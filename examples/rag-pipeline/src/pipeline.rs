@@ -146,12 +146,13 @@ impl Stage {
     }
 }
 
-/// A document that was not stored, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A document that was not stored, and why. In Python, a dict of the fields (`stage` by name).
+#[derive(Debug, Clone, PartialEq, Eq, pyo3::IntoPyObject)]
 pub struct Failure {
     /// The file.
     pub path: PathBuf,
     /// Where it failed.
+    #[pyo3(into_py_with = stage_name)]
     pub stage: Stage,
     /// Why, in words.
     pub reason: String,
@@ -170,25 +171,40 @@ impl From<LoadError> for Failure {
     }
 }
 
-/// Wall-clock time spent in each stage.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// `Failure::stage` in Python: the stage's name.
+fn stage_name<'py>(
+    stage: std::borrow::Cow<'_, Stage>,
+    py: pyo3::Python<'py>,
+) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
+    pyo3::IntoPyObjectExt::into_bound_py_any(stage.name(), py)
+}
+
+/// Wall-clock time spent in each stage. In Python, a dict of float seconds keyed by stage (the
+/// keys are the attribute names of `gilkit_rag.StageTimings`, whose docs say "seconds").
+#[derive(Debug, Clone, Copy, Default, PartialEq, pyo3::IntoPyObject)]
 pub struct StageTimings {
     /// Walking the paths.
+    #[pyo3(into_py_with = gilkit::stats::seconds)]
     pub discover: Duration,
     /// Reading, hashing and parsing files.
+    #[pyo3(into_py_with = gilkit::stats::seconds)]
     pub load: Duration,
     /// Splitting.
+    #[pyo3(into_py_with = gilkit::stats::seconds)]
     pub split: Duration,
     /// Embedding (including retries).
+    #[pyo3(into_py_with = gilkit::stats::seconds)]
     pub embed: Duration,
     /// Writing segments and manifests.
+    #[pyo3(into_py_with = gilkit::stats::seconds)]
     pub store: Duration,
 }
 
 /// What an ingest did. Every path given or walked is counted once in `files` and has one outcome:
 /// stored (`documents`), `unchanged`, or in `failures` (also paths that could not be walked or are
 /// not regular files); so `files == documents + unchanged + failures.len()` unless cancelled.
-#[derive(Debug, Clone, Default)]
+/// In Python, a dict of the fields (`#[derive(IntoPyObject)]`).
+#[derive(Debug, Clone, Default, pyo3::IntoPyObject)]
 pub struct IngestReport {
     /// Files seen (given, or found by walking the folders given and kept by the globs).
     pub files: usize,
@@ -429,31 +445,20 @@ pub fn ingest(
     report.timings.store += t.elapsed();
 
     // 4 + 5. Embed and store, one wave of whole documents at a time.
-    let mut queue = prepared.into_iter().peekable();
-    while queue.peek().is_some() {
-        if cancel.is_cancelled() {
-            report.cancelled = true;
-            break;
-        }
-        let mut wave = Vec::new();
-        let mut wave_chunks = 0;
-        while let Some(doc) = queue.next_if(|_| wave_chunks < opts.commit_every.max(1)) {
-            wave_chunks += doc.chunks.len();
-            wave.push(doc);
-        }
-        let t = Instant::now();
-        let (vectors, retried) = embed_wave(embedder, &wave, opts, progress, cancel);
-        report.timings.embed += t.elapsed();
-        report.retried_batches += retried;
-
-        let ready = settle_wave(wave, &vectors, &mut report);
-        let t = Instant::now();
-        store.commit(&model, ready)?;
-        report.timings.store += t.elapsed();
-    }
-    if cancel.is_cancelled() {
-        report.cancelled = true;
-    }
+    embed_in_waves(
+        embedder,
+        prepared,
+        opts,
+        progress,
+        cancel,
+        &mut report,
+        |ready, report| {
+            let t = Instant::now();
+            store.commit(&model, ready)?;
+            report.timings.store += t.elapsed();
+            Ok::<(), StoreError>(())
+        },
+    )?;
     let t = Instant::now();
     store.compact(false)?;
     report.timings.store += t.elapsed();
@@ -547,6 +552,42 @@ pub(crate) fn split_stage(
     prepared
 }
 
+/// Embeds `prepared` in waves of whole documents (a wave takes documents until it holds
+/// `commit_every` chunks or more; a document is never split), to bound what is in flight, and
+/// hands each wave's settled documents to `store`. Stops between waves when cancelled (and marks
+/// the report cancelled); the embedding time goes into `report.timings.embed`.
+pub(crate) fn embed_in_waves<E>(
+    embedder: &dyn Embedder,
+    prepared: Vec<Prepared>,
+    opts: &IngestOptions,
+    progress: &Progress,
+    cancel: &CancelToken,
+    report: &mut IngestReport,
+    mut store: impl FnMut(Vec<NewDocument>, &mut IngestReport) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut queue = prepared.into_iter().peekable();
+    while queue.peek().is_some() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let mut wave = Vec::new();
+        let mut wave_chunks = 0;
+        while let Some(doc) = queue.next_if(|_| wave_chunks < opts.commit_every.max(1)) {
+            wave_chunks += doc.chunks.len();
+            wave.push(doc);
+        }
+        let t = Instant::now();
+        let (vectors, retried) = embed_wave(embedder, &wave, opts, progress, cancel);
+        report.timings.embed += t.elapsed();
+        report.retried_batches += retried;
+        let ready = settle_wave(wave, &vectors, report);
+        store(ready, report)?;
+    }
+    if cancel.is_cancelled() {
+        report.cancelled = true;
+    }
+    Ok(())
+}
 /// The documents of an embedded wave that got every vector, ready to store; those with a failed
 /// chunk go to `report.failures`, those cancelled before all their chunks ran are left out.
 pub(crate) fn settle_wave(

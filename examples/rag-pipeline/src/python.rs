@@ -37,7 +37,7 @@ use gilkit_embed::EmbeddingConfig;
 use crate::client::ClientEmbedder;
 use crate::embed::Embedder;
 use crate::load::Filter;
-use crate::pipeline::{self, IngestError, IngestOptions, IngestReport, Progress, QueryError};
+use crate::pipeline::{self, IngestError, IngestOptions, Progress, QueryError};
 use crate::split::{SplitKind, Splitter, SplitterConfig};
 use crate::store::{OpenMode, Store, StoreError, StoreStats};
 
@@ -106,6 +106,47 @@ macro_rules! py_dict {
         $(d.set_item($key, $value)?;)*
         d
     }};
+}
+
+/// Runs an ingest stage (`work`, GIL released, Ctrl-C cancels its token) while `progress` hears
+/// `counters.snapshot()` whenever it changed, at most every 100 ms (on this thread, attached). An
+/// ingest that could not run becomes the matching Python exception.
+fn run_with_progress<T: Send>(
+    py: Python<'_>,
+    counters: &Progress,
+    progress: Option<&Py<PyAny>>,
+    work: impl FnOnce(&gilkit::CancelToken) -> Result<T, IngestError> + Send,
+) -> PyResult<T> {
+    let mut last = (usize::MAX, 0, 0, 0);
+    let hook = |py: Python<'_>| -> PyResult<()> {
+        if let Some(cb) = progress {
+            let now = counters.snapshot();
+            if now != last {
+                last = now;
+                cb.bind(py).call1(now)?;
+            }
+        }
+        Ok(())
+    };
+    gilkit::Interruptible::new()
+        .poll_interval(Duration::from_millis(100))
+        .on_poll(hook)
+        .run(py, work)?
+        .map_err(|e| match e {
+            IngestError::Config(msg) => PyValueError::new_err(msg),
+            IngestError::Store(e) => store_err(e),
+        })
+}
+
+/// `retry_backoff` (seconds) from Python, checked: finite and not negative.
+fn checked_retry_backoff(seconds: f64) -> PyResult<Duration> {
+    if seconds.is_finite() && seconds >= 0.0 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(PyValueError::new_err(
+            "retry_backoff must be a non-negative number of seconds",
+        ))
+    }
 }
 
 /// The limits for untrusted input from the `max_*` keyword arguments (each at least 1).
@@ -414,11 +455,6 @@ impl Database {
                 "embed_batch and embed_concurrency must be at least 1",
             ));
         }
-        if !(retry_backoff.is_finite() && retry_backoff >= 0.0) {
-            return Err(PyValueError::new_err(
-                "retry_backoff must be a non-negative number of seconds",
-            ));
-        }
         let opts = IngestOptions {
             splitter,
             filter: Filter::new(&include, &exclude)
@@ -427,45 +463,26 @@ impl Database {
             embed_batch,
             embed_concurrency,
             retries,
-            retry_backoff: Duration::from_secs_f64(retry_backoff),
+            retry_backoff: checked_retry_backoff(retry_backoff)?,
             commit_every,
             prune,
             limits,
         };
         let counters = Progress::default();
-        let mut last = (usize::MAX, 0, 0, 0);
         let progress = progress.map(Bound::unbind);
-        let hook = |py: Python<'_>| -> PyResult<()> {
-            if let Some(cb) = &progress {
-                let now = counters.snapshot();
-                if now != last {
-                    last = now;
-                    cb.bind(py).call1(now)?;
-                }
-            }
-            Ok(())
-        };
         let embedder = Arc::clone(&self.embedder);
-        let result = gilkit::Interruptible::new()
-            .poll_interval(Duration::from_millis(100))
-            .on_poll(hook)
-            .run(py, |token| -> Result<IngestReport, IngestError> {
-                // The cache mutex is not held while ingesting: queries from other threads read
-                // the last commit meanwhile, as queries from other processes do. The snapshot is
-                // dropped first, so that an idle cache does not double the index's memory.
-                *self.cache.lock() = None;
-                let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
-                let report =
-                    pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
-                store.release_lock();
-                *self.cache.lock() = Some((stamp(&self.dir), store));
-                report
-            })?;
-        let report = result.map_err(|e| match e {
-            IngestError::Config(msg) => PyValueError::new_err(msg),
-            IngestError::Store(e) => store_err(e),
+        let report = run_with_progress(py, &counters, progress.as_ref(), |token| {
+            // The cache mutex is not held while ingesting: queries from other threads read
+            // the last commit meanwhile, as queries from other processes do. The snapshot is
+            // dropped first, so that an idle cache does not double the index's memory.
+            *self.cache.lock() = None;
+            let mut store = Store::open(&self.dir, OpenMode::ReadWrite)?;
+            let report = pipeline::ingest(&mut store, &*embedder, &paths, &opts, &counters, token);
+            store.release_lock();
+            *self.cache.lock() = Some((stamp(&self.dir), store));
+            report
         })?;
-        report_dict(py, &report)
+        report.into_pyobject(py)
     }
 
     /// The `k` most similar chunks to `text` as dicts, best first. Releases the GIL except to embed
@@ -506,11 +523,7 @@ impl Database {
         let stats: StoreStats = py
             .detach(|| self.with_snapshot(Store::stats))
             .map_err(store_err)?;
-        Ok(py_dict!(py, {
-            "documents" => stats.documents, "chunks" => stats.chunks, "dead_rows" => stats.dead_rows,
-            "segments" => stats.segments, "bytes" => stats.bytes, "model" => stats.model,
-            "dim" => stats.dim, "formats" => stats.formats,
-        }))
+        stats.into_pyobject(py)
     }
 
     /// The database directory.
@@ -518,27 +531,6 @@ impl Database {
     fn db_dir(&self) -> PathBuf {
         self.dir.clone()
     }
-}
-
-fn report_dict<'py>(py: Python<'py>, r: &IngestReport) -> PyResult<Bound<'py, PyDict>> {
-    let failures = PyList::empty(py);
-    for f in &r.failures {
-        failures.append(py_dict!(py, {
-            "path" => &f.path, "stage" => f.stage.name(), "reason" => &f.reason,
-            "failed_chunks" => f.failed_chunks,
-        }))?;
-    }
-    let t = &r.timings;
-    let timings = py_dict!(py, {
-        "discover" => t.discover.as_secs_f64(), "load" => t.load.as_secs_f64(),
-        "split" => t.split.as_secs_f64(), "embed" => t.embed.as_secs_f64(),
-        "store" => t.store.as_secs_f64(),
-    });
-    Ok(py_dict!(py, {
-        "files" => r.files, "unchanged" => r.unchanged, "documents" => r.documents,
-        "chunks" => r.chunks, "removed" => &r.removed, "retried_batches" => r.retried_batches, "cancelled" => r.cancelled,
-        "failures" => failures, "timings" => timings,
-    }))
 }
 
 /// Loads and splits one file without embedding or storing it: the CPU stages alone, for tests and
@@ -672,11 +664,7 @@ fn repair_database<'py>(
     let report = py
         .detach(|| crate::store::repair(&db_dir, model.as_deref()))
         .map_err(store_err)?;
-    Ok(py_dict!(py, {
-        "repaired" => report.repaired, "documents" => report.documents, "chunks" => report.chunks,
-        "unknown_file_state" => report.unknown_file_state,
-        "damaged_segments" => report.damaged_segments,
-    }))
+    report.into_pyobject(py)
 }
 
 #[pymodule]

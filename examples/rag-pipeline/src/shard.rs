@@ -24,6 +24,7 @@
 //! noise), and failures are reported alike.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Instant, UNIX_EPOCH};
@@ -173,27 +174,18 @@ pub fn build_shard(
 
     // Embed in waves of whole documents, as `ingest` does, to bound what is in flight.
     let mut ready = Vec::new();
-    let mut queue = prepared.into_iter().peekable();
-    while queue.peek().is_some() {
-        if cancel.is_cancelled() {
-            report.cancelled = true;
-            break;
-        }
-        let mut wave = Vec::new();
-        let mut wave_chunks = 0;
-        while let Some(doc) = queue.next_if(|_| wave_chunks < opts.commit_every.max(1)) {
-            wave_chunks += doc.chunks.len();
-            wave.push(doc);
-        }
-        let t = Instant::now();
-        let (vectors, retried) = pipeline::embed_wave(embedder, &wave, opts, progress, cancel);
-        report.timings.embed += t.elapsed();
-        report.retried_batches += retried;
-        ready.extend(pipeline::settle_wave(wave, &vectors, report));
-    }
-    if cancel.is_cancelled() {
-        report.cancelled = true;
-    }
+    let Ok(()) = pipeline::embed_in_waves(
+        embedder,
+        prepared,
+        opts,
+        progress,
+        cancel,
+        report,
+        |wave, _| {
+            ready.extend(wave);
+            Ok::<(), Infallible>(())
+        },
+    );
     let t = Instant::now();
     outcome.segment = write_staged(out, &model, ready).map_err(IngestError::Store)?;
     outcome.report.timings.store = t.elapsed();

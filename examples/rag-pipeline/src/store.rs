@@ -359,7 +359,7 @@ pub struct Hit {
 }
 
 /// Counts describing a database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, pyo3::IntoPyObject)]
 pub struct StoreStats {
     /// Documents in the index.
     pub documents: usize,
@@ -1519,7 +1519,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
 }
 
 /// What [`repair`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, pyo3::IntoPyObject)]
 pub struct RepairReport {
     /// False if the database was intact and nothing was written.
     pub repaired: bool,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from rag_fakes import HashEmbedder
 from gil_probe import assert_releases_gil
+from stats_schema import assert_schema
 
 from gilkit_rag import (
     DatabaseNotFoundError,
@@ -45,6 +46,33 @@ def assert_aligned(rag: ParallelRAG) -> int:
         top = rag.query(hit.text, k=1)[0]
         assert top.text == hit.text and top.score > 0.9999, "a chunk is stored with another chunk's vector"
     return len(hits)
+
+
+def test_stats_and_report_keys_and_types(tmp_path: Path) -> None:
+    """The native dicts behind `stats()` and `ingest()` (derived from the Rust structs): exact keys
+    and value types; durations are float seconds."""
+    write_docs(tmp_path / "docs", 3)
+    (tmp_path / "docs" / "broken.pdf").write_bytes(b"not a pdf")
+    rag = ParallelRAG(tmp_path / "db", embedder=HashEmbedder(), max_workers=2)
+    report = rag.ingest([tmp_path / "docs"], chunk_size=120, chunk_overlap=0, progress=False)
+    assert_schema(
+        rag._db.stats(),
+        {
+            "documents": int,
+            "chunks": int,
+            "dead_rows": int,
+            "segments": int,
+            "bytes": int,
+            "model": str,
+            "dim": int,
+            "formats": dict,
+        },
+    )
+    assert {type(v) for v in vars(report.timings).values()} == {float}
+    assert set(vars(report.timings)) == {"discover", "load", "split", "embed", "store"}
+    assert len(report.failures) == 1
+    failure = report.failures[0]
+    assert (type(failure.path), failure.stage, type(failure.reason), failure.failed_chunks) == (str, "load", str, 0)
 
 
 def test_failed_batches_are_reported_and_never_stored_misaligned(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 //! [`future_into_py`] runs a Rust future on gilkit's shared runtime and returns an `asyncio.Future`
 //! of the running event loop that resolves to its output; [`into_future`] goes the other way, for
 //! Rust code that awaits async Python (a callback, say). `#[gilkit::nogil(awaitable)]` on an
-//! `async fn` writes the first for you. The guide chapter is `docs/asyncio.md`.
+//! `async fn` writes the first for you. The guide chapter is [`guide::asyncio`](crate::guide::asyncio).
 //!
 //! # How it works (and where the GIL is)
 //! 1. **Call** (loop thread, GIL held): find this loop's bridge (a socket pair registered once with

@@ -45,7 +45,7 @@
 //! [`crate::detach_interruptible`]): started on demand, kept for 10 s when idle, so a batch costs a
 //! few microseconds to start rather than a thread spawn per worker. Between items a worker checks the token and the deadline; once either fires, every worker
 //! stops at its next item, and the items that did not finish get `Cancelled` or `TimedOut`. The
-//! claim/complete core and its correctness argument are in `src/batch/README.md`.
+//! claim/complete core and its correctness argument are in `src/batch/README.md` (shipped in the crate's source package).
 //!
 //! **Async mode.** The input is consumed lazily into a window (a `FuturesUnordered`) of at most
 //! `max_concurrency` futures; each finished future frees a place for the next item, and its outcome
@@ -68,7 +68,7 @@
 //!
 //! # Compared with
 //! The per-item cost of both modes, measured side by side with `ThreadPoolExecutor.map` and
-//! `asyncio.gather` (both driven from Python), is in `benches/results/batch.md` of the repository;
+//! `asyncio.gather` (both driven from Python), is in `benches/results/batch.md` in the gilkit source repository;
 //! most of gilkit's cost is the one clock read per item that feeds the latency statistics. GraphBit's
 //! "lock-free" batch, the motivating example, spins on a CAS with `yield_now`, loses finished
 //! results at the timeout and never returns a slot when a task panics.
@@ -90,7 +90,7 @@ pub use options::{BatchOptions, DEFAULT_MAX_CONCURRENCY, OptionsError, Progress}
 pub use outcome::{ItemError, Outcome};
 pub use python::{
     BatchInterrupted, PROGRESS_INTERVAL, block_on_batch_from_python, results_to_python,
-    run_cpu_from_python, run_cpu_from_python_extracted, stats_to_python,
+    run_cpu_from_python, run_cpu_from_python_extracted,
 };
 pub use report::{BatchReport, BatchStats, StopReason};
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 
 use super::{BatchOptions, BatchReport, BatchStats, ItemContext, OptionsError, Outcome, Progress};
 use crate::{CancelToken, Interruptible};
@@ -60,7 +60,7 @@ impl<T, E> BatchInterrupted<T, E> {
     }
 
     /// The exception, with the partial results attached as attributes: `partial_results` (as
-    /// [`results_to_python`]) and `batch_stats` (as [`stats_to_python`]), so Python code that
+    /// [`results_to_python`]) and `batch_stats` ([`BatchStats`]'s `dict`), so Python code that
     /// catches `KeyboardInterrupt` can keep what finished.
     ///
     /// GIL: holds it.
@@ -72,7 +72,7 @@ impl<T, E> BatchInterrupted<T, E> {
         let Self { error, report } = self;
         let attach = || -> PyResult<()> {
             let value = error.value(py);
-            value.setattr("batch_stats", stats_to_python(py, &report.stats)?)?;
+            value.setattr("batch_stats", report.stats.clone())?;
             value.setattr("partial_results", results_to_python(py, *report)?)?;
             Ok(())
         };
@@ -387,38 +387,6 @@ where
         }
     }
     Ok(list)
-}
-
-/// The statistics as a Python dict: `total`, `succeeded`, `failed`, `panicked`, `timed_out`,
-/// `cancelled`, `stopped` (`None`, `"deadline"` or `"cancelled"`), `duration_s`, `throughput`
-/// (items per second), `concurrency`, and the latency as `latency_count`, `latency_p50_s`,
-/// `latency_p99_s`, `latency_max_s`, `latency_mean_s` (float seconds; `latency_count` 0 and
-/// zeros when no item finished).
-///
-/// GIL: holds it.
-///
-/// # Errors
-/// If the dict cannot be built (out of memory).
-pub fn stats_to_python<'py>(py: Python<'py>, stats: &BatchStats) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    dict.set_item("total", stats.total)?;
-    dict.set_item("succeeded", stats.succeeded)?;
-    dict.set_item("failed", stats.failed)?;
-    dict.set_item("panicked", stats.panicked)?;
-    dict.set_item("timed_out", stats.timed_out)?;
-    dict.set_item("cancelled", stats.cancelled)?;
-    dict.set_item(
-        "stopped",
-        stats.stopped.map(|reason| match reason {
-            super::StopReason::Deadline => "deadline",
-            super::StopReason::Cancelled => "cancelled",
-        }),
-    )?;
-    dict.set_item("duration_s", stats.duration.as_secs_f64())?;
-    dict.set_item("throughput", stats.throughput())?;
-    dict.set_item("concurrency", stats.concurrency)?;
-    stats.latency.add_to_dict(&dict, "latency")?;
-    Ok(dict)
 }
 
 impl From<OptionsError> for PyErr {

@@ -1,11 +1,15 @@
 //! What a batch returns: [`BatchReport`] (one [`Outcome`] per item, in input order) and
 //! [`BatchStats`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use pyo3::IntoPyObjectExt;
+use pyo3::prelude::*;
+
 use super::{ItemError, Outcome};
-use crate::stats::{DurationHistogram, LatencySummary};
+use crate::stats::{DurationHistogram, LatencySummary, seconds};
 
 /// The result of a batch: one outcome per input item, in input order, and statistics.
 ///
@@ -65,7 +69,13 @@ impl fmt::Display for StopReason {
 }
 
 /// Statistics of one batch. The five outcome counts add up to `total`.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Converts into a Python `dict` keyed by the field names (`#[derive(IntoPyObject)]`, gilkit's
+/// [one convention](crate::stats#stats-in-python)): `total`, `succeeded`, `failed`, `panicked`,
+/// `timed_out`, `cancelled`, `stopped` (`None`, `"deadline"` or `"cancelled"`), `duration_s`,
+/// `throughput`, `concurrency`, `latency` (a latency dict: `count`, `p50_s`, `p99_s`, `max_s`,
+/// `mean_s`; count 0 and zeros when no item finished). The conversion holds the GIL.
+#[derive(Debug, Clone, Default, PartialEq, IntoPyObject)]
 pub struct BatchStats {
     /// Items in the batch.
     pub total: usize,
@@ -80,9 +90,14 @@ pub struct BatchStats {
     /// Items unfinished when the batch was cancelled.
     pub cancelled: usize,
     /// Why the batch stopped early, if it did.
+    #[pyo3(into_py_with = stop_reason_name)]
     pub stopped: Option<StopReason>,
     /// Wall time of the whole batch.
+    #[pyo3(item("duration_s"), into_py_with = seconds)]
     pub duration: Duration,
+    /// Items that finished by themselves (`Ok`, `Err` or `Panicked`) per second of the batch
+    /// (0 for a batch that took no measurable time).
+    pub throughput: f64,
     /// CPU workers (`run_cpu`) or futures in flight at most (`run_async`).
     pub concurrency: usize,
     /// Latency of the items that finished by themselves (`Ok`, `Err`, `Panicked`), from the
@@ -93,17 +108,6 @@ pub struct BatchStats {
 }
 
 impl BatchStats {
-    /// Items that finished by themselves (`Ok`, `Err` or `Panicked`) per second of the batch.
-    #[must_use]
-    pub fn throughput(&self) -> f64 {
-        let seconds = self.duration.as_secs_f64();
-        if seconds == 0.0 {
-            0.0
-        } else {
-            (self.succeeded + self.failed + self.panicked) as f64 / seconds
-        }
-    }
-
     pub(crate) fn new<T, E>(
         outcomes: &[Outcome<T, E>],
         stopped: Option<StopReason>,
@@ -128,8 +132,25 @@ impl BatchStats {
             }
         }
         stats.latency = latency.histogram.summary();
+        let seconds = duration.as_secs_f64();
+        if seconds > 0.0 {
+            stats.throughput = (stats.succeeded + stats.failed + stats.panicked) as f64 / seconds;
+        }
         stats
     }
+}
+
+/// `stopped` in Python: `None`, `"deadline"` or `"cancelled"`.
+fn stop_reason_name<'py>(
+    reason: Cow<'_, Option<StopReason>>,
+    py: Python<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    reason
+        .map(|reason| match reason {
+            StopReason::Deadline => "deadline",
+            StopReason::Cancelled => "cancelled",
+        })
+        .into_bound_py_any(py)
 }
 
 /// Per-item latencies of one worker, merged at the end: gilkit's one latency histogram

@@ -16,7 +16,7 @@ use super::sampling::{add, load_f64};
 /// may make a released call wait to get the GIL back. Holding the GIL through shorter work costs
 /// the other threads at most 1/20 of a switch interval, while releasing it could cost the caller a
 /// whole one; above it, what the other threads gain grows with the work while the caller's cost
-/// stays bounded. See the guide's "choosing a policy" section and `benches/results/nogil.md`.
+/// stays bounded. See the guide's "choosing a policy" section and `benches/results/nogil.md` in the gilkit source repository.
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_micros(250);
 
 /// The weight of a new sample in the moving average of work durations (1/8, as TCP's RTT estimate).

@@ -26,7 +26,7 @@
 //!
 //! Releasing the GIL costs a few tens of nanoseconds when no other thread wants it. When another
 //! Python thread is busy, a released call has to wait for that thread to give the GIL back, which
-//! it does only at the end of its switch interval (measured: `benches/results/nogil.md`).
+//! it does only at the end of its switch interval (measured: `benches/results/nogil.md` in the gilkit source repository).
 //! [`CallSite::detach_adaptive`] therefore releases only when the work is expected to be long
 //! enough to be worth it: it keeps an exponentially weighted moving average (weight 1/8) of the
 //! work's duration at this call site, and releases when that average reaches the call site's
@@ -43,10 +43,12 @@
 //! Counting is exact and nearly free: every call adds one to the call site's counters, which on a
 //! GIL build is a plain load and store (see [Memory ordering](#memory-ordering)). Timing is what
 //! costs: a timed call reads the clock three times when it releases (before, after the work,
-//! after the GIL is back) and twice when it holds (a few tens of ns in all). The clock is
-//! [`quanta`]'s (the CPU's time-stamp counter where it is invariant, cheaper to read than
-//! `std::time::Instant`), calibrated once per process on first use. Figures:
-//! `benches/results/nogil.md`.
+//! after the GIL is back) and twice when it holds (a few tens of ns in all). With the `quanta`
+//! cargo feature (on by default) the clock is `quanta`'s: the CPU's time-stamp counter where it
+//! is invariant, cheaper to read than `std::time::Instant`, calibrated once per process on first
+//! use. Without it, `std::time::Instant` (the fallback: the same results, each clock read costing
+//! a little more). Figures: `benches/results/nogil.md` and `benches/results/clock.md` in the
+//! gilkit source repository.
 //!
 //! So that the statistics can stay on for the tiniest calls, [`CallSite::detach`] times every
 //! call only while the work is long enough for the clock reads not to matter (an average of at
@@ -57,7 +59,7 @@
 //! difference of two snapshots means what it says (the untimed calls since the last timed one are
 //! added with the next timed one; `timed_calls` in the statistics says how many were measured). The adaptive forms time every call (the policy needs
 //! each duration), and so do the interruptible and async forms, whose own cost dwarfs the clock.
-//! Registration is a one-time lock. Measured figures are in `benches/results/nogil.md`.
+//! Registration is a one-time lock. Measured figures are in `benches/results/nogil.md` in the gilkit source repository.
 //!
 //! The bounds on the work are `Send` (what PyO3's `Ungil` is on stable Rust): the work cannot
 //! capture `Python`, `Bound` or `PyRef` values.
@@ -87,7 +89,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use quanta::Instant;
+
+/// The clock call sites time work with: `quanta`'s with the `quanta` feature, else std's (the
+/// same API for what call sites use: `now`, `saturating_duration_since`, `+ Duration`).
+#[cfg(feature = "quanta")]
+pub(crate) use quanta::Instant;
+#[cfg(not(feature = "quanta"))]
+pub(crate) use std::time::Instant;
 
 mod adaptive;
 mod registry;

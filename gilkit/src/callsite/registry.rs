@@ -38,29 +38,11 @@ pub fn call_sites() -> Vec<CallSiteStats> {
 pub fn callsite_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let all = PyDict::new(py);
     for stats in call_sites() {
-        let entry = PyDict::new(py);
-        entry.set_item("name", stats.name)?;
-        entry.set_item("module", stats.module)?;
-        entry.set_item("file", stats.file)?;
-        entry.set_item("line", stats.line)?;
-        entry.set_item("calls", stats.calls)?;
-        entry.set_item("released", stats.released)?;
-        entry.set_item("timed_calls", stats.timed_calls)?;
-        entry.set_item("released_s", stats.released_time.as_secs_f64())?;
-        entry.set_item("reacquire_s", stats.reacquire_time.as_secs_f64())?;
-        entry.set_item("held_s", stats.held_time.as_secs_f64())?;
-        entry.set_item("adaptive_calls", stats.adaptive_calls)?;
-        entry.set_item("adaptive_released", stats.adaptive_released)?;
-        entry.set_item(
-            "average_work_s",
-            stats.average_work.map(|d| d.as_secs_f64()),
-        )?;
-        entry.set_item("threshold_s", stats.threshold.as_secs_f64())?;
         let mut key = stats.qualified_name();
         if all.contains(&key)? {
             key = format!("{key}@{}", stats.line);
         }
-        all.set_item(key, entry)?;
+        all.set_item(key, stats)?;
     }
     Ok(all)
 }

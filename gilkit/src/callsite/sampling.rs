@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::Instant;
 use pyo3::prelude::*;
-use quanta::Instant;
 
 use super::CallSite;
 use crate::stats::nanos;
@@ -97,7 +97,12 @@ impl CallSite {
 }
 
 /// A snapshot of one call site's statistics (see [`CallSite::stats`] and [`call_sites`](super::call_sites)).
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Converts into a Python `dict` keyed by the field names (`#[derive(IntoPyObject)]`, gilkit's
+/// [one convention](crate::stats#stats-in-python)): `name`, `module`, `file`, `line`, `calls`,
+/// `released`, `timed_calls`, `released_s`, `reacquire_s`, `held_s`, `adaptive_calls`,
+/// `adaptive_released`, `average_work_s` (`None` until known), `threshold_s`.
+#[derive(Clone, Debug, PartialEq, IntoPyObject)]
 #[non_exhaustive]
 pub struct CallSiteStats {
     /// The call site's name: the function's name for `#[nogil]` (`Type.method` when the
@@ -117,19 +122,24 @@ pub struct CallSiteStats {
     /// stands for the untimed calls before it in the times below (see [Cost](mod@crate::callsite#cost)).
     pub timed_calls: u64,
     /// Time the work ran with the GIL released.
+    #[pyo3(item("released_s"), into_py_with = crate::stats::seconds)]
     pub released_time: Duration,
     /// Time spent re-acquiring the GIL after released work (0 for interruptible and async
     /// calls, whose re-acquisitions are part of their released time).
+    #[pyo3(item("reacquire_s"), into_py_with = crate::stats::seconds)]
     pub reacquire_time: Duration,
     /// Time the work ran holding the GIL (adaptive calls that did not release).
+    #[pyo3(item("held_s"), into_py_with = crate::stats::seconds)]
     pub held_time: Duration,
     /// Calls decided by the adaptive policy.
     pub adaptive_calls: u64,
     /// Adaptive calls that released the GIL.
     pub adaptive_released: u64,
     /// The moving average of the work's duration, once known (unsized adaptive calls only).
+    #[pyo3(item("average_work_s"), into_py_with = crate::stats::optional_seconds)]
     pub average_work: Option<Duration>,
     /// The adaptive policy's threshold at this call site.
+    #[pyo3(item("threshold_s"), into_py_with = crate::stats::seconds)]
     pub threshold: Duration,
 }
 

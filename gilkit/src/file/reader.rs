@@ -47,7 +47,7 @@ pub struct ReaderOptions {
 }
 
 impl ReaderOptions {
-    /// The default buffer size, chosen by `benches/file` (see `benches/results/file.md`).
+    /// The default buffer size, chosen by `benches/file` (see `benches/results/file.md` in the gilkit source repository).
     pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
 
     /// Bytes read per refill (default [`DEFAULT_BUFFER_SIZE`](Self::DEFAULT_BUFFER_SIZE);
@@ -88,8 +88,10 @@ impl Default for ReaderOptions {
     }
 }
 
-/// Counters of what a [`RecordReader`] did, for benchmarks and tuning.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters of what a [`RecordReader`] did, for benchmarks and tuning. Converts into a Python
+/// `dict` keyed by the field names (`released_s` in float seconds; [the
+/// convention](crate::stats#stats-in-python)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, IntoPyObject)]
 #[non_exhaustive]
 pub struct ReaderStats {
     /// Calls into the Python file object (`readinto`, `read`, `seek`).
@@ -103,6 +105,7 @@ pub struct ReaderStats {
     /// Bytes read from the source.
     pub bytes_read: u64,
     /// Time spent with the GIL released (phase 2, and waits for non-blocking sources).
+    #[pyo3(item("released_s"), into_py_with = crate::stats::seconds)]
     pub released: Duration,
     /// The buffer's current size in bytes.
     pub buffer_capacity: usize,

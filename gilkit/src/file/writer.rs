@@ -19,8 +19,8 @@ use super::lend;
 use super::reader::ReaderOptions;
 use super::source::{os_error, text_mode_error, type_name, wait_ready};
 
-/// Counters of what a [`PyWriter`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters of what a [`PyWriter`] did. Converts into a Python `dict` keyed by the field names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, IntoPyObject)]
 #[non_exhaustive]
 pub struct WriterStats {
     /// Calls of the file object's `write`, `flush` and `close`.

@@ -13,19 +13,25 @@
 //! may therefore be off by the calls in flight (e.g. `total_acquired` already counts a permit whose
 //! wait time is not yet in the histogram). Counts never go backwards.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 pub use crate::stats::LatencySummary;
+use crate::stats::seconds;
 
 /// A snapshot of a [`GilSemaphore`](super::GilSemaphore)'s state and history, from
 /// [`GilSemaphore::stats`](super::GilSemaphore::stats).
 ///
-/// Converts into a Python `dict` (flat keys, durations as float seconds with an `_s` suffix), so a
-/// `#[pyfunction]` can return it directly; see [`SemaphoreStats::to_dict`].
-#[derive(Debug, Clone, PartialEq)]
+/// Converts into a Python `dict` keyed by the field names (`#[derive(IntoPyObject)]`, gilkit's
+/// [one convention](crate::stats#stats-in-python)), so a `#[pyfunction]` can return it directly:
+/// `permits`, `in_use`, `waiting`, `max_queue` (`None` when unbounded), `total_acquired`,
+/// `rejected_busy`, `timed_out`, `wait` (a latency dict: `count`, `p50_s`, `p99_s`, `max_s`,
+/// `mean_s`), `python_calls`, `python_time_s`, `attach_wait_s`. The conversion holds the GIL and
+/// takes no lock.
+#[derive(Debug, Clone, PartialEq, IntoPyObject)]
 #[non_exhaustive]
 pub struct SemaphoreStats {
     /// Permits the semaphore was built with.
@@ -49,52 +55,29 @@ pub struct SemaphoreStats {
     /// [`GilSemaphore::run`](super::GilSemaphore::run)).
     pub python_calls: u64,
     /// Total time spent inside those calls, attached (the wait for the GIL itself excluded).
+    #[pyo3(item("python_time_s"), into_py_with = seconds)]
     pub python_time: Duration,
     /// Total time those calls waited to attach (for the GIL, on a GIL build).
+    #[pyo3(item("attach_wait_s"), into_py_with = seconds)]
     pub attach_wait: Duration,
-}
-
-impl SemaphoreStats {
-    /// The snapshot as a Python `dict`: `permits`, `in_use`, `waiting`, `max_queue` (`None` when
-    /// unbounded), `total_acquired`, `rejected_busy`, `timed_out`, `wait_count`, `wait_p50_s`,
-    /// `wait_p99_s`, `wait_max_s`, `wait_mean_s`, `python_calls`, `python_time_s`, `attach_wait_s`.
-    ///
-    /// Holds the GIL (it builds Python objects); takes no lock.
-    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("permits", self.permits)?;
-        d.set_item("in_use", self.in_use)?;
-        d.set_item("waiting", self.waiting)?;
-        d.set_item("max_queue", self.max_queue)?;
-        d.set_item("total_acquired", self.total_acquired)?;
-        d.set_item("rejected_busy", self.rejected_busy)?;
-        d.set_item("timed_out", self.timed_out)?;
-        self.wait.add_to_dict(&d, "wait")?;
-        d.set_item("python_calls", self.python_calls)?;
-        d.set_item("python_time_s", self.python_time.as_secs_f64())?;
-        d.set_item("attach_wait_s", self.attach_wait.as_secs_f64())?;
-        Ok(d)
-    }
-}
-
-impl<'py> IntoPyObject<'py> for SemaphoreStats {
-    type Target = PyDict;
-    type Output = Bound<'py, PyDict>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.to_dict(py)
-    }
 }
 
 /// A snapshot of a [`GilBatcher`](crate::GilBatcher)'s state and history, from
 /// [`GilBatcher::stats`](crate::GilBatcher::stats).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Converts into a Python `dict` keyed by the field names (`#[derive(IntoPyObject)]`, gilkit's
+/// [one convention](crate::stats#stats-in-python)): `max_batch`, `max_wait_s`, `max_queue`,
+/// `queue_len`, `submitted`, `succeeded`, `failed`, `rejected_busy`, `cancelled`, `batches`,
+/// `batch_sizes` (a `dict` from size to count, sizes that never occurred left out),
+/// `mean_batch_size`, `queue_wait` (a latency dict: `count`, `p50_s`, `p99_s`, `max_s`,
+/// `mean_s`), `python_time_s`. The conversion holds the GIL and takes no lock.
+#[derive(Debug, Clone, PartialEq, IntoPyObject)]
 #[non_exhaustive]
 pub struct BatcherStats {
     /// The configured largest batch.
     pub max_batch: usize,
     /// The configured longest wait for a batch to fill.
+    #[pyo3(item("max_wait_s"), into_py_with = seconds)]
     pub max_wait: Duration,
     /// The configured queue bound, if any.
     pub max_queue: Option<usize>,
@@ -114,61 +97,39 @@ pub struct BatcherStats {
     /// Batches run, i.e. GIL acquisitions.
     pub batches: u64,
     /// `batch_sizes[n - 1]` is how many batches had exactly `n` requests (length `max_batch`).
+    #[pyo3(into_py_with = sizes_to_dict)]
     pub batch_sizes: Vec<u64>,
+    /// Mean requests per batch (0 before the first batch).
+    pub mean_batch_size: f64,
     /// Time from `submit` to the start of the request's batch.
     pub queue_wait: LatencySummary,
     /// Total time spent inside the batch function, attached.
+    #[pyo3(item("python_time_s"), into_py_with = seconds)]
     pub python_time: Duration,
 }
 
-impl BatcherStats {
-    /// Mean requests per batch (0 before the first batch).
-    pub fn mean_batch_size(&self) -> f64 {
-        let items: u64 = (1..).zip(&self.batch_sizes).map(|(n, c)| n * c).sum();
-        if self.batches == 0 {
-            0.0
-        } else {
-            items as f64 / self.batches as f64
-        }
-    }
-
-    /// The snapshot as a Python `dict`: the fields by name (durations as float seconds with an `_s`
-    /// suffix; `queue_wait` flattened to `queue_wait_p50_s` etc.), `batch_sizes` as a `dict` from
-    /// size to count (sizes that never occurred left out) and `mean_batch_size`.
-    ///
-    /// Holds the GIL (it builds Python objects); takes no lock.
-    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("max_batch", self.max_batch)?;
-        d.set_item("max_wait_s", self.max_wait.as_secs_f64())?;
-        d.set_item("max_queue", self.max_queue)?;
-        d.set_item("queue_len", self.queue_len)?;
-        d.set_item("submitted", self.submitted)?;
-        d.set_item("succeeded", self.succeeded)?;
-        d.set_item("failed", self.failed)?;
-        d.set_item("rejected_busy", self.rejected_busy)?;
-        d.set_item("cancelled", self.cancelled)?;
-        d.set_item("batches", self.batches)?;
-        let sizes = PyDict::new(py);
-        for (n, &c) in (1usize..).zip(&self.batch_sizes) {
-            if c > 0 {
-                sizes.set_item(n, c)?;
-            }
-        }
-        d.set_item("batch_sizes", sizes)?;
-        d.set_item("mean_batch_size", self.mean_batch_size())?;
-        self.queue_wait.add_to_dict(&d, "queue_wait")?;
-        d.set_item("python_time_s", self.python_time.as_secs_f64())?;
-        Ok(d)
+/// Mean requests per batch from the batch-size histogram (`batch_sizes[n - 1]` batches of `n`)
+/// and the number of batches; 0 before the first batch.
+pub(crate) fn mean_batch_size(batch_sizes: &[u64], batches: u64) -> f64 {
+    let items: u64 = (1..).zip(batch_sizes).map(|(n, c)| n * c).sum();
+    if batches == 0 {
+        0.0
+    } else {
+        items as f64 / batches as f64
     }
 }
 
-impl<'py> IntoPyObject<'py> for BatcherStats {
-    type Target = PyDict;
-    type Output = Bound<'py, PyDict>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.to_dict(py)
+/// `batch_sizes` in Python: `{size: count}` for the sizes that occurred.
+#[allow(
+    clippy::owned_cow,
+    reason = "`into_py_with` passes a `Cow` of the field's own type"
+)]
+fn sizes_to_dict<'py>(sizes: Cow<'_, Vec<u64>>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    for (n, &c) in (1usize..).zip(sizes.iter()) {
+        if c > 0 {
+            d.set_item(n, c)?;
+        }
     }
+    Ok(d.into_any())
 }

@@ -47,7 +47,7 @@ where
     T: for<'a> IntoPyObject<'a>,
 {
     let report = report.map_err(|interrupted| interrupted.into_pyerr_with_results(py))?;
-    let stats = batch::stats_to_python(py, &report.stats)?;
+    let stats = report.stats.clone().into_pyobject(py)?;
     Ok((batch::results_to_python(py, report)?, stats))
 }
 
@@ -149,7 +149,7 @@ fn batch_trivial<'py>(
         }
     }?;
     assert_eq!(stats.succeeded as u64, n);
-    batch::stats_to_python(py, &stats)
+    stats.clone().into_pyobject(py)
 }
 
 /// Benchmark: `n` items of `micros` µs of CPU work each on `workers` threads, GIL released.
@@ -167,7 +167,7 @@ fn batch_spin<'py>(
     let report = batch::run_cpu_from_python(py, &items, &options, None, |&us, _| {
         Ok::<_, ()>(spin_for(Duration::from_micros(us)))
     })?;
-    batch::stats_to_python(py, &report.stats)
+    report.stats.clone().into_pyobject(py)
 }
 
 /// A fixed amount of CPU work: `iterations` dependent multiply-adds (unlike a spin on the clock, it
@@ -215,7 +215,7 @@ fn batch_busy(
     let items = vec![iterations; n];
     let report =
         batch::run_cpu_from_python(py, &items, &options, None, |&k, _| Ok::<_, ()>(busy(k)))?;
-    batch::stats_to_python(py, &report.stats)
+    report.stats.clone().into_pyobject(py)
 }
 
 /// Benchmark: `n` HTTP/1.1 GETs of `http://127.0.0.1:{port}/` with at most `max_concurrency` in
@@ -250,7 +250,7 @@ fn batch_http_get(
             n - report.stats.succeeded
         )));
     }
-    batch::stats_to_python(py, &report.stats)
+    report.stats.clone().into_pyobject(py)
 }
 
 /// Benchmark: start a loopback HTTP/1.1 server on the shared runtime that answers every `GET` with

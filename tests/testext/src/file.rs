@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use gilkit::file::{
     Delimited, Frame, Framing, LengthPrefixed, Lines, PyReader, PyWriter, ReaderOptions,
-    ReaderStats, RecordReader, Records, Source, SourceKind,
+    RecordReader, Records, Source, SourceKind,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -60,18 +60,6 @@ fn source(obj: &Bound<'_, PyAny>, no_fd: bool) -> PyResult<Source> {
     } else {
         Source::from_py(obj)
     }
-}
-
-fn stats_dict<'py>(py: Python<'py>, stats: &ReaderStats) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("python_calls", stats.python_calls)?;
-    d.set_item("gil_releases", stats.gil_releases)?;
-    d.set_item("batches", stats.batches)?;
-    d.set_item("records", stats.records)?;
-    d.set_item("bytes_read", stats.bytes_read)?;
-    d.set_item("released_s", stats.released.as_secs_f64())?;
-    d.set_item("buffer_capacity", stats.buffer_capacity)?;
-    Ok(d)
 }
 
 /// Busy CPU work for `nanos` nanoseconds.
@@ -150,7 +138,7 @@ fn file_read<'py>(
             out.append(PyBytes::new(py, &record))?;
         }
     }
-    Ok((out, stats_dict(py, &reader.stats())?))
+    Ok((out, reader.stats().into_pyobject(py)?))
 }
 
 type BoxedRecords = Records<Box<dyn Framing>, Vec<u8>, fn(&[u8]) -> Vec<u8>>;
@@ -195,7 +183,7 @@ impl FileRecords {
 
     /// The reader's counters (`python_calls`, `gil_releases`, `batches`, `records`, ...).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        stats_dict(py, &self.records.reader().stats())
+        self.records.reader().stats().into_pyobject(py)
     }
 
     /// Byte offset after the last consumed record.

@@ -63,10 +63,9 @@ pub struct BatchStats {
     pub embeddings: usize,
     /// Prompt tokens reported by the provider.
     pub prompt_tokens: u64,
-    /// Median time from a batch's start to its end (batches that finished by themselves).
-    pub latency_p50: Option<Duration>,
-    /// 99th percentile of the same.
-    pub latency_p99: Option<Duration>,
+    /// Time from a batch's start to its end, over the batches that finished by themselves
+    /// (count 0 when none did).
+    pub latency: gilkit::stats::LatencySummary,
     /// Wall time of the whole run.
     pub duration: Duration,
 }
@@ -319,8 +318,7 @@ impl BatchResults {
     ) -> Self {
         let mut stats = BatchStats {
             duration: report.stats.duration,
-            latency_p50: latency_of(&report.stats.latency, |l| l.p50),
-            latency_p99: latency_of(&report.stats.latency, |l| l.p99),
+            latency: report.stats.latency,
             ..BatchStats::default()
         };
         let results: Vec<_> = report
@@ -383,12 +381,4 @@ fn batch_timeout(limit: Duration) -> EmbedError {
         request_id: None,
         attempts: 0,
     })
-}
-
-/// A percentile of the batch latency, `None` when no item finished.
-fn latency_of(
-    latency: &gilkit::stats::LatencySummary,
-    pick: impl Fn(&gilkit::stats::LatencySummary) -> Duration,
-) -> Option<Duration> {
-    (latency.count > 0).then(|| pick(latency))
 }

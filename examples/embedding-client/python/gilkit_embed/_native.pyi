@@ -21,20 +21,26 @@ from .errors import EmbeddingError
 _Vector = list[float]
 _Matrix = list[list[float]]
 
+class _Latency(TypedDict):
+    count: int
+    p50_s: float
+    p99_s: float
+    max_s: float
+    mean_s: float
+
 class _BatchStats(TypedDict):
     total_batches: int
     successful_batches: int
     failed_batches: int
     total_embeddings: int
     prompt_tokens: int
-    latency_p50_ms: Optional[float]
-    latency_p99_ms: Optional[float]
+    latency: _Latency
 
 class _BatchResult(TypedDict):
     embeddings: list[Optional[Union[_Matrix, npt.NDArray[np.float32]]]]
     errors: list[Optional[EmbeddingError]]
     stats: _BatchStats
-    duration_ms: float
+    duration_s: float
 
 @final
 class EmbeddingConfig:

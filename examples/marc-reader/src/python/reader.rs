@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::ahead::{Chunks, PART, Pipeline, Reading, WorkerStats, spare_core};
 use super::build::{Builder, write_messages};
@@ -416,30 +417,25 @@ impl MarcReader {
         self.current_exception.as_ref().map(|e| e.clone_ref(py))
     }
 
-    /// What the reader did so far (beyond pymarc): `python_calls` into the file object,
-    /// `gil_releases`, `batches`, `records`, `bytes_read`, `released_seconds` spent with the
-    /// GIL released reading paths, framing and parsing (all parsing without `readahead`, the first
-    /// records of each batch with it), `parse_jobs`: how many workers it started,
-    /// `parse_jobs_skipped`: how many batches got none because no core was spare, `parts_parsed_ahead`
-    /// / `parts_parsed_inline`: how many parts of 64 records after each batch's first the worker
-    /// and this thread parsed, and `parse_waits` / `parse_wait_seconds`: how often and how long
-    /// `__next__` waited for the worker (GIL released). Holds the GIL.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// What the reader did so far (beyond pymarc), as a dict ([`MarcReaderStats`]'s fields;
+    /// durations in float seconds, keys ending in `_s`). Holds the GIL.
+    fn stats(&self) -> MarcReaderStats {
         let stats = self.reader.stats();
-        let dict = PyDict::new(py);
-        dict.set_item("python_calls", stats.python_calls)?;
-        dict.set_item("gil_releases", stats.gil_releases)?;
-        dict.set_item("batches", stats.batches)?;
-        dict.set_item("records", stats.records)?;
-        dict.set_item("bytes_read", stats.bytes_read)?;
-        dict.set_item("released_seconds", stats.released.as_secs_f64())?;
-        dict.set_item("parse_jobs", self.worker_stats.jobs)?;
-        dict.set_item("parse_jobs_skipped", self.worker_stats.jobs_skipped)?;
-        dict.set_item("parts_parsed_ahead", self.worker_stats.parts_ahead)?;
-        dict.set_item("parts_parsed_inline", self.worker_stats.parts_inline)?;
-        dict.set_item("parse_waits", self.worker_stats.waits)?;
-        dict.set_item("parse_wait_seconds", self.worker_stats.waited.as_secs_f64())?;
-        Ok(dict)
+        let ahead = &self.worker_stats;
+        MarcReaderStats {
+            python_calls: stats.python_calls,
+            gil_releases: stats.gil_releases,
+            batches: stats.batches,
+            records: stats.records,
+            bytes_read: stats.bytes_read,
+            released: stats.released,
+            parse_jobs: ahead.jobs,
+            parse_jobs_skipped: ahead.jobs_skipped,
+            parts_parsed_ahead: ahead.parts_ahead,
+            parts_parsed_inline: ahead.parts_inline,
+            parse_waits: ahead.waits,
+            parse_wait: ahead.waited,
+        }
     }
 
     /// Closes the underlying file object (its `close()` is called) and ends reading; stops the
@@ -608,4 +604,37 @@ fn parse_all(
             })
             .collect()
     })
+}
+
+/// `MARCReader.stats()`: what a reader did so far, as a Python `dict` keyed by the field names
+/// (gilkit's convention: durations in float seconds with an `_s` suffix, counts as ints).
+#[derive(IntoPyObject)]
+pub(crate) struct MarcReaderStats {
+    /// Calls into the Python file object.
+    python_calls: u64,
+    /// Times the GIL was released and taken again.
+    gil_releases: u64,
+    /// Batches read.
+    batches: u64,
+    /// Records framed.
+    records: u64,
+    /// Bytes read from the source.
+    bytes_read: u64,
+    /// Time spent with the GIL released reading paths, framing and parsing (all parsing without
+    /// `readahead`, the first records of each batch with it).
+    #[pyo3(item("released_s"), into_py_with = gilkit::stats::seconds)]
+    released: Duration,
+    /// Read-ahead workers started.
+    parse_jobs: u64,
+    /// Batches that got no worker because no core was spare.
+    parse_jobs_skipped: u64,
+    /// Parts of 64 records after each batch's first that the worker parsed.
+    parts_parsed_ahead: u64,
+    /// Such parts this thread parsed itself.
+    parts_parsed_inline: u64,
+    /// How often `__next__` waited for the worker (GIL released).
+    parse_waits: u64,
+    /// How long it waited in all.
+    #[pyo3(item("parse_wait_s"), into_py_with = gilkit::stats::seconds)]
+    parse_wait: Duration,
 }

@@ -8,22 +8,20 @@
 //! shard (through [`gilkit::Interruptible`], re-attaching every 100 ms for signals and the progress
 //! callback), and a Python model's `GilBatcher` worker re-acquires it once per model call.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{
-    ModelMismatchError, PyHttpEmbedder, PyInProcessEmbedder, load_limits, report_dict,
-    splitter_config, store_err,
+    ModelMismatchError, PyHttpEmbedder, PyInProcessEmbedder, checked_retry_backoff, load_limits,
+    run_with_progress, splitter_config, store_err,
 };
 use crate::embed::Embedder;
 use crate::load::Filter;
-use crate::pipeline::{IngestError, IngestOptions, Progress};
+use crate::pipeline::{IngestOptions, Progress};
 use crate::shard::{self, ShardFile};
 use crate::store::{FileState, OpenMode, StagedSegment, Store, StoreError};
 
@@ -109,21 +107,12 @@ impl StagedWriter {
             .iter()
             .map(|f| serde_json::to_string(f).expect("a shard file serializes"))
             .collect::<Vec<_>>();
-        let failures = PyList::empty(py);
-        for f in &plan.failures {
-            let d = PyDict::new(py);
-            d.set_item("path", &f.path)?;
-            d.set_item("stage", f.stage.name())?;
-            d.set_item("reason", &f.reason)?;
-            d.set_item("failed_chunks", f.failed_chunks)?;
-            failures.append(d)?;
-        }
         let d = PyDict::new(py);
         d.set_item("files", plan.files)?;
         d.set_item("unchanged", plan.unchanged)?;
         d.set_item("work", work)?;
         d.set_item("removed", plan.removed)?;
-        d.set_item("failures", failures)?;
+        d.set_item("failures", plan.failures)?;
         Ok(d)
     }
 
@@ -229,45 +218,22 @@ pub(super) fn build_shard<'py>(
             "workers, embed_batch and embed_concurrency must be at least 1",
         ));
     }
-    if !(retry_backoff.is_finite() && retry_backoff >= 0.0) {
-        return Err(PyValueError::new_err(
-            "retry_backoff must be a non-negative number of seconds",
-        ));
-    }
     let opts = IngestOptions {
         splitter: splitter_config(splitter, chunk_size, chunk_overlap)?,
         workers: workers.unwrap_or_else(crate::parallel::default_workers),
         embed_batch,
         embed_concurrency,
         retries,
-        retry_backoff: Duration::from_secs_f64(retry_backoff),
+        retry_backoff: checked_retry_backoff(retry_backoff)?,
         commit_every,
         limits,
         ..IngestOptions::default()
     };
     let counters = Progress::default();
-    let mut last = (usize::MAX, 0, 0, 0);
     let progress = progress.map(Bound::unbind);
-    let hook = |py: Python<'_>| -> PyResult<()> {
-        if let Some(cb) = &progress {
-            let now = counters.snapshot();
-            if now != last {
-                last = now;
-                cb.bind(py).call1(now)?;
-            }
-        }
-        Ok(())
-    };
-    let outcome = gilkit::Interruptible::new()
-        .poll_interval(Duration::from_millis(100))
-        .on_poll(hook)
-        .run(py, |token| {
-            shard::build_shard(&*embedder, &files, &opts, &out, &counters, token)
-        })?
-        .map_err(|e| match e {
-            IngestError::Config(msg) => PyValueError::new_err(msg),
-            IngestError::Store(e) => store_err(e),
-        })?;
+    let outcome = run_with_progress(py, &counters, progress.as_ref(), |token| {
+        shard::build_shard(&*embedder, &files, &opts, &out, &counters, token)
+    })?;
     if let Some(cb) = &progress {
         cb.bind(py).call1(counters.snapshot())?;
     }
@@ -283,6 +249,6 @@ pub(super) fn build_shard<'py>(
         .map(|t| serde_json::to_string(t).expect("a file state serializes"))
         .collect::<Vec<_>>();
     d.set_item("touched", touched)?;
-    d.set_item("report", report_dict(py, &outcome.report)?)?;
+    d.set_item("report", outcome.report)?;
     Ok(d)
 }
