@@ -239,14 +239,13 @@ fn tail(
     })
 }
 
-/// A part's outcomes, or the error for a panic of the parser (a bug: no panic text reaches a user
-/// as such).
+/// A part's outcomes, or the error for a panic of the parser (a bug; its text is not for users).
 fn parsed_part(part: PartOutcome<Vec<Outcome>, Infallible>) -> PyResult<Vec<Outcome>> {
     match part {
         PartOutcome::Ok(outcomes) => Ok(outcomes),
-        PartOutcome::Panicked(message) => Err(PyRuntimeError::new_err(format!(
-            "gilkit_marc's parser failed on this data (a bug, please report it with the file): {message}"
-        ))),
+        PartOutcome::Panicked(_) => Err(PyRuntimeError::new_err(
+            "gilkit_marc's parser failed on this data (a bug: please report it with the file)",
+        )),
         _ => Err(PyRuntimeError::new_err("gilkit_marc's parsing was stopped")),
     }
 }
