@@ -8,12 +8,13 @@ Each build is a Python interpreter with its own gilkit_marc installed (for examp
 
 Each round runs every workload once per build, in a fresh process per build (`--child` mode),
 the two builds' order alternating from round to round; within a process each workload runs
-after one warm-up, best of 3. Prints a markdown table: medians and after / before.
+after one warm-up, best of 3 (each after a `gc.collect()`). Prints a markdown table: medians and after / before.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -75,6 +76,7 @@ def child() -> None:
             fn(path)
             best = float("inf")
             for _ in range(3):
+                gc.collect()
                 start = time.perf_counter()
                 records = fn(path)
                 best = min(best, time.perf_counter() - start)

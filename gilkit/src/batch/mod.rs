@@ -65,7 +65,9 @@
 //! wins by `compare_exchange`) and the progress counters carry no other data and are `Relaxed`.
 //! The cancellation token has its own `Acquire`/`Release` pair (see [`crate::CancelToken`]).
 //! The [`Executor`]'s idle-thread count is a `Relaxed` hint for starting threads; its tasks and
-//! results travel through a channel and the GIL, which synchronise.
+//! results travel through a channel and the GIL, which synchronise. [`ordered`] streaming claims
+//! on the same `Relaxed` cursor and hands parts over a channel; its counters are `Relaxed` hints
+//! (each ordering is justified in `src/batch/README.md`).
 //!
 //! # Compared with
 //! The per-item cost of both modes, measured side by side with `ThreadPoolExecutor.map` and

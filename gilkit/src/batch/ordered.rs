@@ -22,7 +22,7 @@
 //! # GIL
 //! [`Parts::new`] does not touch it (the worker goes to gilkit's pool). [`Parts::next`] holds it
 //! on return and releases it to make parts on the calling thread and while waiting for the
-//! worker, re-attaching every [`DEFAULT_POLL_INTERVAL`](crate::DEFAULT_POLL_INTERVAL) to run
+//! worker, re-attaching every [`DEFAULT_POLL_INTERVAL`] to run
 //! signal handlers (Ctrl-C: `KeyboardInterrupt`; calling again resumes). [`Parts::finish`]
 //! releases it while the worker returns. Dropping [`Parts`] cancels the worker and waits for it
 //! (at most the part in hand) with the GIL as the caller has it: the worker never needs it.
