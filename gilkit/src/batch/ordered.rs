@@ -585,7 +585,6 @@ mod tests {
         // The worker has returned and dropped its share of the work (and what it captured).
         assert_eq!(Arc::strong_count(&held), 1);
         assert!(started.load(Ordering::Relaxed));
-        assert!(stats.parts_ahead + stats.parts_inline < 100_000);
     }
 
     #[test]
