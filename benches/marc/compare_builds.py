@@ -6,6 +6,8 @@ Each build is a Python interpreter with its own gilkit_marc installed (for examp
 
     python benches/marc/compare_builds.py --before PY --after PY [--rounds 7]
 
+COMPARE_ONLY=text runs only the workloads whose name contains `text`.
+
 Each round runs every workload once per build, in a fresh process per build (`--child` mode),
 the two builds' order alternating from round to round; within a process each workload runs
 after one warm-up, best of 3 (each after a `gc.collect()`). Prints a markdown table: medians and after / before.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -70,17 +73,22 @@ def child() -> None:
         "2 threads, own copy each, fields": two_threads,
     }
     out: dict[str, float] = {}
+    only = os.environ.get("COMPARE_ONLY")
     for name, fn in workloads.items():
+        if only and only not in name:
+            continue
         for file in FILES:
             path = DATA / file
             fn(path)
-            best = float("inf")
+            best, best_cpu = float("inf"), float("inf")
             for _ in range(3):
                 gc.collect()
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 records = fn(path)
                 best = min(best, time.perf_counter() - start)
+                best_cpu = min(best_cpu, time.process_time() - start_cpu)
             out[f"{name} | {file}"] = records / best
+            out[f"{name} | {file} | cpu"] = records / best_cpu
     print(json.dumps(out))
 
 
@@ -104,13 +112,21 @@ def main() -> None:
             results[build].append(run(builds[build]))
         print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     print(f"medians of {args.rounds} rounds (records/s; best of 3 within a round)\n")
-    print("| workload | file | before rec/s | after rec/s | after / before |")
-    print("|---|---|---:|---:|---:|")
+    print("Wall: records/s. CPU: records per CPU second of the process (all its threads), less")
+    print("sensitive to other load than wall time.\n")
+    print("| workload | file | before rec/s | after rec/s | after / before | CPU after / before |")
+    print("|---|---|---:|---:|---:|---:|")
+
+    def median(build: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[build])
+
     for key in results["before"][0]:
-        before = statistics.median(r[key] for r in results["before"])
-        after = statistics.median(r[key] for r in results["after"])
+        if key.endswith(" | cpu"):
+            continue
+        before, after = median("before", key), median("after", key)
+        cpu = median("after", key + " | cpu") / median("before", key + " | cpu")
         workload, file = key.split(" | ")
-        print(f"| {workload} | {file} | {before:,.0f} | {after:,.0f} | {after / before:.2f}x |")
+        print(f"| {workload} | {file} | {before:,.0f} | {after:,.0f} | {after / before:.2f}x | {cpu:.2f}x |")
 
 
 if __name__ == "__main__":
