@@ -20,5 +20,9 @@ for pkg in tests/testext examples/*/; do
     pkg=${pkg%/}
     [ -f "$pkg/pyproject.toml" ] || continue
     echo "==> building $pkg"
-    (cd "$root/$pkg" && maturin develop --release --quiet)
+    # A package's test hooks (cargo feature `test-hooks`, never in a published wheel) are part of
+    # the development install its tests run against.
+    features=()
+    if grep -q '^test-hooks = ' "$pkg/Cargo.toml"; then features=(--features test-hooks); fi
+    (cd "$root/$pkg" && maturin develop --release --quiet "${features[@]}")
 done

@@ -14,15 +14,15 @@
 //!   visible to the caller.
 //!
 //! # Memory ordering
-//! The cursor uses `Relaxed`: atomicity of the read-modify-write alone gives uniqueness of claims
-//! (all RMWs of one atomic form a single total order and each reads the value written by the one
-//! before it). No data is published through the cursor: slot writes become visible to the reader
+//! The cursor uses `Relaxed`: atomicity of the read-modify-write (`fetch_add`, and ordered
+//! streaming's `compare_exchange` and `fetch_max`) alone gives uniqueness of claims (all RMWs of
+//! one atomic form a single total order and each reads the value written by the one before it). No data is published through the cursor: slot writes become visible to the reader
 //! through the happens-before edge of waiting for the worker threads (`pool::join`, whose
 //! completion signal is a channel disconnection observed under the channel's lock), which
 //! [`Board::into_slots`] requires by taking `self`.
 //!
 //! Under `--cfg gilkit_loom` the atomics and cells come from `loom`, and `tests` below model two
-//! workers claiming and completing concurrently.
+//! workers claiming and completing concurrently, and ordered streaming's claims (`ordered.rs`).
 
 use std::ops::Range;
 
@@ -40,10 +40,74 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// item delays at most 63 others that no other worker can take.
 pub(crate) const MAX_CHUNK: usize = 64;
 
+/// The claim cursor: the first unclaimed index of `0..len`. Every index is handed out at most
+/// once, to whoever's read-modify-write took it: runs of indices for the CPU executor
+/// ([`Board::claim`]), single indices for ordered streaming (`ordered.rs`), and a given index
+/// only if it is the next one ([`Cursor::claim_at`]).
+pub(crate) struct Cursor {
+    /// May run past `len` (claims clip to it).
+    next: crossbeam_utils::CachePadded<AtomicUsize>,
+    len: usize,
+}
+
+impl Cursor {
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            next: crossbeam_utils::CachePadded::new(AtomicUsize::new(0)),
+            len,
+        }
+    }
+
+    /// Reserves the next run of unclaimed indices for one of `workers` workers, or `None` once
+    /// all are claimed.
+    ///
+    /// The run's length follows guided self-scheduling (C. D. Polychronopoulos and D. J. Kuck,
+    /// "Guided Self-Scheduling: A Practical Scheduling Scheme for Parallel Supercomputers", IEEE
+    /// Transactions on Computers, 1987): a share of what remains, so early claims are long (cheap)
+    /// and the last ones single items (balanced), capped by [`MAX_CHUNK`].
+    #[inline]
+    pub(crate) fn claim_run(&self, workers: usize) -> Option<Range<usize>> {
+        // A stale read only changes the run's length, never its uniqueness.
+        let seen = self.next.load(Ordering::Relaxed);
+        if seen >= self.len {
+            return None;
+        }
+        let chunk = ((self.len - seen) / (4 * workers)).clamp(1, MAX_CHUNK);
+        let start = self.next.fetch_add(chunk, Ordering::Relaxed);
+        (start < self.len).then(|| start..(start + chunk).min(self.len))
+    }
+
+    /// Claims the lowest unclaimed index, if any.
+    #[inline]
+    pub(crate) fn claim_next(&self) -> Option<usize> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        (index < self.len).then_some(index)
+    }
+
+    /// Claims `index` if it is the lowest unclaimed one.
+    #[inline]
+    pub(crate) fn claim_at(&self, index: usize) -> bool {
+        index < self.len
+            && self
+                .next
+                .compare_exchange(index, index + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether every index is claimed.
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.next.load(Ordering::Relaxed) >= self.len
+    }
+
+    /// Makes every index claimed: later claims get nothing.
+    pub(crate) fn close(&self) {
+        self.next.fetch_max(self.len, Ordering::Relaxed);
+    }
+}
+
 /// The cursor over the input and one result slot per input item.
 pub(crate) struct Board<R> {
-    /// The next unclaimed index; may run past `slots.len()` (claims clip to it).
-    next: crossbeam_utils::CachePadded<AtomicUsize>,
+    cursor: Cursor,
     slots: Box<[Slot<R>]>,
     /// Workers sharing the board: sizes the claims (guided self-scheduling).
     workers: usize,
@@ -62,34 +126,19 @@ impl<R> Board<R> {
     /// A board of `len` empty slots shared by `workers` workers (at least 1).
     pub(crate) fn new(len: usize, workers: usize) -> Self {
         Self {
-            next: crossbeam_utils::CachePadded::new(AtomicUsize::new(0)),
+            cursor: Cursor::new(len),
             slots: (0..len).map(|_| UnsafeCell::new(None)).collect(),
             workers: workers.max(1),
         }
     }
 
-    /// Reserves the next run of unclaimed indices, or `None` once all are claimed.
-    ///
-    /// The run's length follows guided self-scheduling (C. D. Polychronopoulos and D. J. Kuck,
-    /// "Guided Self-Scheduling: A Practical Scheduling Scheme for Parallel Supercomputers", IEEE
-    /// Transactions on Computers, 1987): a share of what remains, so early claims are long (cheap)
-    /// and the last ones single items (balanced), capped by [`MAX_CHUNK`].
+    /// Reserves the next run of unclaimed indices ([`Cursor::claim_run`]), or `None` once all
+    /// are claimed.
     #[inline]
     pub(crate) fn claim(&self) -> Option<Claim<'_, R>> {
-        let len = self.slots.len();
-        // A stale read only changes the run's length, never its uniqueness.
-        let seen = self.next.load(Ordering::Relaxed);
-        if seen >= len {
-            return None;
-        }
-        let chunk = ((len - seen) / (4 * self.workers)).clamp(1, MAX_CHUNK);
-        let start = self.next.fetch_add(chunk, Ordering::Relaxed);
-        if start >= len {
-            return None;
-        }
         Some(Claim {
             board: self,
-            range: start..(start + chunk).min(len),
+            range: self.cursor.claim_run(self.workers)?,
         })
     }
 
@@ -176,6 +225,25 @@ mod tests {
 
     #[cfg(not(gilkit_loom))]
     #[test]
+    fn an_index_is_claimed_at_the_cursor_only_and_close_ends_claims() {
+        let c = Cursor::new(4);
+        assert!(!c.claim_at(1), "index 0 is still unclaimed");
+        assert!(c.claim_at(0));
+        assert!(!c.claim_at(0), "claimed twice");
+        assert_eq!(c.claim_next(), Some(1));
+        assert!(c.claim_at(2));
+        assert!(!c.is_exhausted());
+        c.close();
+        assert!(c.is_exhausted());
+        assert_eq!(
+            (c.claim_next(), c.claim_at(3), c.claim_run(1)),
+            (None, false, None)
+        );
+        assert!(!Cursor::new(0).claim_at(0));
+    }
+
+    #[cfg(not(gilkit_loom))]
+    #[test]
     fn concurrent_claims_are_disjoint() {
         let board = Board::<std::thread::ThreadId>::new(50_000, 4);
         std::thread::scope(|s| {
@@ -190,6 +258,43 @@ mod tests {
             }
         });
         assert!(board.into_slots().iter().all(Option::is_some));
+    }
+
+    /// Ordered streaming's use of the cursor (`ordered.rs`): a worker takes the next index while
+    /// the consumer takes each index in order if still unclaimed (else the next one), then closes
+    /// the cursor; every index is taken at most once, and every index below where the cursor was
+    /// closed exactly once. Run by `scripts/ci.d/20-loom.sh` with the model below.
+    #[cfg(gilkit_loom)]
+    #[test]
+    fn loom_ordered_claims() {
+        loom::model(|| {
+            let cursor = loom::sync::Arc::new(Cursor::new(3));
+            let worker = {
+                let cursor = cursor.clone();
+                loom::thread::spawn(move || std::iter::from_fn(|| cursor.claim_next()).collect())
+            };
+            let mut mine = Vec::new();
+            for want in 0..2 {
+                if cursor.claim_at(want) {
+                    mine.push(want);
+                } else if let Some(index) = cursor.claim_next() {
+                    mine.push(index);
+                }
+            }
+            cursor.close();
+            assert!(cursor.claim_next().is_none() && !cursor.claim_at(2));
+            let theirs: Vec<usize> = worker.join().unwrap();
+            let mut all = [mine, theirs].concat();
+            all.sort_unstable();
+            assert!(
+                all.windows(2).all(|w| w[0] < w[1]),
+                "an index taken twice: {all:?}"
+            );
+            assert!(
+                all.len() >= 2 && all[..2] == [0, 1],
+                "an index skipped: {all:?}"
+            );
+        });
     }
 
     /// Two workers claim and complete a board of three slots; the reader sees every result exactly

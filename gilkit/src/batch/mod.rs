@@ -7,6 +7,7 @@
 //! | I/O-bound, `FnMut(I) -> impl Future` | [`run_async`] | the task that awaits it, at most `max_concurrency` futures in flight |
 //! | either, from a `#[pyfunction]` / `#[pymethods]` with the GIL released, progress callback, Ctrl-C | [`run_cpu_from_python`], [`block_on_batch_from_python`] | as above |
 //! | a `concurrent.futures.Executor` for Python | [`Executor`], [`NativeFn`] | a pool of parked threads |
+//! | parts handed to one consumer in order, made ahead of it while it uses the previous ones | [`ordered::Parts`] | the caller's thread and, when a core is spare, one pooled worker |
 //!
 //! Every item gets its own [`Outcome`]: `Ok`, `Err`, `Panicked` (the panic is caught; the other
 //! items run on), `TimedOut` (its `item_timeout` ran out, or the batch deadline passed before it
@@ -64,7 +65,9 @@
 //! wins by `compare_exchange`) and the progress counters carry no other data and are `Relaxed`.
 //! The cancellation token has its own `Acquire`/`Release` pair (see [`crate::CancelToken`]).
 //! The [`Executor`]'s idle-thread count is a `Relaxed` hint for starting threads; its tasks and
-//! results travel through a channel and the GIL, which synchronise.
+//! results travel through a channel and the GIL, which synchronise. [`ordered`] streaming claims
+//! on the same `Relaxed` cursor and hands parts over a channel; its counters are `Relaxed` hints
+//! (each ordering is justified in `src/batch/README.md`).
 //!
 //! # Compared with
 //! The per-item cost of both modes, measured side by side with `ThreadPoolExecutor.map` and
@@ -78,6 +81,7 @@ mod core;
 mod cpu;
 mod executor;
 mod options;
+pub mod ordered;
 mod outcome;
 mod python;
 mod report;

@@ -5,7 +5,6 @@
 //! records ([`write`](mod@write)), MARC-8 decoding, and columns computed in Rust on several
 //! threads ([`extract`](mod@extract), written to files by [`convert`](mod@convert)). See each function for what it does with the GIL.
 
-mod ahead;
 mod build;
 mod convert;
 mod extract;
@@ -95,42 +94,50 @@ fn as_marc<'py>(
     write::as_marc(py, record)
 }
 
-/// How many parse workers are running in this process (beyond pymarc; for tests: a reader
-/// dropped or closed mid-file must leave none). Holds the GIL.
-#[pyfunction]
-fn _parse_jobs_running() -> usize {
-    ahead::live_jobs()
-}
+/// Test hooks (beyond pymarc), only in a build with the cargo feature `test-hooks`
+/// (`scripts/setup.sh` builds the development install so; a published wheel has none): read-ahead
+/// workers made slow without relying on timing, a set number of cores, and the count of workers
+/// running. Each holds the GIL.
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use gilkit::batch::ordered::{self, test_hooks::WorkerMode};
+    use pyo3::prelude::*;
 
-/// Makes the parse workers started from now on claim nothing (`"idle"`), hold their first part
-/// until the caller has claimed every other (`"lagging"`), or work normally (`"normal"`): a test
-/// hook (beyond pymarc) to check that readers parse on their own thread whatever the worker does.
-/// Holds the GIL.
-///
-/// # Errors
-///
-/// `ValueError` for another mode.
-#[pyfunction]
-fn _set_parse_worker_mode(mode: &str) -> PyResult<()> {
-    let mode = match mode {
-        "normal" => ahead::WorkerMode::Normal,
-        "idle" => ahead::WorkerMode::Idle,
-        "lagging" => ahead::WorkerMode::Lagging,
-        _ => {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "unknown parse worker mode {mode:?}: use 'normal', 'idle' or 'lagging'"
-            )));
-        }
-    };
-    ahead::set_worker_mode(mode);
-    Ok(())
-}
+    /// How many parse workers are running in this process (a reader dropped or closed mid-file
+    /// must leave none).
+    #[pyfunction]
+    pub(super) fn _parse_jobs_running() -> usize {
+        ordered::workers_running()
+    }
 
-/// Makes read-ahead assume `cores` cores when deciding whether a batch gets a worker (0: as many
-/// as the system gives this process): a test hook (beyond pymarc). Holds the GIL.
-#[pyfunction]
-fn _set_parse_cores(cores: usize) {
-    ahead::set_cores(cores);
+    /// Makes the parse workers started from now on claim nothing (`"idle"`), hold their first
+    /// part until the caller has claimed every other (`"lagging"`), or work normally
+    /// (`"normal"`).
+    ///
+    /// # Errors
+    /// `ValueError` for another mode.
+    #[pyfunction]
+    pub(super) fn _set_parse_worker_mode(mode: &str) -> PyResult<()> {
+        let mode = match mode {
+            "normal" => WorkerMode::Normal,
+            "idle" => WorkerMode::Idle,
+            "lagging" => WorkerMode::Lagging,
+            _ => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown parse worker mode {mode:?}: use 'normal', 'idle' or 'lagging'"
+                )));
+            }
+        };
+        ordered::test_hooks::set_worker_mode(mode);
+        Ok(())
+    }
+
+    /// Makes read-ahead assume `cores` cores when deciding whether a batch gets a worker (0: as
+    /// many as the system gives this process).
+    #[pyfunction]
+    pub(super) fn _set_parse_cores(cores: usize) {
+        ordered::test_hooks::set_cores(cores);
+    }
 }
 
 #[pymodule]
@@ -147,8 +154,11 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(marc8_decode_str, m)?)?;
     m.add_function(wrap_pyfunction!(decode_into, m)?)?;
     m.add_function(wrap_pyfunction!(as_marc, m)?)?;
-    m.add_function(wrap_pyfunction!(_parse_jobs_running, m)?)?;
-    m.add_function(wrap_pyfunction!(_set_parse_worker_mode, m)?)?;
-    m.add_function(wrap_pyfunction!(_set_parse_cores, m)?)?;
+    #[cfg(feature = "test-hooks")]
+    {
+        m.add_function(wrap_pyfunction!(test_hooks::_parse_jobs_running, m)?)?;
+        m.add_function(wrap_pyfunction!(test_hooks::_set_parse_worker_mode, m)?)?;
+        m.add_function(wrap_pyfunction!(test_hooks::_set_parse_cores, m)?)?;
+    }
     Ok(())
 }

@@ -4,9 +4,12 @@
 //! GIL, `bytes` in place, any other binary file object in large `readinto` calls with the GIL.
 //! Per batch (one GIL release) it frames records with [`MarcFraming`] (pymarc's rules,
 //! [`crate::frame`]), copies them into one buffer and runs [`parse_chunk`] (Rust parser,
-//! [`crate::parse`]) on all of them, or with `readahead` on the first few only, a worker parsing
-//! the rest ahead of the records being built, and this thread parsing whatever the worker has not
-//! started when it gets there ([`super::ahead`]). Each `__next__` then builds one record's
+//! [`crate::parse`]) on all of them, or with `readahead` on the first [`PART`] only, the rest
+//! going to [`gilkit::batch::ordered`] in parts of [`PART`]: a pooled worker parses ahead of the
+//! records being built (when a core is spare), and this thread parses whatever the worker has not
+//! started when it gets there. Nothing is read ahead of the consumer: the source is read at the
+//! same points as without the worker, so errors, the file object's position and what a slow
+//! stream delivers when are unchanged; only parsing moves. Each `__next__` then builds one record's
 //! Python objects with the GIL held ([`super::build`]; with `lazy_fields`, a `LazyRecord` whose
 //! fields are built on first use, [`super::lazy`]); a record the Rust parser refused goes to the
 //! Python decoder (the `Record` class), which gives pymarc's record, warning or exception.
@@ -17,16 +20,18 @@
 //! iteration. `MARCReader` does exactly that. `read_all(..., permissive=False)` is the strict
 //! form: it raises the first such exception instead.
 
-use gilkit::CancelToken;
+use gilkit::batch::ordered::{self, Consumer, Parts, spare_core};
+use gilkit::batch::{self, BatchOptions, Outcome as PartOutcome};
 use gilkit::file::{self, Framing, FramingError, ReaderOptions, RecordReader, Source};
-use pyo3::exceptions::{PyException, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use std::convert::Infallible;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ahead::{Chunks, PART, Pipeline, Reading, WorkerStats, spare_core};
 use super::build::{Builder, write_messages};
 use super::position::Position;
 use crate::frame::{Frame, FrameError, next_frame};
@@ -85,6 +90,165 @@ fn reader_options() -> ReaderOptions {
     ReaderOptions::default()
         .buffer_size(BUFFER_SIZE)
         .max_batch(MAX_BATCH)
+}
+
+/// Records per part: parsed while reading at the start of a batch with read-ahead, and the unit
+/// claimed and parsed by the worker or this thread after that. Small enough that building starts
+/// at once and a cancelled worker stops quickly, large enough that a claim and a message cost
+/// nothing next to parsing (about 1 µs a record).
+const PART: usize = 64;
+
+/// A batch's framed chunks, back to back in one buffer (one allocation per batch, not per record).
+#[derive(Default)]
+pub(crate) struct Chunks {
+    data: Vec<u8>,
+    /// `ends[i]` is where chunk `i` ends in `data`.
+    ends: Vec<usize>,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: &[u8]) {
+        self.data.extend_from_slice(chunk);
+        self.ends.push(self.data.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Chunk `i`; panics if `i >= self.len()`.
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+
+    /// Parses chunks `range` with `opts` (no Python).
+    fn parse(&self, range: Range<usize>, opts: &parse::Options) -> Vec<Outcome> {
+        range.map(|i| parse_chunk(self.get(i), opts)).collect()
+    }
+}
+
+/// The records of a batch, in parts of [`PART`] records from `from` on.
+type Tail = Parts<Vec<Outcome>, Infallible>;
+
+/// A batch's records in order, each with its parse outcome: the first parsed while reading, the
+/// rest by [`gilkit::batch::ordered`], ahead on a worker or on this thread when reached.
+struct Pipeline {
+    chunks: Arc<Chunks>,
+    /// Index of the next chunk to hand out.
+    next: usize,
+    /// Outcomes of chunks `next..next + ready.len()`.
+    ready: std::vec::IntoIter<Outcome>,
+    tail: Tail,
+}
+
+impl Pipeline {
+    /// A pipeline with no records (before the first batch).
+    fn empty(opts: parse::Options) -> Self {
+        Self::new(
+            Chunks::default(),
+            Vec::new(),
+            opts,
+            false,
+            &mut ordered::Stats::default(),
+        )
+    }
+
+    /// A pipeline over `chunks`, whose first `parsed.len()` outcomes are `parsed`; the rest is
+    /// parsed with `opts` in parts, by a worker ahead of the caller if `ahead`, else on the calling
+    /// thread when reached.
+    fn new(
+        chunks: Chunks,
+        parsed: Vec<Outcome>,
+        opts: parse::Options,
+        ahead: bool,
+        stats: &mut ordered::Stats,
+    ) -> Self {
+        let chunks = Arc::new(chunks);
+        Pipeline {
+            tail: tail(&chunks, parsed.len(), opts, ahead, stats),
+            chunks,
+            next: 0,
+            ready: parsed.into_iter(),
+        }
+    }
+
+    /// The chunks' buffer, emptied, for the next batch (a fresh one if still shared); ends the
+    /// worker first (GIL released if it has not yet returned).
+    fn into_buffer(self, py: Python<'_>) -> Chunks {
+        self.tail.finish(py);
+        match Arc::try_unwrap(self.chunks) {
+            Ok(mut chunks) => {
+                chunks.data.clear();
+                chunks.ends.clear();
+                chunks
+            }
+            Err(_) => Chunks::default(),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.next == self.chunks.len()
+    }
+
+    /// The next record's chunk index and outcome; `None` once the batch is used up.
+    ///
+    /// GIL: held; released to parse a part here and while waiting for the worker.
+    ///
+    /// # Errors
+    /// `KeyboardInterrupt` (or another signal handler's exception) while waiting; calling again
+    /// resumes. `RuntimeError` if the parser panicked (a bug).
+    fn next(
+        &mut self,
+        py: Python<'_>,
+        stats: &mut ordered::Stats,
+    ) -> PyResult<Option<(usize, Outcome)>> {
+        loop {
+            if let Some(outcome) = self.ready.next() {
+                self.next += 1;
+                return Ok(Some((self.next - 1, outcome)));
+            }
+            match self.tail.next(py, stats)? {
+                Some(part) => self.ready = parsed_part(part)?.into_iter(),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Parses the records not yet handed out again, with `opts` (the reader's options changed).
+    fn reparse(&mut self, opts: parse::Options, ahead: bool, stats: &mut ordered::Stats) {
+        self.ready = Vec::new().into_iter();
+        // The old worker stops before another starts (it would count as busy).
+        self.tail = tail(&Arc::default(), 0, opts, false, stats);
+        self.tail = tail(&self.chunks, self.next, opts, ahead, stats);
+    }
+}
+
+/// The parts of `chunks[from..]`.
+fn tail(
+    chunks: &Arc<Chunks>,
+    from: usize,
+    opts: parse::Options,
+    ahead: bool,
+    stats: &mut ordered::Stats,
+) -> Tail {
+    let count = chunks.len().saturating_sub(from).div_ceil(PART);
+    let chunks = chunks.clone();
+    Parts::new(count, ahead, stats, move |part| {
+        let start = from + part * PART;
+        Ok(chunks.parse(start..chunks.len().min(start + PART), &opts))
+    })
+}
+
+/// A part's outcomes, or the error for a panic of the parser (a bug; its text is not for users).
+fn parsed_part(part: PartOutcome<Vec<Outcome>, Infallible>) -> PyResult<Vec<Outcome>> {
+    match part {
+        PartOutcome::Ok(outcomes) => Ok(outcomes),
+        PartOutcome::Panicked(_) => Err(PyRuntimeError::new_err(
+            "gilkit_marc's parser failed on this data (a bug: please report it with the file)",
+        )),
+        _ => Err(PyRuntimeError::new_err("gilkit_marc's parsing was stopped")),
+    }
 }
 
 /// What became of one chunk.
@@ -233,7 +397,7 @@ pub(crate) fn frame_error(py: Python<'_>, e: FrameError) -> PyErr {
 /// reader per thread to read files in parallel (reading and framing release the GIL once per
 /// batch). With `readahead` (the default) a worker parses each batch ahead of the caller, who
 /// builds the records already parsed and parses what the worker has not started (see
-/// [`super::ahead`]).
+/// [`gilkit::batch::ordered`]).
 #[pyclass(module = "gilkit_marc", name = "MARCReader", subclass)]
 pub(crate) struct MarcReader {
     reader: RecordReader<MarcFraming>,
@@ -266,12 +430,14 @@ pub(crate) struct MarcReader {
     /// The chunk last read.
     current_chunk: Option<Current>,
     current_exception: Option<Py<PyAny>>,
-    /// WorkerStats for the worker.
-    worker_stats: WorkerStats,
+    /// What read-ahead did.
+    worker_stats: ordered::Stats,
+    /// Batches read without read-ahead because no core was spare.
+    jobs_skipped: u64,
     /// Keeps the file object's position just after the record last read, as pymarc's.
     position: Position,
-    /// Counts this reader as reading (read-ahead's core budget), from its first batch to its end.
-    reading: Option<Reading>,
+    /// Counts this reader as consuming (read-ahead's core budget), from its first batch to its end.
+    reading: Option<Consumer>,
     fatal: bool,
     closed: bool,
 }
@@ -327,7 +493,8 @@ impl MarcReader {
             file_handle: marc_target.clone().unbind(),
             current_chunk: None,
             current_exception: None,
-            worker_stats: WorkerStats::default(),
+            worker_stats: ordered::Stats::default(),
+            jobs_skipped: 0,
             reading: None,
             fatal: false,
             closed: false,
@@ -378,7 +545,7 @@ impl MarcReader {
             .pipeline
             .next(py, &mut self.worker_stats)?
             .expect("a batch that is not done has a next record");
-        let chunks = self.pipeline.chunks().clone();
+        let chunks = self.pipeline.chunks.clone();
         self.fatal = matches!(outcome, Outcome::Broken(_));
         if self.fatal {
             self.reading = None;
@@ -429,8 +596,8 @@ impl MarcReader {
             records: stats.records,
             bytes_read: stats.bytes_read,
             released: stats.released,
-            parse_jobs: ahead.jobs,
-            parse_jobs_skipped: ahead.jobs_skipped,
+            parse_jobs: ahead.workers,
+            parse_jobs_skipped: self.jobs_skipped,
             parts_parsed_ahead: ahead.parts_ahead,
             parts_parsed_inline: ahead.parts_inline,
             parse_waits: ahead.waits,
@@ -458,7 +625,7 @@ impl MarcReader {
     /// end of the data.
     fn read_batch(&mut self, py: Python<'_>) -> PyResult<bool> {
         let opts = self.batch.1;
-        self.reading.get_or_insert_with(Reading::new);
+        self.reading.get_or_insert_with(Consumer::enter);
         // Reusing the last batch's buffer saves growing a fresh one (and its page faults). Its
         // worker ends first, so that it is not counted as busy below.
         let mut chunks =
@@ -474,7 +641,7 @@ impl MarcReader {
             return Ok(false);
         };
         if self.readahead && !ahead && chunks.len() > PART {
-            self.worker_stats.jobs_skipped += 1;
+            self.jobs_skipped += 1;
         }
         let parsed = parsed.into_iter().map_while(|outcome| outcome).collect();
         self.pipeline = Pipeline::new(chunks, parsed, opts, ahead, &mut self.worker_stats);
@@ -544,19 +711,17 @@ pub(crate) fn read_all<'py>(
         }
     }
     let threads = threads.max(1);
-    let mut worker_stats = WorkerStats::default();
-    let _reading = Reading::new();
+    let mut stats = ordered::Stats::default();
+    let _consuming = Consumer::enter();
     let mut pipeline = if threads > 1 || !readahead || !spare_core() {
-        let parsed = gilkit::detach_interruptible(py, |token| {
-            parse_all(&chunks, &parse_opts, threads, token)
-        })?;
-        Pipeline::new(chunks, parsed, parse_opts, false, &mut worker_stats)
+        let parsed = parse_all(py, &chunks, &parse_opts, threads)?;
+        Pipeline::new(chunks, parsed, parse_opts, false, &mut stats)
     } else {
-        Pipeline::new(chunks, Vec::new(), parse_opts, true, &mut worker_stats)
+        Pipeline::new(chunks, Vec::new(), parse_opts, true, &mut stats)
     };
     let mut out = Vec::new();
-    while let Some((index, outcome)) = pipeline.next(py, &mut worker_stats)? {
-        let chunk = pipeline.chunks().get(index);
+    while let Some((index, outcome)) = pipeline.next(py, &mut stats)? {
+        let chunk = pipeline.chunks.get(index);
         match opts.build(py, &parse_opts, chunk, outcome, lazy_fields) {
             Ok(record) => out.push(record),
             Err(err) if permissive && err.is_instance_of::<PyException>(py) => {
@@ -568,42 +733,28 @@ pub(crate) fn read_all<'py>(
     PyList::new(py, out)
 }
 
-/// Parses `chunks` on `threads` threads (no Python). Stops early (with a partial result the
-/// caller discards) once `token` is cancelled.
+/// Parses `chunks` on `threads` threads with [`gilkit::batch`], in parts of [`PART`] records, GIL
+/// released (Ctrl-C stops it: `KeyboardInterrupt`).
 fn parse_all(
+    py: Python<'_>,
     chunks: &Chunks,
     opts: &parse::Options,
     threads: usize,
-    token: &CancelToken,
-) -> Vec<Outcome> {
-    let parse_part = |range: std::ops::Range<usize>| -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(range.len());
-        for i in range {
-            if i % 256 == 0 && token.is_cancelled() {
-                break;
-            }
-            outcomes.push(parse_chunk(chunks.get(i), opts));
-        }
-        outcomes
-    };
+) -> PyResult<Vec<Outcome>> {
     let n = chunks.len();
-    if threads == 1 || n < 2 * threads {
-        return parse_part(0..n);
+    let parts: Vec<Range<usize>> = (0..n).step_by(PART).map(|s| s..n.min(s + PART)).collect();
+    let options = BatchOptions {
+        workers: Some(threads),
+        ..BatchOptions::default()
+    };
+    let report = batch::run_cpu_from_python(py, &parts, &options, None, |range, _| {
+        Ok::<_, Infallible>(chunks.parse(range.clone(), opts))
+    })?;
+    let mut outcomes = Vec::with_capacity(n);
+    for part in report.outcomes {
+        outcomes.extend(parsed_part(part)?);
     }
-    let per_thread = n.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .step_by(per_thread)
-            .map(|start| scope.spawn(move || parse_part(start..n.min(start + per_thread))))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+    Ok(outcomes)
 }
 
 /// `MARCReader.stats()`: what a reader did so far, as a Python `dict` keyed by the field names
