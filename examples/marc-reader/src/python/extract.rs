@@ -174,8 +174,9 @@ struct Detached {
 enum Input {
     /// Whole, in one GIL release ([`Extractor::run_detached`]).
     Detached(Detached),
-    /// In rounds by gilkit's reader, GIL held to read ([`read_round`]).
-    Rounds(RecordReader<MarcFraming>),
+    /// In rounds by gilkit's reader, GIL held to read ([`read_round`]). Boxed: the reader is
+    /// large next to the other variant.
+    Rounds(Box<RecordReader<MarcFraming>>),
 }
 
 /// Chooses how to read `source`. GIL held (the checks and errors are the reader's own).
@@ -196,7 +197,7 @@ fn open_input(source: &Bound<'_, PyAny>) -> PyResult<Input> {
                         file: None,
                     }))
                 }
-                _ => Ok(Input::Rounds(reader_of(opened))),
+                _ => Ok(Input::Rounds(Box::new(reader_of(opened)))),
             }
         }
         SourceKind::FileDescriptor => {
@@ -213,7 +214,7 @@ fn open_input(source: &Bound<'_, PyAny>) -> PyResult<Input> {
                 file: Some((source.clone().unbind(), at)),
             }))
         }
-        _ => Ok(Input::Rounds(reader_of(opened))),
+        _ => Ok(Input::Rounds(Box::new(reader_of(opened)))),
     }
 }
 
