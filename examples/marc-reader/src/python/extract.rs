@@ -6,14 +6,15 @@
 //!
 //! - **Sources Rust reads** (a path to a regular file, `bytes` and other buffers, a regular file
 //!   opened `'rb'`): one GIL release for the whole input, on `gilkit::batch`
-//!   ([`batch::run_cpu_from_python`]: Ctrl-C stops it). `threads` workers share one [`Framer`]
-//!   behind a lock: a worker takes the next *part* (up to [`PART_ROWS`] framed records, which
-//!   point into a shared read block, no copy), releases the lock and parses its records
+//!   ([`batch::run_cpu_from_python`]: Ctrl-C stops it). `threads` workers share one [`Framer`]:
+//!   a worker takes the next *part* (up to [`PART_ROWS`] framed records, which point into a
+//!   shared read block, no copy) under a lock held only to frame it, then parses its records
 //!   ([`crate::parse`]) and appends each column's values ([`crate::columns`]) to arrow-rs list
-//!   builders, giving one Arrow `RecordBatch` per part. So reading and framing (the only serial
-//!   step, one thread at a time under the lock) overlap with the other workers' parsing, and no
-//!   step waits for a whole round. A file opened `'rb'` is read with `pread` on a duplicate of its
-//!   descriptor and sought to the end of the records at the end.
+//!   builders, giving one Arrow `RecordBatch` per part. The next block is read ahead outside that
+//!   lock by one worker while the others parse. So framing (the only serial step, ~1.5% of the
+//!   instructions) and reading overlap with parsing, and no step waits for a whole round. A file
+//!   opened `'rb'` is read with `pread` on a duplicate of its descriptor and sought to the end of
+//!   the records at the end.
 //! - **Other sources** (Python file objects, FIFOs and devices by path): read in rounds of
 //!   [`ROUND_ROWS`] records by gilkit's reader ([`RecordReader`]), which needs the GIL to read a
 //!   file object and to let Ctrl-C through while a FIFO waits; each round is parsed by parts on
