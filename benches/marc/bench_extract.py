@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -154,6 +155,47 @@ def interleaved_with_cpu(
     )
 
 
+def schedstats() -> dict[int, tuple[int, int]]:
+    """Per thread of this process: (ns on a CPU, ns runnable but waiting for a CPU), from
+    /proc/self/task/*/schedstat (empty where the kernel does not provide it)."""
+    stats = {}
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            on_cpu, waiting, _ = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        stats[int(task.name)] = (int(on_cpu), int(waiting))
+    return stats
+
+
+def blocked_share(fn: Callable[[], object], rounds: int) -> tuple[float, float, int]:
+    """Median share of the call's wall time the worker threads spent blocked: neither on a CPU
+    nor waiting for one, i.e. waiting for each other (a lock, the read ahead, the end of the
+    batch). Load from other processes shows up as waiting for a CPU, not as blocked, so this
+    measures the serial part even on a busy machine. Workers: the threads other than this one
+    that ran at least 5% of the call."""
+    me = threading.get_native_id()
+    shares, queued, workers = [], [], 0
+    for _ in range(rounds):
+        before, t = schedstats(), time.perf_counter()
+        fn()
+        wall_ns = (time.perf_counter() - t) * 1e9
+        after = schedstats()
+        blocked, waited = [], []
+        for tid, (cpu1, wait1) in after.items():
+            cpu0, wait0 = before.get(tid, (0, 0))
+            if tid != me and cpu1 - cpu0 > 0.05 * wall_ns:
+                blocked.append(max(0.0, wall_ns - (cpu1 - cpu0) - (wait1 - wait0)) / wall_ns)
+                waited.append((wait1 - wait0) / wall_ns)
+        if blocked:
+            shares.append(sum(blocked) / len(blocked))
+            queued.append(sum(waited) / len(waited))
+            workers = max(workers, len(blocked))
+    if not shares:
+        return float("nan"), float("nan"), 0
+    return statistics.median(shares), statistics.median(queued), workers
+
+
 def threads_section(big: Path, rounds: int) -> None:
     """1 thread vs 2 on big.mrc: the ratio, the CPU share, and how much ran on one thread only."""
     n = extract(big, 2)
@@ -179,6 +221,14 @@ def threads_section(big: Path, rounds: int) -> None:
             f"\n**The machine was busy** (1 thread got {cpu['extract 1T'] / t['extract 1T']:.2f} of a core): "
             "the wall times, the ratio and the serial-fraction estimate below say little; re-run on a quiet machine."
         )
+    blocked, queued, workers = blocked_share(lambda: extract(big, 2), rounds)
+    print(
+        f"\nWorkers of the 2T run blocked (neither on a CPU nor waiting for one: waiting for each other, "
+        f"from /proc/self/task/*/schedstat; unaffected by other load): **{blocked:.1%}** of the run "
+        f"(mean of its {workers} workers, median of {rounds} rounds; they waited for a CPU taken by other "
+        f"load {queued:.1%} of it). A 2T/1T ratio of about "
+        f"{2 * (1 - blocked):.2f}x follows on a quiet machine if nothing else limits it (memory bandwidth, caches)."
+    )
     print(
         f"\n2 threads vs 1: **{t['extract 1T'] / wall2:.2f}x** (CPU share {cpu2 / wall2:.2f}); "
         f"single-thread time {single * 1e3:.0f} ms of {wall2 * 1e3:.0f} ms, serial fraction {fraction:.1%}, "
