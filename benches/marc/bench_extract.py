@@ -14,7 +14,9 @@ Also: what keeping the file position after each record costs `MARCReader`, and t
 (VmHWM of a child process) of `to_parquet` (streaming) against `extract` (the whole table in
 memory) on inputs of 25, 50 and 100 MB.
 
-    python benches/marc/bench_extract.py [--rounds 3] [--big-rounds 3]
+    python benches/marc/bench_extract.py [--rounds 3] [--big-rounds 3] [--only threads]
+
+`--only threads` runs just the thread-scaling section (about 10 s with `--big-rounds 9`).
 
 Inputs: `mixed` = tests/data/mrrc/10k_records.mrc + realistic.mrc (12,000 records, 4.9 MB), and
 `big.mrc` (benches/out/, >= 100 MB, the same recipe as bench_marc.py --big: the two files repeated).
@@ -29,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -135,11 +138,9 @@ def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int) -> dict[st
 def interleaved_with_cpu(
     fns: Mapping[str, Callable[[], object]], rounds: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """As `interleaved`, plus the median share of CPU the process got (CPU seconds per wall
-    second): about 1.0 for one thread and 2.0 for two on a quiet machine; much less says other
-    load took the cores and the wall-time ratio means little."""
+    """As `interleaved`, plus the median CPU seconds of each call (user + system, all threads)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    shares: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -147,10 +148,92 @@ def interleaved_with_cpu(
             wall = time.perf_counter() - t
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             times[name].append(wall)
-            shares[name].append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / wall)
+            cpus[name].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     return (
         {name: statistics.median(ts) for name, ts in times.items()},
-        {name: statistics.median(ss) for name, ss in shares.items()},
+        {name: statistics.median(cs) for name, cs in cpus.items()},
+    )
+
+
+def schedstats() -> dict[int, tuple[int, int]]:
+    """Per thread of this process: (ns on a CPU, ns runnable but waiting for a CPU), from
+    /proc/self/task/*/schedstat (empty where the kernel does not provide it)."""
+    stats = {}
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            on_cpu, waiting, _ = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        stats[int(task.name)] = (int(on_cpu), int(waiting))
+    return stats
+
+
+def blocked_share(fn: Callable[[], object], rounds: int) -> tuple[float, float, int]:
+    """Median share of the call's wall time the worker threads spent blocked: neither on a CPU
+    nor waiting for one, i.e. waiting for each other (a lock, the read ahead, the end of the
+    batch). Load from other processes shows up as waiting for a CPU, not as blocked, so this
+    measures the serial part even on a busy machine. Workers: the threads other than this one
+    that ran at least 5% of the call."""
+    me = threading.get_native_id()
+    shares, queued, workers = [], [], 0
+    for _ in range(rounds):
+        before, t = schedstats(), time.perf_counter()
+        fn()
+        wall_ns = (time.perf_counter() - t) * 1e9
+        after = schedstats()
+        blocked, waited = [], []
+        for tid, (cpu1, wait1) in after.items():
+            cpu0, wait0 = before.get(tid, (0, 0))
+            if tid != me and cpu1 - cpu0 > 0.05 * wall_ns:
+                blocked.append(max(0.0, wall_ns - (cpu1 - cpu0) - (wait1 - wait0)) / wall_ns)
+                waited.append((wait1 - wait0) / wall_ns)
+        if blocked:
+            shares.append(sum(blocked) / len(blocked))
+            queued.append(sum(waited) / len(waited))
+            workers = max(workers, len(blocked))
+    if not shares:
+        return float("nan"), float("nan"), 0
+    return statistics.median(shares), statistics.median(queued), workers
+
+
+def threads_section(big: Path, rounds: int) -> None:
+    """1 thread vs 2 on big.mrc: the ratio, the CPU share, and how much ran on one thread only."""
+    n = extract(big, 2)
+    t, cpu = interleaved_with_cpu(
+        {"extract 1T": lambda: extract(big, 1), "extract 2T": lambda: extract(big, 2)}, rounds
+    )
+    size = big.stat().st_size / 1e6
+    print(f"## Threads: {big.name} ({n:,} records, {size:.0f} MB), {rounds} rounds\n")
+    print("CPU share: CPU seconds (user + system, all threads) per wall second; 1.0 and 2.0 on a quiet machine.")
+    print("Single-thread time: wall seconds of the 2T run when only one thread ran, `2 x wall - CPU`")
+    print("(also counts time a worker waited for a core taken by other load: an upper bound on the serial")
+    print("part); serial fraction: that time over the 2T run's CPU seconds; Amdahl bound: the 2T speed-up")
+    print("that serial fraction allows, `1 / (f + (1 - f) / 2)`.\n")
+    print("| contender | seconds | records/s | MB/s | CPU s | CPU share |")
+    print("|---|---|---|---|---|---|")
+    for name, secs in t.items():
+        print(f"| {name} | {secs:.3f} | {n / secs:,.0f} | {size / secs:,.0f} | {cpu[name]:.3f} | {cpu[name] / secs:.2f} |")
+    wall2, cpu2 = t["extract 2T"], cpu["extract 2T"]
+    single = min(wall2, max(0.0, 2 * wall2 - cpu2))
+    fraction = min(1.0, single / cpu2)
+    if cpu["extract 1T"] / t["extract 1T"] < 0.9:
+        print(
+            f"\n**The machine was busy** (1 thread got {cpu['extract 1T'] / t['extract 1T']:.2f} of a core): "
+            "the wall times, the ratio and the serial-fraction estimate below say little; re-run on a quiet machine."
+        )
+    blocked, queued, workers = blocked_share(lambda: extract(big, 2), rounds)
+    print(
+        f"\nWorkers of the 2T run blocked (neither on a CPU nor waiting for one: waiting for each other, "
+        f"from /proc/self/task/*/schedstat; unaffected by other load): **{blocked:.1%}** of the run "
+        f"(mean of its {workers} workers, median of {rounds} rounds; they waited for a CPU taken by other "
+        f"load {queued:.1%} of it). A 2T/1T ratio of about "
+        f"{2 * (1 - blocked):.2f}x follows on a quiet machine if nothing else limits it (memory bandwidth, caches)."
+    )
+    print(
+        f"\n2 threads vs 1: **{t['extract 1T'] / wall2:.2f}x** (CPU share {cpu2 / wall2:.2f}); "
+        f"single-thread time {single * 1e3:.0f} ms of {wall2 * 1e3:.0f} ms, serial fraction {fraction:.1%}, "
+        f"Amdahl bound {1 / (fraction + (1 - fraction) / 2):.2f}x; CPU cost of the second thread "
+        f"{cpu2 / cpu['extract 1T'] - 1:+.1%}\n"
     )
 
 
@@ -183,14 +266,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big-rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["threads"], help="run one section only")
     args = parser.parse_args()
     command = f"python benches/marc/bench_extract.py --rounds {args.rounds} --big-rounds {args.big_rounds}"
+    if args.only:
+        command += f" --only {args.only}"
     print(header("gilkit_marc.extract benchmark: columns of MARC fields", command))
     print(
         "- the machine is shared with parallel builds and benchmarks of other workers: absolute "
         "figures move between runs; the ratios are measured side by side (interleaved rounds, medians)\n"
         f"- columns: {SPECS}\n"
     )
+    if args.only == "threads":
+        threads_section(big_file(), args.big_rounds)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         mixed = Path(tmp) / "mixed.mrc"
@@ -244,17 +333,7 @@ def main() -> None:
     print()
 
     big = big_file()
-    n = extract(big, 2)
-    t, share = interleaved_with_cpu(
-        {"extract 1T": lambda: extract(big, 1), "extract 2T": lambda: extract(big, 2)}, args.big_rounds
-    )
-    size = big.stat().st_size / 1e6
-    print(f"## Threads: {big.name} ({n:,} records, {size:.0f} MB), {args.big_rounds} rounds\n")
-    print("| contender | seconds | records/s | MB/s | CPU share (CPU s / wall s) |")
-    print("|---|---|---|---|---|")
-    for name, secs in t.items():
-        print(f"| {name} | {secs:.2f} | {n / secs:,.0f} | {size / secs:,.0f} | {share[name]:.2f} |")
-    print(f"\n2 threads vs 1: **{t['extract 1T'] / t['extract 2T']:.2f}x**\n")
+    threads_section(big, args.big_rounds)
 
     sizes = [sized_file(25_000_000), sized_file(50_000_000), big]
     print(f"## Peak memory (the child process's own peak RSS, VmHWM), input {' / '.join(f'{p.stat().st_size / 1e6:.0f}' for p in sizes)} MB\n")

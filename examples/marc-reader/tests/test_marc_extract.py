@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
+import logging
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pymarc
 import pytest
-from gil_probe import assert_releases_gil
+from gil_probe import _Ticker, assert_releases_gil
 from marc_support import DATA, MARC_FILES
 
 import gilkit_marc
@@ -166,3 +170,110 @@ def test_extract_releases_the_gil() -> None:
     data = (DATA / "mrrc" / "10k_records.mrc").read_bytes() * 8
     table = assert_releases_gil(lambda: gilkit_marc.extract(data, ["001", "245$a"], threads=1))
     assert table.num_rows == 80_000
+
+
+# Records whose Python work pymarc does while reading: MARC-8 messages written to stderr
+# (cyrillic.marc, by the Rust decoder), a logged warning (bad_indicator.dat) and a
+# BadSubfieldCodeWarning (utf8_invalid.mrc), both from the Python decoder.
+def _first_record(name: str) -> bytes:
+    data = (DATA / name).read_bytes()
+    return data[: int(data[:5])]
+
+
+SPECIAL = b"".join(
+    _first_record(name)
+    for name in ["marc-perl/cyrillic.marc", "pymarc/bad_indicator.dat", "pymarc/utf8_invalid.mrc"]
+)
+
+
+def python_work(read: Any, data: bytes, ticker: _Ticker | None = None) -> list[tuple[str, str, int]]:
+    """What `read(data)` writes to stderr and warns, in order: (kind, text, ticker count then)."""
+    seen: list[tuple[str, str, int]] = []
+
+    def count() -> int:
+        return -1 if ticker is None else ticker.count
+
+    class Recorder(io.StringIO):
+        def write(self, text: str) -> int:
+            seen.append(("stderr", text, count()))
+            return len(text)
+
+    def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append((category.__name__, str(message), count()))
+
+    class Log(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.levelname, record.getMessage(), count()))
+
+    handler = Log()
+    loggers = [logging.getLogger(name) for name in ["pymarc", "gilkit_marc"]]
+    for logger in loggers:
+        logger.addHandler(handler)
+        # Not to pytest's handlers too: its log file handler writes, which releases the GIL.
+        logger.propagate = False
+    try:
+        with contextlib.redirect_stderr(Recorder()), warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            read(data)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+            logger.propagate = True
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["path", "bytes", "open file", "file object"])
+def test_python_work_is_done_once_at_the_end_in_pymarcs_order(tmp_path: Path, kind: str) -> None:
+    """The GIL is taken once, at the end: every message, log line and warning (pymarc's, in
+    pymarc's order, from records at the start, middle and end of 60,000) comes in one attach,
+    after the parse. Proof: with the switch interval at 100 s a ticker thread runs only while
+    the GIL is released; it ran before the first of them (during the parse) and never between
+    the first and the last (before this change, messages were written after each part)."""
+    bulk = (DATA / "mrrc" / "10k_records.mrc").read_bytes() * 3
+    data = SPECIAL + bulk + SPECIAL + bulk + SPECIAL
+    path = tmp_path / "records.mrc"
+    path.write_bytes(data)
+    source = {
+        "path": lambda: path,
+        "bytes": lambda: data,
+        "open file": lambda: open(path, "rb"),  # noqa: SIM115 - closed below
+        "file object": lambda: io.BytesIO(data),
+    }[kind]
+    expected = python_work(lambda d: list(pymarc.MARCReader(d)), data)
+    assert {kind for kind, _, _ in expected} == {"stderr", "WARNING", "BadSubfieldCodeWarning"}
+    # Once before, so that what Python does only the first time (an import reads files, which
+    # releases the GIL) is done.
+    python_work(lambda d: gilkit_marc.extract(d, ["001", "245$a"]), SPECIAL)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(100)
+    # A collection could finalize unrelated objects (a file's close releases the GIL).
+    gc.collect()
+    gc.disable()
+    try:
+        with _Ticker() as ticker:
+            opened = source()
+            before = ticker.count
+            result: list[Any] = []
+            seen = python_work(lambda _: result.append(gilkit_marc.extract(opened, ["001", "245$a"])), data, ticker)
+    finally:
+        gc.enable()
+        sys.setswitchinterval(old)
+        if hasattr(opened, "close"):
+            opened.close()
+    assert [(k, t) for k, t, _ in seen] == [(k, t) for k, t, _ in expected]
+    counts = [c for _, _, c in seen]
+    assert counts[0] > before, "the GIL was not released while parsing"
+    assert counts == [counts[0]] * len(counts), "the GIL was released between two pieces of Python work"
+    assert result[0].to_pydict()["245$a"] == pymarc_columns(data, ["245$a"])["245$a"]
+
+
+def test_an_open_file_is_left_after_the_last_record(tmp_path: Path) -> None:
+    data = (DATA / "pymarc" / "test.dat").read_bytes()
+    path = tmp_path / "records.mrc"
+    path.write_bytes(b"junk" + data)
+    with open(path, "rb") as fh:
+        fh.read(4)
+        assert gilkit_marc.extract(fh, ["001"]).num_rows == 10
+        assert fh.tell() == len(data) + 4
+        assert fh.read() == b""

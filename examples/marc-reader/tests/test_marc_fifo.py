@@ -31,6 +31,8 @@ if mode == "reader":
         print("record", flush=True)
 elif mode == "read_all":
     gilkit_marc.read_all(path)
+elif mode == "extract":
+    gilkit_marc.extract(path, ["001"])
 else:
     print(len(list(gilkit_marc.MARCReader(path))), flush=True)
 print("ended", flush=True)
@@ -51,7 +53,7 @@ def _child(mode: str, fifo: Path) -> subprocess.Popen[str]:
     return child
 
 
-@pytest.mark.parametrize("mode", ["reader", "read_all"])
+@pytest.mark.parametrize("mode", ["reader", "read_all", "extract"])
 def test_ctrl_c_interrupts_a_fifo_read_by_path(tmp_path: Path, mode: str) -> None:
     data = (DATA / "pymarc" / "test.dat").read_bytes()
     fifo = tmp_path / "records.fifo"

@@ -3,9 +3,12 @@
 ``extract`` reads MARC records and returns one row per record and one column per field spec,
 as an Arrow table (``pyarrow.table(t)``, ``polars.DataFrame(t)``, DuckDB: no copy). ``to_parquet``
 and ``convert`` stream the same columns to a Parquet, CSV or JSON Lines file with bounded memory.
-Parsing and column building run in Rust with the GIL released, on ``threads`` threads, so they
-scale with cores where the object API (``MARCReader``), which builds Python objects under the
-GIL, cannot. The command ``gilkit-marc convert`` wraps ``convert`` (``gilkit_marc.cli``).
+Reading, parsing and column building run in Rust with the GIL released, on ``threads`` threads,
+so they scale with cores where the object API (``MARCReader``), which builds Python objects under
+the GIL, cannot. The GIL is taken once, at the end: MARC-8 messages, warnings and the rare records
+only Python decodes are handled then, in record order (a Python file object other than a regular
+file opened ``'rb'`` also needs the GIL to be read, between rounds of 32,768 records). The command ``gilkit-marc convert`` wraps
+``convert`` (``gilkit_marc.cli``).
 
 Field specs:
 

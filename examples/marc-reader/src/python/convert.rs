@@ -443,10 +443,8 @@ pub(crate) fn convert(
     loop {
         let more = read_round(py, &mut reader, &mut round)?;
         if round.len() > 0 {
-            let mut batches = Vec::new();
-            for part in extractor.run_round(py, &round)? {
-                batches.push(extractor.finish_part(py, part)?);
-            }
+            let parts = extractor.run_round(py, &round)?;
+            let batches = extractor.finish(py, parts)?;
             rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
             gilkit::detach(py, || sink.write(&batches, &path))?;
             if let Some(progress) = &progress {
