@@ -13,32 +13,26 @@
 //!
 //! # Interpreter exit
 //! A daemon thread may still be inside `block_on` when the interpreter exits. The exit hook
-//! ([`crate::python`]) first closes the *poll gate* ([`close_gate`]): every future polled here is
-//! wrapped in [`Gated`], which from then on answers `Pending` without touching the future, so no
+//! ([`crate::python`]) first closes the *poll gate* ([`crate::poll_gate`]): every future polled here
+//! is wrapped in [`Gated`], which from then on answers `Pending` without touching the future, so no
 //! future is polled against a runtime that is shutting down (tokio's timers panic with "A Tokio 1.x
 //! context was found, but it is being shutdown" when polled then). The hook waits (bounded) for polls
 //! already running to end, then shuts the runtime down. A thread caught inside `block_on` keeps
 //! waiting with the GIL released until the process ends: returning would re-attach during
 //! finalization, which ends the thread inside Rust frames. A `block_on` that *starts* after the gate
 //! closed (say in a later `atexit` handler) raises `RuntimeError` at once.
-//!
-//! # Memory ordering
-//! The gate is a Dekker handshake between a polling thread (increment `POLLING`, then read
-//! `CLOSED`) and the exit hook (set `CLOSED`, then read `POLLING`): all four accesses are `SeqCst`,
-//! so at least one side sees the other's write: either the poll sees the gate closed and does not
-//! poll, or the hook sees the poll and waits for it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use crate::poll_gate::{Gated, exiting_error, gate_closed};
 use crate::release::{DEFAULT_POLL_INTERVAL, is_main_thread};
 use crate::runtime;
 
@@ -138,70 +132,4 @@ impl Wake for ThreadWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.unpark();
     }
-}
-
-/// Threads inside a [`Gated::poll`] right now.
-static POLLING: AtomicUsize = AtomicUsize::new(0);
-/// Set once by the exit hook; never cleared (the interpreter does not come back from exiting).
-static CLOSED: AtomicBool = AtomicBool::new(false);
-
-/// A future that is polled only while the poll gate is open; once [`close_gate`] ran it stays
-/// `Pending` forever without touching (or dropping) the inner future.
-pub(crate) struct Gated<F>(pub(crate) F);
-
-impl<F: Future> Future for Gated<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _inside = PollingGuard::enter();
-        if CLOSED.load(SeqCst) {
-            return Poll::Pending;
-        }
-        // SAFETY: structural pinning of the only field: `Gated` never moves `F` out, has no `Drop`
-        // impl and is not `Unpin` unless `F` is.
-        unsafe { self.map_unchecked_mut(|gated| &mut gated.0) }.poll(cx)
-    }
-}
-
-/// Counts a thread in `POLLING` for its lifetime (also when the poll panics).
-struct PollingGuard;
-
-impl PollingGuard {
-    fn enter() -> Self {
-        POLLING.fetch_add(1, SeqCst);
-        PollingGuard
-    }
-}
-
-impl Drop for PollingGuard {
-    fn drop(&mut self) {
-        POLLING.fetch_sub(1, SeqCst);
-    }
-}
-
-/// Whether the exit hook closed the poll gate.
-pub(crate) fn gate_closed() -> bool {
-    CLOSED.load(SeqCst)
-}
-
-/// The error of a call that starts after the poll gate closed.
-pub(crate) fn exiting_error() -> PyErr {
-    PyRuntimeError::new_err(
-        "gilkit's runtime has stopped because the Python interpreter is exiting; \
-         nothing can be awaited from now on",
-    )
-}
-
-/// Closes the poll gate, then waits at most `timeout` for the polls running now to end. Called by
-/// the exit hook, with the GIL released, before the runtime shuts down. Returns whether they ended.
-pub(crate) fn close_gate(timeout: Duration) -> bool {
-    CLOSED.store(true, SeqCst);
-    let deadline = Instant::now() + timeout;
-    while POLLING.load(SeqCst) != 0 {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    true
 }

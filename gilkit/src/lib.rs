@@ -92,6 +92,7 @@
 mod block_on;
 mod cancel;
 mod panic;
+mod poll_gate;
 mod pool;
 mod process;
 mod release;

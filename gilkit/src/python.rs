@@ -95,7 +95,7 @@ pub(crate) fn ensure_exit_hook(py: Python<'_>) {
             runtime::mark_exiting();
             args.py().detach(|| {
                 // No future may be polled against a runtime that is shutting down (tokio panics).
-                crate::block_on::close_gate(EXIT_SHUTDOWN_TIMEOUT);
+                crate::poll_gate::close_gate(EXIT_SHUTDOWN_TIMEOUT);
                 runtime::shutdown(EXIT_SHUTDOWN_TIMEOUT)
             });
             Ok(())

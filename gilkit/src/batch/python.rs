@@ -259,8 +259,8 @@ where
     F: FnMut(I) -> Fut + Send,
     Fut: Future<Output = Result<T, E>>,
 {
-    if crate::block_on::gate_closed() {
-        let error = crate::block_on::exiting_error();
+    if crate::poll_gate::gate_closed() {
+        let error = crate::poll_gate::exiting_error();
         return Err(BatchInterrupted::nothing_ran(error, items.len()));
     }
     let handle = match crate::runtime::try_handle() {
@@ -276,7 +276,7 @@ where
         // The helper thread `Interruptible` runs this on is never a runtime thread, so the
         // handle's `block_on` cannot meet "a runtime within a runtime". Gated: a batch caught in
         // flight by interpreter exit is not polled against the stopping runtime (see `block_on`).
-        handle.block_on(crate::block_on::Gated(super::run_async(
+        handle.block_on(crate::poll_gate::Gated(super::run_async(
             items, options, work,
         )))
     })
