@@ -5,7 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints its elapsed time when the next one starts; the last prints the breakdown.
+step_name=
+step_started=$SECONDS
+timings=()
+step() {
+    if [ -n "$step_name" ]; then
+        local took=$((SECONDS - step_started))
+        printf '<== %s: %dm%02ds\n' "$step_name" $((took / 60)) $((took % 60))
+        timings+=("$(printf '%5ds  %s' "$took" "$step_name")")
+    fi
+    step_name=$*
+    step_started=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
 
 step "setup"
 bash scripts/setup.sh
@@ -33,3 +46,6 @@ for extra in scripts/ci.d/*.sh; do
     bash "$extra"
 done
 step "all tests passed"
+printf 'time per step:\n'
+printf '  %s\n' "${timings[@]}"
+printf '  %5ds  in all\n' "$SECONDS"
