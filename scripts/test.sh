@@ -20,6 +20,15 @@ step() {
     printf '\n==> %s\n' "$*"
 }
 
+# The CPython 3.13 step's network-bound part (a Debian chroot and PyPI packages) runs in the
+# background while the builds below run, in its own process group; stopped (its trap undoes its
+# mounts) if this script ends first.
+setsid bash scripts/ci.d/60-python313.sh prepare >/dev/null 2>&1 &
+prepare_pid=$!
+trap 'if jobs -rp | grep -qx "$prepare_pid"; then kill -TERM -- -"$prepare_pid"; fi' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 step "setup"
 bash scripts/setup.sh
 # shellcheck disable=SC1091
