@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, clippy with warnings denied, the Rust workspace tests (unit, integration,
 # trybuild, doctests of the guide), then pytest over the test extension and every example package, then
-# the extra steps in scripts/ci.d/ (name order). Fails on the first failure.
+# the extra steps in scripts/ci.d/ (name order; 60-python313.sh runs the Python suite again on CPython
+# 3.13, in a Debian chroot prepared in the background from the start). Fails on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
