@@ -1,11 +1,34 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, clippy with warnings denied, the Rust workspace tests (unit, integration,
 # trybuild, doctests of the guide), then pytest over the test extension and every example package, then
-# the extra steps in scripts/ci.d/ (name order). Fails on the first failure.
+# the extra steps in scripts/ci.d/ (name order; 60-python313.sh runs the Python suite again on CPython
+# 3.13, in a Debian chroot prepared in the background from the start). Fails on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints its elapsed time when the next one starts; the last prints the breakdown.
+step_name=
+step_started=$SECONDS
+timings=()
+step() {
+    if [ -n "$step_name" ]; then
+        local took=$((SECONDS - step_started))
+        printf '<== %s: %dm%02ds\n' "$step_name" $((took / 60)) $((took % 60))
+        timings+=("$(printf '%5ds  %s' "$took" "$step_name")")
+    fi
+    step_name=$*
+    step_started=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
+
+# The CPython 3.13 step's network-bound part (a Debian chroot and PyPI packages) runs in the
+# background while the builds below run, in its own process group; stopped (its trap undoes its
+# mounts) if this script ends first.
+setsid bash scripts/ci.d/60-python313.sh prepare >/dev/null 2>&1 &
+prepare_pid=$!
+trap 'if jobs -rp | grep -qx "$prepare_pid"; then kill -TERM -- -"$prepare_pid"; fi' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 step "setup"
 bash scripts/setup.sh
@@ -37,3 +60,6 @@ for extra in scripts/ci.d/*.sh; do
     bash "$extra"
 done
 step "all tests passed"
+printf 'time per step:\n'
+printf '  %s\n' "${timings[@]}"
+printf '  %5ds  in all\n' "$SECONDS"

@@ -36,7 +36,8 @@
 //! | CPython | compiles | tests run |
 //! |---|---|---|
 //! | 3.11 | yes | every Rust and Python test |
-//! | 3.9, 3.10, 3.12, 3.13, 3.14, 3.15 | yes (checked against a PyO3 config file for each) | no |
+//! | 3.13 | yes | every Python test (Debian 13's python3.13, the newest stable Debian's `python3`) |
+//! | 3.9, 3.10, 3.12, 3.14, 3.15 | yes (checked against a PyO3 config file for each) | no |
 //! | 3.14t, 3.15t (free-threaded) | yes (checked the same way) | **never run**: only the build is verified |
 //! | `abi3` from 3.9, and from 3.11 | yes | no |
 //! | 3.13t | no: PyO3 0.30 does not build for it | |
