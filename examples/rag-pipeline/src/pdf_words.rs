@@ -19,7 +19,9 @@
 //! - a generated line break between glyphs on the same baseline and less than 1 em apart is a
 //!   space (or nothing, by the rule above); elsewhere pdfium's line break stays.
 //!
-//! One more defect is undone: glyphs that overlap along the line (OCR noise, a glyph drawn over
+//! Two more defects are undone. Upside-down text drawn glyph by glyph comes from pdfium left to
+//! right, that is backwards: such runs are turned to read along their baseline. And glyphs that
+//! overlap along the line (OCR noise, a glyph drawn over
 //! another) have no visible order, and pdfium then sorts them by position (`rP` for the `Pr` the
 //! file draws). A run of such glyphs, none of them separated by a space, is put back in the order
 //! the page draws their text objects (content-stream order), when they come from different
@@ -129,15 +131,19 @@ const MAX_LETTER_SPACING_EM: f32 = 0.5;
 /// `draw_order` gives a text object's position in the page's content stream (None: unknown); it
 /// is called only for overlapping glyphs of different objects, which are rare.
 pub fn page_text(glyphs: &[Glyph], mut draw_order: impl FnMut(usize) -> Option<u32>) -> String {
-    let ink: Vec<usize> = (0..glyphs.len())
+    let mut ink: Vec<usize> = (0..glyphs.len())
         .filter(|&i| glyphs[i].is_ink())
         .collect();
     if ink.is_empty() {
         return String::new();
     }
+    reverse_backward_runs(glyphs, &mut ink);
     let boundaries: Vec<Boundary> = ink
         .windows(2)
-        .map(|pair| boundary(&glyphs[pair[0]], &glyphs[pair[1]], &glyphs[pair[0] + 1..pair[1]]))
+        .map(|pair| {
+            let (low, high) = (pair[0].min(pair[1]), pair[0].max(pair[1]));
+            boundary(&glyphs[pair[0]], &glyphs[pair[1]], &glyphs[low + 1..high])
+        })
         .collect();
     let spacing = letter_spacing(glyphs, &ink, &boundaries);
 
@@ -203,13 +209,52 @@ fn boundary(a: &Glyph, b: &Glyph, between: &[Glyph]) -> Boundary {
     let (dx, dy) = (b.origin[0] - a.origin[0], b.origin[1] - a.origin[1]);
     let off_baseline = (dy * dir[0] - dx * dir[1]).abs();
     let origin_b = b.origin[0] * dir[0] + b.origin[1] * dir[1];
-    let ink_end_a = centre_a + 0.5 * len_a;
+    let (ink_start_a, ink_end_a) = (centre_a - 0.5 * len_a, centre_a + 0.5 * len_a);
     let gap_em = gap / em;
     Boundary {
         between: bw,
         gap: if gap_em.is_finite() { gap_em } else { 0.0 },
         same_line: same_direction && off_baseline < 0.3 * em && gap > -0.5 * em,
-        overlaps: same_direction && off_baseline < 0.5 * em && origin_b < ink_end_a - 0.02 * em,
+        overlaps: same_direction
+            && off_baseline < 0.5 * em
+            && origin_b > ink_start_a + 0.02 * em
+            && origin_b < ink_end_a - 0.02 * em,
+    }
+}
+
+/// Reverses each run of ink glyphs that pdfium put in the order opposite to their own direction
+/// (upside-down text drawn glyph by glyph: pdfium sorts a line's objects left to right), so that
+/// it reads along its baseline. A glyph continues such a run when it is on the previous glyph's
+/// baseline, in its direction, and ends less than [`SAME_LINE_BREAK_EM`] before it starts, with
+/// no drawn space or line break between them.
+fn reverse_backward_runs(glyphs: &[Glyph], ink: &mut [usize]) {
+    let backward = |a: &Glyph, b: &Glyph, between: &[Glyph]| {
+        if between.iter().any(|g| !g.generated && g.ch.is_whitespace()) {
+            return false;
+        }
+        let dir = a.direction();
+        let dir_b = b.direction();
+        let em = a.em().max(b.em()).max(1e-3);
+        let (dx, dy) = (b.origin[0] - a.origin[0], b.origin[1] - a.origin[1]);
+        let (centre_a, len_a) = a.extent_along(dir);
+        let (centre_b, len_b) = b.extent_along(dir);
+        let back_gap = (centre_a - 0.5 * len_a) - (centre_b + 0.5 * len_b);
+        dir[0] * dir_b[0] + dir[1] * dir_b[1] > 0.98
+            && (dy * dir[0] - dx * dir[1]).abs() < 0.3 * em
+            && back_gap > -0.2 * em
+            && back_gap < SAME_LINE_BREAK_EM * em
+    };
+    let mut start = 0;
+    while start < ink.len() {
+        let mut end = start + 1;
+        while end < ink.len() && {
+            let (a, b) = (ink[end - 1], ink[end]);
+            backward(&glyphs[a], &glyphs[b], &glyphs[a.min(b) + 1..a.max(b)])
+        } {
+            end += 1;
+        }
+        ink[start..end].reverse();
+        start = end;
     }
 }
 
@@ -340,6 +385,14 @@ mod tests {
             let glyphs = line("North Buona Vista", 0.15, angle, true);
             assert_eq!(page_text(&glyphs, no_order), "North Buona Vista", "angle {angle}");
         }
+    }
+
+    #[test]
+    fn upside_down_text_in_pdfium_order_reads_along_its_baseline() {
+        // pdfium sorts glyph-by-glyph text at 180 degrees left to right: last glyph first.
+        let mut glyphs = line("North Buona", 0.15, 180.0, true);
+        glyphs.reverse();
+        assert_eq!(page_text(&glyphs, no_order), "North Buona");
     }
 
     #[test]
