@@ -23,7 +23,10 @@ Engines (gilkit_rag's loader, with its recursive splitter, which costs under 1% 
 - pdfium: gilkit_rag's loader with `set_pdf_engine("pdfium")` (the libpdfium of the pypdfium2
   wheel, called from Rust through pdfium-render's bindings);
 - pdf-extract: gilkit_rag's loader with `set_pdf_engine("pdf-extract")` (lopdf + pdf-extract,
-  with the ' and " pass).
+  with the ' and " pass);
+- pdfium GetText: the same libpdfium through pypdfium2, page text by `FPDFText_GetText` (pdfium's
+  own spaces and line breaks): what gilkit_rag's pdfium engine returned before it built words
+  from the glyphs (examples/rag-pipeline/src/pdf_words.rs), as the "before" of that change.
 
 Run: .venv/bin/python benches/rag/pdf_engines.py [--rounds 3] [--parallel] [--missing FILE]
 """
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 import pypdf
+import pypdfium2
 
 import gilkit_rag
 from gilkit_rag import load_and_split, load_and_split_many
@@ -104,9 +108,24 @@ def gilkit_engine(engine: str) -> Callable[[Path], str]:
     return extract
 
 
+def with_pdfium_gettext(path: Path) -> str:
+    doc = pypdfium2.PdfDocument(path)
+    try:
+        pages = []
+        for page in doc:
+            text_page = page.get_textpage()
+            pages.append(text_page.get_text_range())
+            text_page.close()
+            page.close()
+        return "\n".join(pages)
+    finally:
+        doc.close()
+
+
 ENGINES: dict[str, Callable[[Path], str]] = {
     "pypdf": with_pypdf,
     "pdfium": gilkit_engine("pdfium"),
+    "pdfium GetText": with_pdfium_gettext,
     "pdf-extract": gilkit_engine("pdf-extract"),
 }
 

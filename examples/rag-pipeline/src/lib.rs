@@ -56,6 +56,7 @@ pub mod embed;
 pub mod load;
 mod parallel;
 pub mod pdf;
+pub mod pdf_words;
 pub mod pipeline;
 mod python;
 pub mod shard;

@@ -26,12 +26,15 @@
 //!
 //! Everything here is plain Rust with no Python involved (the library path is given as a string).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use parking_lot::Mutex;
-use pdfium_render::prelude::{Pdfium, PdfiumLibraryBindings};
+use pdfium_render::prelude::{FPDF_TEXTPAGE, FS_MATRIX, Pdfium, PdfiumLibraryBindings};
+
+use crate::pdf_words::{Glyph, page_text};
 
 /// Which engine reads PDFs (process-wide; see [`set_engine`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,15 +183,16 @@ pub fn pdf_text(bytes: &[u8]) -> Result<String, String> {
     }
 }
 
-/// The text of every page through pdfium's text API (`FPDFText_GetText`: characters in content
-/// order, with the spaces and line breaks pdfium infers from glyph positions), under the lock.
+/// The text of every page through pdfium's text page, under the lock: its characters (in the
+/// order pdfium groups them into lines), with the word spaces and line breaks decided from their
+/// geometry by [`crate::pdf_words`] rather than the ones `FPDFText_GetText` infers.
 pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
     let bindings = pdfium()?.bindings.lock();
     let b = &**bindings;
     // SAFETY: every pdfium call happens with the lock held (pdfium is not thread-safe); `bytes`
     // outlives the document (closed below before returning); each handle is checked for null
-    // before use and closed exactly once, pages and text pages before their document; the
-    // buffer given to FPDFText_GetText holds `count + 1` UTF-16 units as its contract requires.
+    // before use and closed exactly once, pages and text pages before their document; character
+    // indices are below FPDFText_CountChars, and every out-pointer is a live local.
     unsafe {
         let doc = b.FPDF_LoadMemDocument64(bytes, None);
         if doc.is_null() {
@@ -200,7 +204,7 @@ pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
             });
         }
         let mut out = String::new();
-        let mut units: Vec<u16> = Vec::new();
+        let mut glyphs: Vec<Glyph> = Vec::new();
         for index in 0..b.FPDF_GetPageCount(doc).max(0) {
             let page = b.FPDF_LoadPage(doc, index);
             if page.is_null() {
@@ -208,13 +212,21 @@ pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
             }
             let text_page = b.FPDFText_LoadPage(page);
             if !text_page.is_null() {
-                let count = b.FPDFText_CountChars(text_page).max(0);
-                units.clear();
-                units.resize(count as usize + 1, 0);
-                let written = b.FPDFText_GetText(text_page, 0, count, units.as_mut_ptr());
-                // `written` counts the terminating NUL.
-                let len = (written.max(1) as usize - 1).min(count as usize);
-                push_page(&mut out, &String::from_utf16_lossy(&units[..len]));
+                glyphs.clear();
+                glyphs.extend((0..b.FPDFText_CountChars(text_page).max(0)).map(|i| glyph(b, text_page, i)));
+                // The drawing order of the page's top-level objects, built on first need.
+                let mut order: Option<HashMap<usize, u32>> = None;
+                let text = page_text(&glyphs, |object| {
+                    order
+                        .get_or_insert_with(|| {
+                            (0..b.FPDFPage_CountObjects(page).max(0))
+                                .map(|i| (b.FPDFPage_GetObject(page, i) as usize, i as u32))
+                                .collect()
+                        })
+                        .get(&object)
+                        .copied()
+                });
+                push_page(&mut out, &text);
                 b.FPDFText_ClosePage(text_page);
             }
             b.FPDF_ClosePage(page);
@@ -224,23 +236,37 @@ pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
     }
 }
 
-/// Appends one page's text with `\r\n` (pdfium's line break) as `\n`, NULs dropped, and a newline.
+/// Appends one page's text and a newline (none for an empty page after a newline).
 fn push_page(out: &mut String, page: &str) {
-    out.reserve(page.len() + 1);
-    let mut chars = page.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() != Some(&'\n') {
-                    out.push('\n');
-                }
-            }
-            '\0' => {}
-            c => out.push(c),
-        }
-    }
+    out.push_str(page);
     if !out.ends_with('\n') {
         out.push('\n');
+    }
+}
+
+/// Character `index` of `text_page`, with its box, origin, matrix, font size and text object.
+///
+/// # Safety
+/// The pdfium lock is held, `text_page` is open and `index` is below its character count.
+unsafe fn glyph(b: &dyn PdfiumLibraryBindings, text_page: FPDF_TEXTPAGE, index: i32) -> Glyph {
+    let (mut left, mut right, mut bottom, mut top) = (0.0, 0.0, 0.0, 0.0);
+    let (mut x, mut y) = (0.0, 0.0);
+    let mut matrix = FS_MATRIX { a: 1.0, b: 0.0, c: 0.0, d: 1.0, e: 0.0, f: 0.0 };
+    // SAFETY: per this function's contract; pdfium leaves an out-value untouched on failure
+    // (the defaults above then stand: an empty box, the origin, an identity matrix).
+    unsafe {
+        b.FPDFText_GetCharBox(text_page, index, &mut left, &mut right, &mut bottom, &mut top);
+        b.FPDFText_GetCharOrigin(text_page, index, &mut x, &mut y);
+        b.FPDFText_GetMatrix(text_page, index, &mut matrix);
+        Glyph {
+            ch: char::from_u32(b.FPDFText_GetUnicode(text_page, index)).unwrap_or('\u{fffd}'),
+            generated: b.FPDFText_IsGenerated(text_page, index) == 1,
+            bbox: [left as f32, right as f32, bottom as f32, top as f32],
+            origin: [x as f32, y as f32],
+            axis: [matrix.a, matrix.b],
+            font_size: b.FPDFText_GetFontSize(text_page, index) as f32,
+            object: b.FPDFText_GetTextObject(text_page, index) as usize,
+        }
     }
 }
 
@@ -376,13 +402,13 @@ mod tests {
     }
 
     #[test]
-    fn pages_end_with_one_newline_and_crlf_becomes_lf() {
+    fn pages_end_with_one_newline() {
         let mut out = String::new();
-        push_page(&mut out, "a b\r\nc\rd\0");
+        push_page(&mut out, "a b\nc");
         push_page(&mut out, "");
-        push_page(&mut out, "e\r\n");
+        push_page(&mut out, "e\n");
         // An empty page adds nothing: the text so far already ends with a newline.
-        assert_eq!(out, "a b\nc\nd\ne\n");
+        assert_eq!(out, "a b\nc\ne\n");
     }
 
     #[test]
