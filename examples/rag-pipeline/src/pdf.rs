@@ -213,7 +213,9 @@ pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
             let text_page = b.FPDFText_LoadPage(page);
             if !text_page.is_null() {
                 glyphs.clear();
-                glyphs.extend((0..b.FPDFText_CountChars(text_page).max(0)).map(|i| glyph(b, text_page, i)));
+                glyphs.extend(
+                    (0..b.FPDFText_CountChars(text_page).max(0)).map(|i| glyph(b, text_page, i)),
+                );
                 // The drawing order of the page's top-level objects, built on first need.
                 let mut order: Option<HashMap<usize, u32>> = None;
                 let text = page_text(&glyphs, |object| {
@@ -251,11 +253,25 @@ fn push_page(out: &mut String, page: &str) {
 unsafe fn glyph(b: &dyn PdfiumLibraryBindings, text_page: FPDF_TEXTPAGE, index: i32) -> Glyph {
     let (mut left, mut right, mut bottom, mut top) = (0.0, 0.0, 0.0, 0.0);
     let (mut x, mut y) = (0.0, 0.0);
-    let mut matrix = FS_MATRIX { a: 1.0, b: 0.0, c: 0.0, d: 1.0, e: 0.0, f: 0.0 };
+    let mut matrix = FS_MATRIX {
+        a: 1.0,
+        b: 0.0,
+        c: 0.0,
+        d: 1.0,
+        e: 0.0,
+        f: 0.0,
+    };
     // SAFETY: per this function's contract; pdfium leaves an out-value untouched on failure
     // (the defaults above then stand: an empty box, the origin, an identity matrix).
     unsafe {
-        b.FPDFText_GetCharBox(text_page, index, &mut left, &mut right, &mut bottom, &mut top);
+        b.FPDFText_GetCharBox(
+            text_page,
+            index,
+            &mut left,
+            &mut right,
+            &mut bottom,
+            &mut top,
+        );
         b.FPDFText_GetCharOrigin(text_page, index, &mut x, &mut y);
         b.FPDFText_GetMatrix(text_page, index, &mut matrix);
         Glyph {

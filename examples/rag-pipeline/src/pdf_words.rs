@@ -68,7 +68,11 @@ impl Glyph {
     /// The font size along the line (font size times the matrix's scale along the baseline).
     fn em(&self) -> f32 {
         let len = self.axis[0].hypot(self.axis[1]);
-        let scale = if len > 1e-6 && len.is_finite() { len } else { 1.0 };
+        let scale = if len > 1e-6 && len.is_finite() {
+            len
+        } else {
+            1.0
+        };
         (self.font_size * scale).abs()
     }
 
@@ -131,9 +135,7 @@ const MAX_LETTER_SPACING_EM: f32 = 0.5;
 /// `draw_order` gives a text object's position in the page's content stream (None: unknown); it
 /// is called only for overlapping glyphs of different objects, which are rare.
 pub fn page_text(glyphs: &[Glyph], mut draw_order: impl FnMut(usize) -> Option<u32>) -> String {
-    let mut ink: Vec<usize> = (0..glyphs.len())
-        .filter(|&i| glyphs[i].is_ink())
-        .collect();
+    let mut ink: Vec<usize> = (0..glyphs.len()).filter(|&i| glyphs[i].is_ink()).collect();
     if ink.is_empty() {
         return String::new();
     }
@@ -159,7 +161,12 @@ pub fn page_text(glyphs: &[Glyph], mut draw_order: impl FnMut(usize) -> Option<u
             end += 1;
         }
         if end - start > 1 {
-            reorder_by_drawing(glyphs, &ink[start..end], &mut chars[start..end], &mut draw_order);
+            reorder_by_drawing(
+                glyphs,
+                &ink[start..end],
+                &mut chars[start..end],
+                &mut draw_order,
+            );
         }
         start = end;
     }
@@ -272,8 +279,8 @@ fn letter_spacing(glyphs: &[Glyph], ink: &[usize], boundaries: &[Boundary]) -> V
         gaps.clear();
         gaps.extend((start..end).filter_map(|k| {
             let b = &boundaries[k];
-            let letters = glyphs[ink[k]].ch.is_alphanumeric()
-                && glyphs[ink[k + 1]].ch.is_alphanumeric();
+            let letters =
+                glyphs[ink[k]].ch.is_alphanumeric() && glyphs[ink[k + 1]].ch.is_alphanumeric();
             (letters && !b.between.drawn_space && !b.between.drawn_break).then_some(b.gap)
         }));
         let median = match gaps.len() {
@@ -383,7 +390,11 @@ mod tests {
     fn letter_spaced_words_come_out_whole_at_any_angle() {
         for angle in [0.0, 25.0, 45.0, 90.0, 180.0, 270.0, 330.0] {
             let glyphs = line("North Buona Vista", 0.15, angle, true);
-            assert_eq!(page_text(&glyphs, no_order), "North Buona Vista", "angle {angle}");
+            assert_eq!(
+                page_text(&glyphs, no_order),
+                "North Buona Vista",
+                "angle {angle}"
+            );
         }
     }
 
@@ -399,7 +410,11 @@ mod tests {
     fn word_spaces_pdfium_generates_in_tight_text_are_kept() {
         for angle in [0.0, 30.0, 90.0] {
             let glyphs = line("the quick brown fox", 0.02, angle, false);
-            assert_eq!(page_text(&glyphs, no_order), "the quick brown fox", "angle {angle}");
+            assert_eq!(
+                page_text(&glyphs, no_order),
+                "the quick brown fox",
+                "angle {angle}"
+            );
         }
     }
 
@@ -410,7 +425,12 @@ mod tests {
             .into_iter()
             .map(|mut g| {
                 g.origin = [g.origin[0] + dx, g.origin[1] + dy];
-                g.bbox = [g.bbox[0] + dx, g.bbox[1] + dx, g.bbox[2] + dy, g.bbox[3] + dy];
+                g.bbox = [
+                    g.bbox[0] + dx,
+                    g.bbox[1] + dx,
+                    g.bbox[2] + dy,
+                    g.bbox[3] + dy,
+                ];
                 g
             })
             .collect()
@@ -428,7 +448,12 @@ mod tests {
         glyphs.extend(moved(line("next", 0.02, 0.0, false), 2.1, 0.0));
         assert_eq!(page_text(&glyphs, no_order), "word next");
         // A generated line break 0.5 em further along the same baseline is a space...
-        let generated_break = |at: f32| [glyph('\r', at, 0.0, 0.0, true), glyph('\n', at, 0.0, 0.0, true)];
+        let generated_break = |at: f32| {
+            [
+                glyph('\r', at, 0.0, 0.0, true),
+                glyph('\n', at, 0.0, 0.0, true),
+            ]
+        };
         let mut glyphs = line("word", 0.02, 0.0, false);
         glyphs.extend(generated_break(2.1));
         glyphs.extend(moved(line("next", 0.02, 0.0, false), 2.6, 0.0));
@@ -438,7 +463,11 @@ mod tests {
             let mut glyphs = line("word", 0.02, 0.0, false);
             glyphs.extend(generated_break(2.1));
             glyphs.extend(moved(line("next", 0.02, 0.0, false), dx, dy));
-            assert_eq!(page_text(&glyphs, no_order), "word\nnext", "moved {dx}, {dy}");
+            assert_eq!(
+                page_text(&glyphs, no_order),
+                "word\nnext",
+                "moved {dx}, {dy}"
+            );
         }
     }
 
