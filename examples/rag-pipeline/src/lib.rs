@@ -56,6 +56,7 @@ pub mod embed;
 pub mod load;
 mod parallel;
 pub mod pdf;
+mod pdf_instances;
 pub mod pdf_words;
 pub mod pipeline;
 mod python;

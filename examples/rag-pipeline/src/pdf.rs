@@ -11,12 +11,15 @@
 //! - **pdf-extract** (pure Rust, over `lopdf`), with a pass that spells out the `'` and `"`
 //!   operators it ignores. The fallback: used when pdfium is not available or rejects a file.
 //!
-//! pdfium is not thread-safe: every call into it happens under one per-process lock (held for
-//! the whole of one document, open to close). PDFs therefore go through pdfium one at a time
-//! while other workers load other formats (or run pdf-extract) in parallel; the per-core speed
-//! and the 1- and 2-thread figures are in the results file. The lock is this module's: a program
-//! that also calls the same libpdfium through pypdfium2, on another thread at the same time, is
-//! outside it (pdfium loaded twice in one process is one library with one global state).
+//! pdfium is not thread-safe: a loaded library serves one document at a time (held from open
+//! to close). To read PDFs on several threads at once, each busy thread gets its own *instance*:
+//! the configured library first, then private copies of it made on demand, each loaded as a
+//! separate library with its own global state (see `pdf_instances.rs`; at most one per core,
+//! [`MAX_PDFIUM_INSTANCES`] at most). If a copy cannot be made (no writable temporary folder),
+//! threads share the instances there are. The per-core speed and the 1- and 2-thread figures
+//! are in the results file. A program that also calls the configured libpdfium through
+//! pypdfium2, on another thread at the same time, is outside this module's instances: it shares
+//! the first one's global state without its lock.
 //!
 //! A library that is missing or fails to load is never fatal: the error is kept (and reported
 //! by [`pdfium_status`]) and each PDF falls back to pdf-extract; a file that neither engine reads
@@ -30,10 +33,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread;
 
 use parking_lot::Mutex;
 use pdfium_render::prelude::{FPDF_TEXTPAGE, FS_MATRIX, Pdfium, PdfiumLibraryBindings};
 
+use crate::pdf_instances::InstancePool;
 use crate::pdf_words::{Glyph, page_text};
 
 /// Which engine reads PDFs (process-wide; see [`set_engine`]).
@@ -89,15 +94,19 @@ pub fn engine() -> PdfEngine {
 /// Where libpdfium is, or why there is none; set once, before the first PDF, by [`set_pdfium_library`].
 static LIBRARY_PATH: Mutex<Option<Result<PathBuf, String>>> = Mutex::new(None);
 
-/// The loaded library (or the reason it could not be loaded), behind the per-process lock that
-/// serializes every call into pdfium. Loaded on the first PDF, never unloaded.
+/// The loaded library (or the reason it could not be loaded), with its instances. Loaded on the
+/// first PDF, never unloaded.
 static PDFIUM: OnceLock<Result<Loaded, String>> = OnceLock::new();
 
-/// The loaded libpdfium: where it came from, and its raw bindings (initialized with
-/// `FPDF_InitLibrary`) behind the lock every call into pdfium takes.
+/// The most pdfium instances a process makes (each a copy of the library: about 8 MB of mapped
+/// code, and pdfium's own caches while it reads).
+pub const MAX_PDFIUM_INSTANCES: usize = 8;
+
+/// The loaded libpdfium: where it came from, and its instances (raw bindings initialized with
+/// `FPDF_InitLibrary`), each used by one thread at a time.
 struct Loaded {
     path: PathBuf,
-    bindings: Mutex<Box<dyn PdfiumLibraryBindings>>,
+    instances: InstancePool<Box<dyn PdfiumLibraryBindings>>,
 }
 
 /// Tells the engine where libpdfium is (`Ok(path)`), or why it is not available (`Err(reason)`,
@@ -137,31 +146,69 @@ fn pdfium() -> Result<&'static Loaded, &'static str> {
                         .to_owned()
                 })?,
             };
-            let bindings = match quietly(|| Pdfium::bind_to_library(&path)) {
-                Ok(Ok(bindings)) => bindings,
-                Ok(Err(e)) => {
-                    let why = match e {
-                        // libloading's own message ("...: invalid ELF header", "...: cannot open").
-                        pdfium_render::prelude::PdfiumError::LoadLibraryError(e) => e.to_string(),
-                        e => format!("{e:?}"),
-                    };
-                    return Err(format!(
-                        "cannot load libpdfium from {}: {why}",
-                        path.display()
-                    ));
-                }
-                Err(_) => return Err(format!("cannot load libpdfium from {}", path.display())),
-            };
-            // SAFETY: the library was just loaded; FPDF_InitLibrary is the documented first call
-            // (pdfium ignores a second one, e.g. by pypdfium2 in the same process).
-            unsafe { bindings.FPDF_InitLibrary() };
+            let first = bind(&path)?;
+            let limit = thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_PDFIUM_INSTANCES);
             Ok(Loaded {
                 path,
-                bindings: Mutex::new(bindings),
+                instances: InstancePool::new(first, limit),
             })
         })
         .as_ref()
         .map_err(String::as_str)
+}
+
+/// Loads libpdfium from `path` and initializes it.
+fn bind(path: &Path) -> Result<Box<dyn PdfiumLibraryBindings>, String> {
+    let bindings = match quietly(|| Pdfium::bind_to_library(path)) {
+        Ok(Ok(bindings)) => bindings,
+        Ok(Err(e)) => {
+            let why = match e {
+                // libloading's own message ("...: invalid ELF header", "...: cannot open").
+                pdfium_render::prelude::PdfiumError::LoadLibraryError(e) => e.to_string(),
+                e => format!("{e:?}"),
+            };
+            return Err(format!(
+                "cannot load libpdfium from {}: {why}",
+                path.display()
+            ));
+        }
+        Err(_) => return Err(format!("cannot load libpdfium from {}", path.display())),
+    };
+    // SAFETY: the library was just loaded; FPDF_InitLibrary is the documented first call
+    // (pdfium ignores a second one, e.g. by pypdfium2 in the same process).
+    unsafe { bindings.FPDF_InitLibrary() };
+    Ok(bindings)
+}
+
+/// A new instance of the library at `path`: a private copy, loaded as a library of its own (the
+/// dynamic loader shares a library only with a load of the same file). The copy is written to a
+/// temporary folder this function creates, and both are deleted once it is loaded: the mapping
+/// outlives the file, and nothing is left on disk, even if the process is killed later.
+fn private_copy(path: &Path) -> Result<Box<dyn PdfiumLibraryBindings>, String> {
+    let why = |e: std::io::Error| format!("cannot copy libpdfium for another thread: {e}");
+    let folder = tempfile::Builder::new()
+        .prefix("gilkit-rag-pdfium-")
+        .tempdir()
+        .map_err(why)?;
+    let copy = folder.path().join("libpdfium.so");
+    std::fs::copy(path, &copy).map_err(why)?;
+    let bindings = bind(&copy);
+    folder.close().map_err(why)?;
+    bindings
+}
+
+/// How many pdfium instances exist (each used by one thread at a time), the most this process
+/// makes, and why it stopped making them before that, if it did. `None` before the library is
+/// loaded or when it is not available.
+pub fn pdfium_instances() -> Option<(usize, usize, Option<String>)> {
+    let loaded = PDFIUM.get()?.as_ref().ok()?;
+    Some((
+        loaded.instances.made(),
+        loaded.instances.limit(),
+        loaded.instances.growth_stopped(),
+    ))
 }
 
 /// `Ok(path)` of the loaded libpdfium, or why pdfium is not available (loads it if needed).
@@ -183,13 +230,19 @@ pub fn pdf_text(bytes: &[u8]) -> Result<String, String> {
     }
 }
 
-/// The text of every page through pdfium's text page, under the lock: its characters (in the
-/// order pdfium groups them into lines), with the word spaces and line breaks decided from their
-/// geometry by [`crate::pdf_words`] rather than the ones `FPDFText_GetText` infers.
+/// The text of every page through pdfium's text page, on an instance of pdfium this thread holds
+/// alone: its characters (in the order pdfium groups them into lines), with the word spaces and
+/// line breaks decided from their geometry by [`crate::pdf_words`] rather than the ones
+/// `FPDFText_GetText` infers.
 pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
-    let bindings = pdfium()?.bindings.lock();
-    let b = &**bindings;
-    // SAFETY: every pdfium call happens with the lock held (pdfium is not thread-safe); `bytes`
+    let loaded = pdfium()?;
+    let instance = loaded.instances.acquire(|| private_copy(&loaded.path));
+    text_of(&**instance, bytes)
+}
+
+/// [`pdfium_text`] on the instance `b`, which the calling thread must hold alone.
+fn text_of(b: &dyn PdfiumLibraryBindings, bytes: &[u8]) -> Result<String, String> {
+    // SAFETY: the caller holds this instance of pdfium alone (it is not thread-safe); `bytes`
     // outlives the document (closed below before returning); each handle is checked for null
     // before use and closed exactly once, pages and text pages before their document; character
     // indices are below FPDFText_CountChars, and every out-pointer is a live local.
@@ -249,7 +302,8 @@ fn push_page(out: &mut String, page: &str) {
 /// Character `index` of `text_page`, with its box, origin, matrix, font size and text object.
 ///
 /// # Safety
-/// The pdfium lock is held, `text_page` is open and `index` is below its character count.
+/// The calling thread holds this instance of pdfium alone, `text_page` is open and `index` is below
+/// its character count.
 unsafe fn glyph(b: &dyn PdfiumLibraryBindings, text_page: FPDF_TEXTPAGE, index: i32) -> Glyph {
     let (mut left, mut right, mut bottom, mut top) = (0.0, 0.0, 0.0, 0.0);
     let (mut x, mut y) = (0.0, 0.0);
@@ -425,6 +479,97 @@ mod tests {
         push_page(&mut out, "e\n");
         // An empty page adds nothing: the text so far already ends with a newline.
         assert_eq!(out, "a b\nc\ne\n");
+    }
+
+    /// The libpdfium of the repository's virtualenv (`scripts/setup.sh` installs pypdfium2), or
+    /// the one `GILKIT_RAG_PDFIUM` names.
+    fn test_library() -> PathBuf {
+        if let Some(path) = library_from_env() {
+            return path;
+        }
+        let venv_lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
+        std::fs::read_dir(&venv_lib)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|python| {
+                python
+                    .path()
+                    .join("site-packages/pypdfium2_raw/libpdfium.so")
+            })
+            .find(|lib| lib.exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no libpdfium: run scripts/setup.sh (it installs pypdfium2 in .venv) or set \
+                     GILKIT_RAG_PDFIUM=/path/to/libpdfium.so"
+                )
+            })
+    }
+
+    #[test]
+    fn private_copies_of_pdfium_read_pdfs_on_two_threads_at_once_with_the_same_text() {
+        let library = test_library();
+        let pdfs: Vec<Vec<u8>> = [
+            "reportlab-helvetica-2col.pdf",
+            "crazyones.pdf",
+            "example.pdf",
+        ]
+        .iter()
+        .map(|name| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../benches/rag/pdfs")
+                .join(name);
+            std::fs::read(path).unwrap()
+        })
+        .collect();
+        // Two copies, never the process-wide instance other tests may be using.
+        let copies = [
+            private_copy(&library).unwrap(),
+            private_copy(&library).unwrap(),
+        ];
+        let texts: Vec<Vec<String>> = thread::scope(|s| {
+            let readers: Vec<_> = copies
+                .iter()
+                .map(|b| {
+                    s.spawn(|| {
+                        (0..20)
+                            .flat_map(|_| pdfs.iter().map(|pdf| text_of(&**b, pdf).unwrap()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            readers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(texts[0], texts[1]);
+        assert!(
+            texts[0].iter().all(|t| t.split_whitespace().count() > 20),
+            "{:?}",
+            texts[0]
+        );
+        // The copies are deleted once loaded: nothing of them is left in the temporary folder.
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("gilkit-rag-pdfium-")
+            })
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Unloading pdfium is not something it supports cleanly: keep the copies to the end.
+        std::mem::forget(copies);
+    }
+
+    #[test]
+    fn a_copy_of_a_missing_library_is_an_error_that_says_so() {
+        let err = private_copy(Path::new("/nonexistent/libpdfium.so"))
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("cannot copy libpdfium for another thread"),
+            "{err}"
+        );
     }
 
     #[test]
