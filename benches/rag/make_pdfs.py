@@ -35,16 +35,14 @@ def two_columns(path: Path, font: str) -> None:
     doc.build([Paragraph(p.replace("&", "&amp;").replace("<", "&lt;"), style) for p in paragraphs()])
 
 
-def quote_operators(path: Path) -> None:
-    lines = [b"Text shown by the Tj operator.", b"The quote operator moves to the next line first.",
-             b"So does the double quote operator, with word and character spacing."]
-    content = (b"BT /F1 12 Tf 14 TL 72 720 Td (" + lines[0] + b") Tj (" + lines[1] + b") ' 1 0 (" + lines[2] + b") \" ET")
+def minimal_pdf(content: bytes, font: bytes = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>") -> bytes:
+    """A valid one-page PDF with `content` as its page content and `font` as /F1 (xref computed)."""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        font,
     ]
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
@@ -56,7 +54,14 @@ def quote_operators(path: Path) -> None:
     for off in offsets:
         out += b"%010d 00000 n \n" % off
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
+    return bytes(out)
+
+
+def quote_operators(path: Path) -> None:
+    lines = [b"Text shown by the Tj operator.", b"The quote operator moves to the next line first.",
+             b"So does the double quote operator, with word and character spacing."]
+    content = (b"BT /F1 12 Tf 14 TL 72 720 Td (" + lines[0] + b") Tj (" + lines[1] + b") ' 1 0 (" + lines[2] + b") \" ET")
+    path.write_bytes(minimal_pdf(content))
 
 
 if __name__ == "__main__":

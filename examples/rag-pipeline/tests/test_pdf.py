@@ -26,6 +26,11 @@ _spec = importlib.util.spec_from_file_location("pdf_engines", ROOT / "benches" /
 assert _spec is not None and _spec.loader is not None
 pdf_engines = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pdf_engines)
+_spec = importlib.util.spec_from_file_location("make_pdfs", ROOT / "benches" / "rag" / "make_pdfs.py")
+assert _spec is not None and _spec.loader is not None
+make_pdfs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_pdfs)
+minimal_pdf = make_pdfs.minimal_pdf
 
 ENGINES = ["auto", "pdfium", "pdf-extract"]
 
@@ -232,23 +237,3 @@ def test_concurrent_pdfs_read_the_same_as_one_at_a_time() -> None:
     assert (docs, failed) == (2 * len(files), 0)
 
 
-def minimal_pdf(content: bytes, font: bytes = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>") -> bytes:
-    """A valid one-page PDF with `content` as its page content and `font` as /F1 (xref computed)."""
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        font,
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
