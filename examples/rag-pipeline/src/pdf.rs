@@ -184,13 +184,14 @@ fn bind(path: &Path) -> Result<Box<dyn PdfiumLibraryBindings>, String> {
 
 /// A new instance of the library at `path`: a private copy, loaded as a library of its own (the
 /// dynamic loader shares a library only with a load of the same file). The copy is written to a
-/// temporary folder this function creates, and both are deleted once it is loaded: the mapping
-/// outlives the file, and nothing is left on disk, even if the process is killed later.
-fn private_copy(path: &Path) -> Result<Box<dyn PdfiumLibraryBindings>, String> {
+/// folder this function creates in `temp_root` (the system's temporary folder), and both are
+/// deleted once it is loaded: the mapping outlives the file, and nothing is left on disk, even if
+/// the process is killed later.
+fn private_copy(path: &Path, temp_root: &Path) -> Result<Box<dyn PdfiumLibraryBindings>, String> {
     let why = |e: std::io::Error| format!("cannot copy libpdfium for another thread: {e}");
     let folder = tempfile::Builder::new()
         .prefix("gilkit-rag-pdfium-")
-        .tempdir()
+        .tempdir_in(temp_root)
         .map_err(why)?;
     let copy = folder.path().join("libpdfium.so");
     std::fs::copy(path, &copy).map_err(why)?;
@@ -236,7 +237,9 @@ pub fn pdf_text(bytes: &[u8]) -> Result<String, String> {
 /// `FPDFText_GetText` infers.
 pub fn pdfium_text(bytes: &[u8]) -> Result<String, String> {
     let loaded = pdfium()?;
-    let instance = loaded.instances.acquire(|| private_copy(&loaded.path));
+    let instance = loaded
+        .instances
+        .acquire(|| private_copy(&loaded.path, &std::env::temp_dir()));
     text_of(&**instance, bytes)
 }
 
@@ -522,10 +525,12 @@ mod tests {
             std::fs::read(path).unwrap()
         })
         .collect();
-        // Two copies, never the process-wide instance other tests may be using.
+        // Two copies, never the process-wide instance other tests may be using, made in a folder
+        // of this test's own.
+        let temp_root = tempfile::tempdir().unwrap();
         let copies = [
-            private_copy(&library).unwrap(),
-            private_copy(&library).unwrap(),
+            private_copy(&library, temp_root.path()).unwrap(),
+            private_copy(&library, temp_root.path()).unwrap(),
         ];
         let texts: Vec<Vec<String>> = thread::scope(|s| {
             let readers: Vec<_> = copies
@@ -546,16 +551,8 @@ mod tests {
             "{:?}",
             texts[0]
         );
-        // The copies are deleted once loaded: nothing of them is left in the temporary folder.
-        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("gilkit-rag-pdfium-")
-            })
-            .collect();
+        // The copies are deleted once loaded: nothing of them is left where they were made.
+        let left: Vec<_> = std::fs::read_dir(temp_root.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
         // Unloading pdfium is not something it supports cleanly: keep the copies to the end.
         std::mem::forget(copies);
@@ -563,7 +560,8 @@ mod tests {
 
     #[test]
     fn a_copy_of_a_missing_library_is_an_error_that_says_so() {
-        let err = private_copy(Path::new("/nonexistent/libpdfium.so"))
+        let temp_root = tempfile::tempdir().unwrap();
+        let err = private_copy(Path::new("/nonexistent/libpdfium.so"), temp_root.path())
             .err()
             .unwrap();
         assert!(
