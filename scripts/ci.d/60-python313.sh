@@ -32,6 +32,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
 me=60-python313
+if [ "$(id -u)" != 0 ]; then
+    echo "$me: needs root (debootstrap, chroot and mount); run the test command as root, as CI does" >&2
+    exit 1
+fi
 mode=${1:-all}
 case $mode in
 all | prepare) ;;
