@@ -6,7 +6,9 @@ Each build is a Python interpreter with its own gilkit_marc installed (for examp
 
     python benches/marc/compare_builds.py --before PY --after PY [--rounds 7]
 
-COMPARE_ONLY=text runs only the workloads whose name contains `text`.
+COMPARE_ONLY=text runs only the workloads whose name contains `text`. The `MARCReader` workloads
+read from `open(path, "rb")` (which keeps pymarc's file position: one `lseek` a record, since
+issue 18) and, in the `MARCReader(path)` rows, from the path (no position kept).
 
 Each round runs every workload once per build, in a fresh process per build (`--child` mode),
 the two builds' order alternating from round to round; within a process each workload runs
@@ -67,6 +69,10 @@ def child() -> None:
         "MARCReader, fields, readahead=False": lambda p: fields(gilkit_marc.MARCReader(open(p, "rb"), readahead=False)),
         "MARCReader, records only": lambda p: count(gilkit_marc.MARCReader(open(p, "rb"))),
         "MARCReader, records only, lazy": lambda p: count(gilkit_marc.MARCReader(open(p, "rb"), lazy_fields=True)),
+        # A path keeps no file position: the same reading without the lseek per record that
+        # `open(path, "rb")` pays to keep pymarc's `fh.tell()` (issue 18, item 2).
+        "MARCReader(path), fields": lambda p: fields(gilkit_marc.MARCReader(str(p))),
+        "MARCReader(path), records only, lazy": lambda p: count(gilkit_marc.MARCReader(str(p), lazy_fields=True)),
         "read_all": lambda p: len(gilkit_marc.read_all(p)),
         "read_all, readahead=False": lambda p: len(gilkit_marc.read_all(p, readahead=False)),
         "read_all, threads=2": lambda p: len(gilkit_marc.read_all(p, threads=2)),
