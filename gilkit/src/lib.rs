@@ -115,6 +115,11 @@ pub mod __private;
 pub use batcher::GilBatcher;
 pub use block_on::block_on;
 pub use cancel::{CancelToken, Cancelled};
+/// This process's fork generation: 0 in the process that loaded gilkit, one more in each `fork()`
+/// child than in its parent. Record it with per-process state (threads, pools of things threads
+/// hold) and compare it later: a different value means a forked child, where the threads of the
+/// recorded generation do not exist. Holds nothing and does not touch the GIL.
+pub use process::generation as fork_generation;
 pub use release::{
     DEFAULT_POLL_INTERVAL, Interruptible, detach, detach_interruptible, detach_interruptible_owned,
     try_attach,

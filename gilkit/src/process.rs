@@ -63,10 +63,12 @@ static INSTALL: Once = Once::new();
 /// `fork()` child than in its parent. Compare it with a recorded value to know whether threads
 /// started then exist in this process.
 ///
+/// Exported as [`crate::fork_generation`] for extensions' own per-process state.
+///
 /// Does not touch the GIL. Cheap: a `Once` check and one atomic load.
 #[inline]
 #[must_use]
-pub(crate) fn generation() -> u64 {
+pub fn generation() -> u64 {
     install();
     GENERATION.load(Ordering::Acquire)
 }

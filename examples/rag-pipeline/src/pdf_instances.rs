@@ -16,6 +16,14 @@
 //! `noexec` mount), the pool stops growing and makes do with what it has; that reason is kept
 //! for [`InstancePool::growth_stopped`]. At least one instance always exists (given at
 //! construction), so a waiter is always woken.
+//!
+//! After `fork()`, the child has only the thread that forked: instances other threads held at that
+//! moment never come back there. The pool records gilkit's fork generation
+//! ([`gilkit::fork_generation`]) and, on the first acquire in a child, stops counting them, so the
+//! child makes new ones instead of waiting forever; the idle ones are still good (a copy of a
+//! library at rest). Not covered: a fork while another thread holds the pool's own lock, which it
+//! does only for the few instructions of a push or a pop (covering it would take a fork hook that
+//! holds the lock across `fork()`).
 
 use std::ops::Deref;
 
@@ -34,6 +42,8 @@ struct State<T> {
     made: usize,
     /// Why no more instances are made (making one failed).
     growth_stopped: Option<String>,
+    /// The fork generation `made` counts in.
+    generation: u64,
 }
 
 impl<T> InstancePool<T> {
@@ -44,6 +54,7 @@ impl<T> InstancePool<T> {
                 idle: vec![first],
                 made: 1,
                 growth_stopped: None,
+                generation: gilkit::fork_generation(),
             }),
             returned: Condvar::new(),
             limit: limit.max(1),
@@ -54,7 +65,22 @@ impl<T> InstancePool<T> {
     /// idle and fewer than the limit exist; or, failing both, the first one returned. Blocks the
     /// calling thread while it waits; the instance goes back to the pool when the guard drops.
     pub(crate) fn acquire(&self, make: impl FnOnce() -> Result<T, String>) -> Instance<'_, T> {
+        self.acquire_in(gilkit::fork_generation(), make)
+    }
+
+    /// [`Self::acquire`] in the fork generation `generation` (a parameter so that tests can fork
+    /// without forking).
+    fn acquire_in(
+        &self,
+        generation: u64,
+        make: impl FnOnce() -> Result<T, String>,
+    ) -> Instance<'_, T> {
         let mut state = self.state.lock();
+        if state.generation != generation {
+            // A forked child: only the idle instances exist here.
+            state.made = state.idle.len();
+            state.generation = generation;
+        }
         let mut make = Some(make);
         loop {
             if let Some(instance) = state.idle.pop() {
@@ -204,6 +230,26 @@ mod tests {
         // No further attempt is made.
         let a = pool.acquire(|| panic!("growth stopped"));
         assert_eq!(*a, 0);
+    }
+
+    #[test]
+    fn in_a_forked_child_instances_held_by_the_parents_threads_are_not_waited_for() {
+        let pool = InstancePool::new(0, 2);
+        let generation = gilkit::fork_generation();
+        let a = pool.acquire_in(generation, || panic!("the first is idle"));
+        let b = pool.acquire_in(generation, || Ok(1));
+        // Threads of the parent hold both at the fork; in the child they never come back, so
+        // the pool makes new ones up to its limit instead of waiting.
+        std::mem::forget((a, b));
+        let c = pool.acquire_in(generation + 1, || Ok(2));
+        let d = pool.acquire_in(generation + 1, || Ok(3));
+        assert_eq!((*c, *d), (2, 3));
+        assert_eq!(pool.made(), 2);
+        drop(c);
+        assert_eq!(
+            *pool.acquire_in(generation + 1, || panic!("one is idle")),
+            2
+        );
     }
 
     #[test]

@@ -237,3 +237,42 @@ def test_concurrent_pdfs_read_the_same_as_one_at_a_time() -> None:
     assert (docs, failed) == (2 * len(files), 0)
 
 
+
+
+FORK_CHILD_READS = """
+import os, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from gilkit_rag import load_and_split
+files = sorted(Path(sys.argv[1]).glob("*.pdf"))
+expected = [load_and_split(p)[1] for p in files]
+# Threads of this process hold pdfium instances while it forks, so they are never given back in
+# the child: the child must make its own rather than wait for them.
+busy = threading.Event()
+def keep_reading():
+    while not busy.is_set():
+        load_and_split(files[0])
+readers = [threading.Thread(target=keep_reading) for _ in range(2)]
+for t in readers:
+    t.start()
+pid = os.fork()
+if pid == 0:
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda p: load_and_split(p)[1], files))
+    os._exit(0 if got == expected else 3)
+busy.set()
+for t in readers:
+    t.join()
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_reads_pdfs_while_the_parents_readers_held_pdfium() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_CHILD_READS, str(PDFS)],
+        capture_output=True,
+        text=True,
+        timeout=300,  # a hang guard: the child waiting for instances that never come back
+    )
+    assert result.returncode == 0, result.stderr
