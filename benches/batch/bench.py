@@ -31,7 +31,7 @@ import aiohttp
 import gilkit_testext as ext
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "benches"), str(ROOT / "tests" / "python")]
+sys.path[:0] = [str(ROOT / "benches"), str(ROOT / "tests" / "support")]
 import benchlib  # noqa: E402
 from sigint import interrupt_after_ready  # noqa: E402
 

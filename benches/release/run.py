@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "benches"), str(ROOT / "tests" / "python")]
+sys.path[:0] = [str(ROOT / "benches"), str(ROOT / "tests" / "support")]
 
 import gilkit_testext as ext  # noqa: E402
 from benchlib import header, median_time  # noqa: E402

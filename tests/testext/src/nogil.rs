@@ -300,6 +300,7 @@ fn release_cost_ns(py: Python<'_>, iterations: u32, rounds: u32) -> Vec<(&'stati
 /// Call `f()` with every work duration a call site measures on this thread counted as `micros`
 /// µs (gilkit's `test-hooks` feature), so that the adaptive policy's decisions in a test do not
 /// depend on how long the work really took.
+#[cfg(feature = "test-hooks")]
 #[pyfunction]
 fn with_work_taking(micros: u64, f: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     gilkit::callsite::test_hooks::with_work_taking(Duration::from_micros(micros), || {
@@ -309,6 +310,7 @@ fn with_work_taking(micros: u64, f: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gilkit::callsite::add_stats_function(m)?;
+    #[cfg(feature = "test-hooks")]
     m.add_function(wrap_pyfunction!(with_work_taking, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_outer, m)?)?;
     m.add_function(wrap_pyfunction!(nogil_inner, m)?)?;

@@ -14,6 +14,25 @@ import sys
 import textwrap
 import time
 
+
+def restore_default_sigint() -> None:
+    """Give this process Python's own SIGINT handler if it started with SIGINT ignored.
+
+    Ctrl-C tests and benchmarks send SIGINT to child interpreters and expect `KeyboardInterrupt`.
+    A child inherits an *ignored* SIGINT across `exec` (a handler is reset to the default, an
+    ignore is not), and CPython leaves an inherited ignore in place instead of installing its
+    handler. CI runners and shell scripts start background jobs with SIGINT ignored, so without
+    this every Ctrl-C measurement would fail there for a reason that has nothing to do with the
+    code. With a handler here, the children start with the default disposition, as they do from a
+    terminal.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# Whoever imports this sends SIGINT to children (benches/release/run.py runs outside pytest).
+restore_default_sigint()
+
 # A child program for `interrupt_after_ready`: format it with `call=<a Python expression>`.
 CHILD_PRELUDE = """
 import gilkit_testext as ext
