@@ -49,8 +49,8 @@ NUMBER = re.compile(r"^(\*\*)?(-?[\d,]*\.?\d+)(.*?)(\*\*)?$")
 
 def median_cell(cells: list[str]) -> str:
     """The median of cells that all hold a number with the same unit, else the first cell."""
-    parsed = [NUMBER.match(c) for c in cells]
-    if not all(parsed) or len({m.group(3) for m in parsed}) != 1:
+    parsed = [m for m in map(NUMBER.match, cells) if m is not None]
+    if len(parsed) != len(cells) or len({m.group(3) for m in parsed}) != 1:
         return cells[0]
     first = parsed[0]
     value = statistics.median(float(m.group(2).replace(",", "")) for m in parsed)
